@@ -1,0 +1,128 @@
+// Who is asking, and may they: user tokens, anonymous mode, the server API key and origins.
+// Every refusal is an HttpError; nothing here talks to an object.
+import { verify } from "hono/jwt";
+import type { Config } from "./config";
+import { HttpError } from "./http-error";
+import { isValidName, NAME_RULE } from "./protocol";
+import type { Identity } from "./objects/socket-host";
+
+/** What a connection is for: a room, or a user's own inbox. */
+export interface Target {
+  room?: string;
+  user?: string;
+}
+
+/** A verified token's claims. */
+interface Claims extends Identity {
+  /** Room ids or `prefix*` patterns; undefined means every room. */
+  rooms?: string[];
+}
+
+function bearer(request: Request): string | undefined {
+  const header = request.headers.get("Authorization");
+  const match = header?.match(/^Bearer\s+(\S+)\s*$/i);
+  return match?.[1];
+}
+
+/** A user token from `?token=` (browsers cannot set headers) or `Authorization: Bearer`. */
+function presentedToken(request: Request, url: URL): string | undefined {
+  return url.searchParams.get("token") ?? bearer(request);
+}
+
+async function verifyToken(token: string, config: Config): Promise<Claims> {
+  if (config.authSecret === undefined) {
+    throw new HttpError(401, "unauthorized", "a token was presented but this relay has no AUTH_SECRET to verify it");
+  }
+  let payload: Record<string, unknown>;
+  try {
+    payload = await verify(token, config.authSecret, "HS256");
+  } catch (error) {
+    const expired = error instanceof Error && error.name === "JwtTokenExpired";
+    throw new HttpError(401, "unauthorized", expired ? "token expired" : "token is not a valid HS256 JWT for this relay");
+  }
+  if (!isValidName(payload.sub)) throw new HttpError(401, "unauthorized", `token "sub" must be a user id: ${NAME_RULE}`);
+  const { rooms, exp } = payload;
+  if (rooms !== undefined && !(Array.isArray(rooms) && rooms.every((room) => typeof room === "string"))) {
+    throw new HttpError(401, "unauthorized", `token "rooms" must be a list of room ids`);
+  }
+  return { user: payload.sub, ...(typeof exp === "number" && { exp }), ...(rooms !== undefined && { rooms }) };
+}
+
+/** Whether a token's `rooms` claim lets its holder into `room`. */
+export function roomAllowed(rooms: string[] | undefined, room: string): boolean {
+  if (rooms === undefined) return true;
+  return rooms.some((entry) => (entry.endsWith("*") ? room.startsWith(entry.slice(0, -1)) : entry === room));
+}
+
+function authorize(claims: Claims, target: Target): void {
+  if (target.room !== undefined && !roomAllowed(claims.rooms, target.room)) {
+    throw new HttpError(403, "forbidden", `token does not allow room ${target.room}`);
+  }
+  if (target.user !== undefined && claims.user !== target.user) {
+    throw new HttpError(403, "forbidden", `token is for user ${claims.user}, not ${target.user}`);
+  }
+}
+
+/** The identity of a WebSocket or SSE client, or an HttpError (400, 401, 403). */
+export async function identify(request: Request, url: URL, config: Config, target: Target): Promise<Identity> {
+  const token = presentedToken(request, url);
+  if (token !== undefined) {
+    const claims = await verifyToken(token, config);
+    authorize(claims, target);
+    return claims.exp === undefined ? { user: claims.user } : { user: claims.user, exp: claims.exp };
+  }
+  if (config.allowAnonymous) {
+    const asked = url.searchParams.get("user");
+    if (asked !== null) {
+      if (!isValidName(asked)) throw new HttpError(400, "bad_request", `"user" must be a user id: ${NAME_RULE}`);
+      return { user: asked };
+    }
+    return { user: target.user ?? `anon-${crypto.randomUUID().slice(0, 8)}` };
+  }
+  if (config.authSecret === undefined) {
+    throw new HttpError(
+      401,
+      "unauthorized",
+      "this relay has no AUTH_SECRET: set one with `wrangler secret put AUTH_SECRET`, " +
+        'or set ALLOW_ANONYMOUS="true" for local development',
+    );
+  }
+  throw new HttpError(401, "unauthorized", "missing token: pass ?token=<JWT> or Authorization: Bearer <JWT>");
+}
+
+async function sameSecret(given: string, expected: string): Promise<boolean> {
+  // Hashing first makes both sides one length, so the comparison leaks neither length nor prefix.
+  const encoder = new TextEncoder();
+  const [a, b] = await Promise.all([
+    crypto.subtle.digest("SHA-256", encoder.encode(given)),
+    crypto.subtle.digest("SHA-256", encoder.encode(expected)),
+  ]);
+  return crypto.subtle.timingSafeEqual(a, b);
+}
+
+/**
+ * Admits a server route caller: `Authorization: Bearer <API_KEY>`, or, where `readers` names a
+ * room, a user token that allows that room.
+ */
+export async function authorizeServer(request: Request, url: URL, config: Config, readers?: Target): Promise<void> {
+  const key = bearer(request);
+  if (key !== undefined && config.apiKey !== undefined && (await sameSecret(key, config.apiKey))) return;
+  const token = presentedToken(request, url);
+  if (readers !== undefined && token !== undefined && config.authSecret !== undefined) {
+    const claims = await verifyToken(token, config).catch(() => undefined);
+    if (claims) return authorize(claims, readers);
+  }
+  if (config.apiKey === undefined) {
+    throw new HttpError(401, "unauthorized", "server routes are closed: this relay has no API_KEY (`wrangler secret put API_KEY`)");
+  }
+  throw new HttpError(401, "unauthorized", "missing or wrong API key: pass Authorization: Bearer <API_KEY>");
+}
+
+/** Refuses a browser request from an origin not in ALLOWED_ORIGINS (cross-site WebSocket hijacking). */
+export function checkOrigin(request: Request, config: Config): void {
+  const origin = request.headers.get("Origin");
+  if (origin === null || config.allowedOrigins.length === 0) return;
+  if (!config.allowedOrigins.includes(origin)) {
+    throw new HttpError(403, "forbidden", `origin ${origin} is not allowed`);
+  }
+}

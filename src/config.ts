@@ -1,0 +1,99 @@
+// Every variable the relay reads, parsed in one place with its default.
+// A value that does not parse is a ConfigError naming the variable: the Worker answers 500
+// with that message instead of silently running on a default the operator did not choose.
+
+/** The platform's cap on sockets per Durable Object (PLATFORM.md). */
+export const PLATFORM_MAX_SOCKETS = 32_768;
+
+export interface Config {
+  /** HS256 secret for user tokens; undefined when unset or empty. */
+  authSecret?: string;
+  /** Bearer key for server routes; undefined when unset or empty. */
+  apiKey?: string;
+  allowAnonymous: boolean;
+  /** Allowed `Origin` values; empty means any origin. */
+  allowedOrigins: string[];
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+  historyLimit: number;
+  inboxTtlSeconds: number;
+  maxMessageBytes: number;
+  rateLimitPerSecond: number;
+  maxConnectionsPerRoom: number;
+}
+
+export class ConfigError extends Error {
+  readonly variable: string;
+  constructor(variable: string, problem: string) {
+    super(`Configuration variable ${variable} ${problem}`);
+    this.name = "ConfigError";
+    this.variable = variable;
+  }
+}
+
+type Vars = Record<string, unknown>;
+
+function text(vars: Vars, name: string): string | undefined {
+  const value = vars[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string") throw new ConfigError(name, `must be a string, got ${typeof value}`);
+  const trimmed = value.trim();
+  return trimmed === "" ? undefined : trimmed;
+}
+
+function flag(vars: Vars, name: string, fallback: boolean): boolean {
+  const value = text(vars, name);
+  if (value === undefined) return fallback;
+  if (value === "true") return true;
+  if (value === "false") return false;
+  throw new ConfigError(name, `must be "true" or "false", got ${JSON.stringify(value)}`);
+}
+
+function integer(vars: Vars, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const value = text(vars, name);
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value)) throw new ConfigError(name, `must be a whole number, got ${JSON.stringify(value)}`);
+  const n = Number(value);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+export function parseConfig(vars: Vars): Config {
+  const config: Config = {
+    authSecret: text(vars, "AUTH_SECRET"),
+    apiKey: text(vars, "API_KEY"),
+    allowAnonymous: flag(vars, "ALLOW_ANONYMOUS", false),
+    allowedOrigins: (text(vars, "ALLOWED_ORIGINS") ?? "")
+      .split(",")
+      .map((origin) => origin.trim())
+      .filter((origin) => origin !== ""),
+    heartbeatIntervalMs: integer(vars, "HEARTBEAT_INTERVAL_MS", 30_000, 100),
+    heartbeatTimeoutMs: integer(vars, "HEARTBEAT_TIMEOUT_MS", 90_000, 300),
+    historyLimit: integer(vars, "HISTORY_LIMIT", 100, 1, 100_000),
+    inboxTtlSeconds: integer(vars, "INBOX_TTL_SECONDS", 604_800, 1),
+    maxMessageBytes: integer(vars, "MAX_MESSAGE_BYTES", 65_536, 64, 32 * 1024 * 1024),
+    rateLimitPerSecond: integer(vars, "RATE_LIMIT_PER_SECOND", 20, 1),
+    maxConnectionsPerRoom: integer(vars, "MAX_CONNECTIONS_PER_ROOM", 10_000, 1, PLATFORM_MAX_SOCKETS),
+  };
+  // A timeout at or below the ping interval would close every well-behaved client.
+  if (config.heartbeatTimeoutMs <= config.heartbeatIntervalMs) {
+    throw new ConfigError(
+      "HEARTBEAT_TIMEOUT_MS",
+      `must be greater than HEARTBEAT_INTERVAL_MS (${config.heartbeatIntervalMs}), got ${config.heartbeatTimeoutMs}`,
+    );
+  }
+  return config;
+}
+
+// The env object is the same for every request of an isolate, so parse it once.
+const parsed = new WeakMap<object, Config>();
+
+/** The parsed config for this env; throws ConfigError when a variable does not parse. */
+export function configOf(env: object): Config {
+  let config = parsed.get(env);
+  if (!config) {
+    config = parseConfig(env as Vars);
+    parsed.set(env, config);
+  }
+  return config;
+}

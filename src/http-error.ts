@@ -1,0 +1,28 @@
+// Every HTTP refusal is an HttpError: status, stable code and a human message, answered as
+// `{"error": code, "message": message}` by the one error handler in index.ts.
+
+export type HttpErrorCode =
+  | "bad_request"
+  | "bad_config"
+  | "unauthorized"
+  | "forbidden"
+  | "not_found"
+  | "too_large"
+  | "upgrade_required"
+  | "room_full"
+  | "internal";
+
+export class HttpError extends Error {
+  readonly status: number;
+  readonly code: HttpErrorCode;
+  constructor(status: number, code: HttpErrorCode, message: string) {
+    super(message);
+    this.name = "HttpError";
+    this.status = status;
+    this.code = code;
+  }
+
+  toResponse(): Response {
+    return Response.json({ error: this.code, message: this.message }, { status: this.status });
+  }
+}

@@ -1,0 +1,8 @@
+// Worker entry: the Hono app routes every request; the object classes are exported for bindings.
+import { app } from "./routes";
+
+export { Room } from "./objects/room";
+
+export default {
+  fetch: app.fetch,
+} satisfies ExportedHandler<Env>;

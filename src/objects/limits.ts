@@ -1,0 +1,66 @@
+// Per-socket abuse limits (PROTOCOL.md "Limits and close codes"). Plain state machines over
+// timestamps so they are cheap per frame and need no timers. They live in memory only: an
+// object is evicted only after ~10 s without events, by which time every window below has
+// emptied and the bucket has refilled, so starting afresh after hibernation is exact.
+
+const WINDOW_MS = 10_000;
+
+/** What to do with a frame that arrived. */
+export type RateVerdict = "accept" | "drop" | "drop-and-tell" | "close";
+
+/** Timestamps within the last WINDOW_MS, oldest first, bounded by `max` entries. */
+class Window {
+  #times: number[] = [];
+  /** Records an event at `now` and answers how many fall within the window. */
+  add(now: number, max: number): number {
+    const times = this.#times;
+    while (times.length > 0 && now - times[0]! >= WINDOW_MS) times.shift();
+    times.push(now);
+    if (times.length > max) times.shift();
+    return times.length;
+  }
+}
+
+/**
+ * Token bucket of `perSecond` tokens a second holding at most twice that (the allowed burst).
+ * A frame without a token is dropped; the client hears about it at most once a second; more
+ * than `2 * perSecond` drops within 10 s ends the connection (close 1008).
+ */
+export class RateLimiter {
+  readonly #perSecond: number;
+  #tokens: number;
+  #refilledAt: number;
+  #toldAt = -Infinity;
+  #drops = new Window();
+
+  constructor(perSecond: number, now: number) {
+    this.#perSecond = perSecond;
+    this.#tokens = 2 * perSecond;
+    this.#refilledAt = now;
+  }
+
+  take(now: number): RateVerdict {
+    const capacity = 2 * this.#perSecond;
+    this.#tokens = Math.min(capacity, this.#tokens + ((now - this.#refilledAt) * this.#perSecond) / 1000);
+    this.#refilledAt = now;
+    if (this.#tokens >= 1) {
+      this.#tokens -= 1;
+      return "accept";
+    }
+    if (this.#drops.add(now, capacity + 1) > capacity) return "close";
+    if (now - this.#toldAt < 1000) return "drop";
+    this.#toldAt = now;
+    return "drop-and-tell";
+  }
+}
+
+/** Oversized frames: each is refused with an error; the third within 10 s closes 1009. */
+export class OversizeCounter {
+  static readonly CLOSE_AT = 3;
+  #window = new Window();
+
+  /** Records one oversized frame; true when the connection must now close. */
+  add(now: number): boolean {
+    return this.#window.add(now, OversizeCounter.CLOSE_AT) >= OversizeCounter.CLOSE_AT;
+  }
+}

@@ -1,0 +1,170 @@
+// Room: one Durable Object per room. Sequences and broadcasts messages, keeps the last
+// HISTORY_LIMIT of them so clients resume without gaps, and tracks presence per user.
+import { HttpError } from "../http-error";
+import {
+  FrameError,
+  PROTOCOL_VERSION,
+  type ClientFrame,
+  type Json,
+  type MessageFrame,
+  type PresenceEntry,
+  type PresenceFrame,
+  type RoomInfo,
+  type WelcomeFrame,
+} from "../protocol";
+import { readConnectRequest } from "./connect";
+import { SocketHost, type Session } from "./socket-host";
+
+/** The outcome of a resume request: whether nothing was missed, and the frames to replay. */
+interface Resume {
+  recovered: boolean;
+  frames: string[];
+}
+
+export class Room extends SocketHost {
+  readonly #name: string;
+  /** Highest seq handed out; persisted, only grows. */
+  #seq: number;
+  /** Random id of this room's storage; a different one means history was lost. */
+  readonly #epoch: string;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    if (ctx.id.name === undefined) throw new Error("Room must be addressed by name");
+    this.#name = ctx.id.name;
+    // Stored frames are the exact text sent to clients, so replay and history never re-encode.
+    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL)");
+    const kv = ctx.storage.kv;
+    this.#seq = kv.get<number>("seq") ?? 0;
+    let epoch = kv.get<string>("epoch");
+    if (epoch === undefined) {
+      epoch = crypto.randomUUID();
+      kv.put("epoch", epoch);
+    }
+    this.#epoch = epoch;
+  }
+
+  // ---- connections ----
+
+  override async fetch(request: Request): Promise<Response> {
+    const connect = readConnectRequest(request);
+    if (this.sessions.size >= this.config.maxConnectionsPerRoom) {
+      return new HttpError(
+        503,
+        "room_full",
+        `room ${this.#name} has ${this.config.maxConnectionsPerRoom} connections, its limit`,
+      ).toResponse();
+    }
+    const resume = connect.since === undefined ? undefined : this.#resume(connect.since, connect.epoch);
+    const { 0: client, 1: server } = new WebSocketPair();
+    const { firstOfUser, session } = this.accept(server, connect);
+    const welcome: WelcomeFrame = {
+      type: "welcome",
+      protocol: PROTOCOL_VERSION,
+      room: this.#name,
+      user: session.user,
+      connection: session.connection,
+      seq: this.#seq,
+      epoch: this.#epoch,
+      presence: this.#presence(),
+      ...(resume && { recovered: resume.recovered }),
+      heartbeat: { interval: this.config.heartbeatIntervalMs, timeout: this.config.heartbeatTimeoutMs },
+    };
+    this.send(server, welcome);
+    // Nothing can be sequenced between these sends (no await), so replay meets live with no gap.
+    for (const frame of resume?.frames ?? []) this.send(server, frame);
+    if (firstOfUser) this.#announce("join", session.user, server);
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  #resume(since: number, epoch: string | undefined): Resume {
+    const lost: Resume = { recovered: false, frames: [] };
+    if (epoch !== undefined && epoch !== this.#epoch) return lost;
+    if (since > this.#seq) return lost;
+    if (since === this.#seq) return { recovered: true, frames: [] };
+    const oldest = this.ctx.storage.sql.exec<{ oldest: number | null }>("SELECT MIN(seq) AS oldest FROM messages").one()
+      .oldest;
+    if (oldest === null || since < oldest - 1) return lost;
+    return { recovered: true, frames: this.#framesAfter(since, this.#seq - since) };
+  }
+
+  #framesAfter(since: number, limit: number): string[] {
+    return this.ctx.storage.sql
+      .exec<{ frame: string }>("SELECT frame FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", since, limit)
+      .toArray()
+      .map((row) => row.frame);
+  }
+
+  // ---- frames ----
+
+  protected override onFrame(session: Session, frame: ClientFrame): void {
+    switch (frame.type) {
+      case "publish":
+        if (frame.room !== undefined && frame.room !== this.#name) {
+          throw new FrameError(
+            "bad_frame",
+            `this socket is in room ${this.#name}; publish to other rooms from a user socket`,
+          );
+        }
+        this.publish(session.user, frame.data, frame.id);
+        return;
+      case "direct":
+        throw new FrameError("bad_frame", "direct messages are not available on this relay yet");
+      case "ack":
+        throw new FrameError("bad_frame", `"ack" is only meaningful on a user socket`);
+    }
+  }
+
+  // Binary frames are relayed as-is and not stored (PROTOCOL.md "Frames").
+  protected override onBinary(session: Session, data: ArrayBuffer): void {
+    this.broadcast(data, session.ws);
+  }
+
+  protected override onLeave(session: Session, lastOfUser: boolean): void {
+    if (lastOfUser) this.#announce("leave", session.user);
+  }
+
+  #announce(event: PresenceFrame["event"], user: string, except?: WebSocket): void {
+    const frame: PresenceFrame = { type: "presence", room: this.#name, event, user };
+    this.broadcast(JSON.stringify(frame), except);
+  }
+
+  #presence(): PresenceEntry[] {
+    return [...this.users].map(([user, connections]) => ({ user, connections }));
+  }
+
+  // ---- RPC (called by the Worker through the stub) ----
+
+  /** Sequences, stores and broadcasts one message; answers its seq. */
+  publish(from: string, data: Json, id?: string): number {
+    const seq = this.#seq + 1;
+    const frame: MessageFrame = { type: "message", room: this.#name, seq, from, data, ts: Date.now() };
+    if (id !== undefined) frame.id = id;
+    const text = JSON.stringify(frame);
+    const sql = this.ctx.storage.sql;
+    this.ctx.storage.transactionSync(() => {
+      sql.exec("INSERT INTO messages (seq, frame) VALUES (?, ?)", seq, text);
+      sql.exec("DELETE FROM messages WHERE seq <= ?", seq - this.config.historyLimit);
+      this.ctx.storage.kv.put("seq", seq);
+    });
+    this.#seq = seq;
+    // Output gates hold these sends until the write above is durable.
+    this.broadcast(text);
+    return seq;
+  }
+
+  info(): RoomInfo {
+    return {
+      room: this.#name,
+      seq: this.#seq,
+      epoch: this.#epoch,
+      connections: this.sessions.size,
+      presence: this.#presence(),
+    };
+  }
+
+  /** `{"messages": [...]}` with the first `limit` retained messages after `since`, as JSON text. */
+  history(since: number, limit: number): string {
+    return `{"messages":[${this.#framesAfter(since, limit).join(",")}]}`;
+  }
+}

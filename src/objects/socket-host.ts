@@ -1,0 +1,336 @@
+// What every socket-holding object shares: accepting hibernatable sockets, per-socket state that
+// survives hibernation, liveness and token-expiry sweeps, abuse limits, the close handshake and
+// a broadcast that one bad socket cannot abort. Room (and later Inbox) override the hooks.
+import { DurableObject } from "cloudflare:workers";
+import { configOf, type Config } from "../config";
+import {
+  CloseCode,
+  closeReason,
+  decodeClientFrame,
+  errorFrame,
+  FrameError,
+  isOversized,
+  PING,
+  PONG,
+  sendableCloseCode,
+  type ClientFrame,
+  type ServerFrame,
+} from "../protocol";
+import { log } from "../log";
+import { OversizeCounter, RateLimiter } from "./limits";
+
+/** Who a socket belongs to, as the Worker established it. */
+export interface Identity {
+  user: string;
+  /** Token expiry, seconds since the epoch. */
+  exp?: number;
+}
+
+/** What is stored with each socket (serializeAttachment): all that must survive hibernation. */
+interface Attachment extends Identity {
+  connection: string;
+  /** Last activity as of the last save, ms since the epoch. */
+  seen: number;
+  /** Set when we closed the socket: it no longer counts, whatever its readyState says. */
+  closed?: true;
+}
+
+/** One open socket and its live state. */
+export interface Session {
+  readonly ws: WebSocket;
+  readonly user: string;
+  readonly connection: string;
+  readonly exp?: number;
+  /** Latest activity, ms; after a restore an upper bound (see `#restore`). */
+  seen: number;
+  /** `seen` as last written into the attachment. */
+  savedSeen: number;
+  readonly rate: RateLimiter;
+  readonly oversize: OversizeCounter;
+}
+
+/** The socket's attachment, unless it is missing or marks a socket we already closed. */
+function liveAttachment(ws: WebSocket): Attachment | undefined {
+  const attachment = ws.deserializeAttachment() as Attachment | null;
+  return attachment && !attachment.closed ? attachment : undefined;
+}
+
+export abstract class SocketHost extends DurableObject<Env> {
+  protected readonly config: Config;
+  // Built lazily from the platform's socket list, so it is right after every wake-up.
+  #sessions?: Map<WebSocket, Session>;
+  #users = new Map<string, number>();
+  /** Sockets already reported gone, so a close and an error for one socket count once. */
+  #departed = new WeakSet<WebSocket>();
+  #alarmArmed = false;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.config = configOf(env);
+    // Answered by the runtime itself, even while the object hibernates (PLATFORM.md).
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
+  }
+
+  // ---- hooks ----
+
+  /** A decoded text frame from `session`. Throw FrameError to refuse it. */
+  protected abstract onFrame(session: Session, frame: ClientFrame): void | Promise<void>;
+
+  /** A binary frame from `session`. Default: refused. */
+  protected onBinary(session: Session, _data: ArrayBuffer): void {
+    this.send(session.ws, errorFrame("bad_frame", "binary frames are not accepted here"));
+  }
+
+  /** `session` is gone (closed, errored or timed out); called exactly once per socket. */
+  protected onLeave(_session: Session, _lastOfUser: boolean): void {}
+
+  // ---- sessions ----
+
+  /** Every open socket's session. */
+  protected get sessions(): ReadonlyMap<WebSocket, Session> {
+    return this.#live();
+  }
+
+  /** Open sockets per user. */
+  protected get users(): ReadonlyMap<string, number> {
+    this.#live();
+    return this.#users;
+  }
+
+  #live(): Map<WebSocket, Session> {
+    if (this.#sessions) return this.#sessions;
+    const sessions = new Map<WebSocket, Session>();
+    for (const ws of this.ctx.getWebSockets()) {
+      // The list can still hold closing sockets (PLATFORM.md); their close events follow.
+      if (ws.readyState !== WebSocket.OPEN) continue;
+      const attachment = liveAttachment(ws);
+      if (attachment) this.#add(sessions, ws, attachment, this.#restore(attachment));
+    }
+    this.#sessions = sessions;
+    return sessions;
+  }
+
+  // The attachment's `seen` may lag real activity by up to one save interval; assume the latest
+  // it could be, so a restored socket is never timed out early.
+  #restore(attachment: Attachment): number {
+    return attachment.seen + this.#saveEveryMs;
+  }
+
+  #add(sessions: Map<WebSocket, Session>, ws: WebSocket, attachment: Attachment, seen: number): Session {
+    const session = this.#session(ws, attachment, seen);
+    sessions.set(ws, session);
+    this.#users.set(session.user, (this.#users.get(session.user) ?? 0) + 1);
+    return session;
+  }
+
+  #session(ws: WebSocket, attachment: Attachment, seen: number): Session {
+    const now = Date.now();
+    return {
+      ws,
+      user: attachment.user,
+      connection: attachment.connection,
+      exp: attachment.exp,
+      seen,
+      savedSeen: attachment.seen,
+      rate: new RateLimiter(this.config.rateLimitPerSecond, now),
+      oversize: new OversizeCounter(),
+    };
+  }
+
+  /** Accepts `ws` as hibernatable; answers its session and whether it is the user's first socket. */
+  protected accept(ws: WebSocket, identity: Identity): { session: Session; firstOfUser: boolean } {
+    const sessions = this.#live();
+    this.ctx.acceptWebSocket(ws);
+    const now = Date.now();
+    const attachment: Attachment = {
+      user: identity.user,
+      ...(identity.exp !== undefined && { exp: identity.exp }),
+      connection: crypto.randomUUID(),
+      seen: now,
+    };
+    ws.serializeAttachment(attachment);
+    const session = this.#add(sessions, ws, attachment, now);
+    this.#armAlarm();
+    return { session, firstOfUser: this.#users.get(session.user) === 1 };
+  }
+
+  /** Forgets `ws`; calls onLeave once however many close paths report it. */
+  #depart(ws: WebSocket): void {
+    if (this.#departed.has(ws)) return;
+    const sessions = this.#live();
+    let session = sessions.get(ws);
+    if (session) {
+      sessions.delete(ws);
+      const left = this.#users.get(session.user)! - 1;
+      if (left === 0) this.#users.delete(session.user);
+      else this.#users.set(session.user, left);
+    } else {
+      // A close that wakes a hibernated object arrives for a socket the platform no longer
+      // lists, so the rebuild above never counted it: it still has to leave.
+      const attachment = liveAttachment(ws);
+      if (!attachment) return;
+      session = this.#session(ws, attachment, attachment.seen);
+    }
+    this.#departed.add(ws);
+    this.onLeave(session, !this.#users.has(session.user));
+  }
+
+  // ---- sending ----
+
+  /** Sends one frame; a socket that cannot take it is left to the close path. */
+  protected send(ws: WebSocket, frame: ServerFrame | string): void {
+    try {
+      ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+    } catch {
+      // Closing or gone: webSocketClose/webSocketError will report it.
+    }
+  }
+
+  /** Sends already-encoded `payload` to every open socket but `except`. */
+  protected broadcast(payload: string | ArrayBuffer, except?: WebSocket): void {
+    for (const ws of this.#live().keys()) {
+      if (ws === except) continue;
+      try {
+        ws.send(payload);
+      } catch {
+        // One bad socket must not abort the loop; its close event cleans it up.
+      }
+    }
+  }
+
+  /** Closes `session` from our side and counts it as left at once. */
+  protected close(session: Session, code: number, reason: string): void {
+    try {
+      this.#save(session, true);
+      session.ws.close(code, closeReason(reason));
+    } catch {
+      // Already closing.
+    }
+    this.#depart(session.ws);
+  }
+
+  // ---- platform events ----
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const session = this.#live().get(ws);
+    if (!session) return; // closed by us a moment ago
+    const now = Date.now();
+    this.#touch(session, now);
+    try {
+      if (isOversized(message, this.config.maxMessageBytes)) {
+        if (session.oversize.add(now)) return this.close(session, CloseCode.tooLarge, "message too large");
+        return this.send(ws, errorFrame("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`));
+      }
+      if (message === PING) return; // the auto-response normally takes these; exempt from limits
+      switch (session.rate.take(now)) {
+        case "accept":
+          break;
+        case "drop":
+          return;
+        case "drop-and-tell":
+          return this.send(
+            ws,
+            errorFrame("rate_limited", `more than ${this.config.rateLimitPerSecond} frames a second; frame dropped`),
+          );
+        case "close":
+          return this.close(session, CloseCode.policy, "rate limit exceeded");
+      }
+      if (typeof message !== "string") return this.onBinary(session, message);
+      const frame = decodeClientFrame(message);
+      try {
+        await this.onFrame(session, frame);
+      } catch (error) {
+        // A handler's refusal keeps the frame's id so the client can match it.
+        if (error instanceof FrameError && error.id === undefined && "id" in frame && frame.id !== undefined) {
+          throw new FrameError(error.code, error.message, frame.id);
+        }
+        throw error;
+      }
+    } catch (error) {
+      if (error instanceof FrameError) return this.send(ws, errorFrame(error.code, error.message, error.id));
+      log("error", "frame handler failed", { object: this.constructor.name, error });
+      this.send(ws, errorFrame("internal", "the relay failed to handle this frame"));
+      this.close(session, CloseCode.internal, "internal error");
+    }
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    // Hibernatable sockets do not answer the peer's close by themselves (PLATFORM.md).
+    try {
+      ws.close(sendableCloseCode(code), closeReason(reason));
+    } catch {
+      // Already closed.
+    }
+    this.#depart(ws);
+  }
+
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    log("warn", "socket error", { object: this.constructor.name, error });
+    this.#depart(ws);
+  }
+
+  // ---- liveness ----
+
+  /** How often the sweep runs: a quarter of the timeout, so a close lands within 1.5x of it. */
+  get #sweepEveryMs(): number {
+    return Math.max(100, Math.floor(this.config.heartbeatTimeoutMs / 4));
+  }
+
+  /** How stale the stored `seen` may get before it is rewritten. */
+  get #saveEveryMs(): number {
+    return Math.floor(this.config.heartbeatTimeoutMs / 10);
+  }
+
+  #touch(session: Session, now: number): void {
+    session.seen = now;
+    if (now - session.savedSeen >= this.#saveEveryMs) this.#save(session);
+  }
+
+  #save(session: Session, closed?: true): void {
+    const attachment: Attachment = {
+      user: session.user,
+      connection: session.connection,
+      ...(session.exp !== undefined && { exp: session.exp }),
+      seen: session.seen,
+      ...(closed && { closed }),
+    };
+    session.ws.serializeAttachment(attachment);
+    session.savedSeen = session.seen;
+  }
+
+  // One coarse alarm while sockets exist: an alarm every second would keep the object from ever
+  // hibernating (PLATFORM.md).
+  #armAlarm(): void {
+    if (this.#alarmArmed) return;
+    this.#alarmArmed = true;
+    void this.ctx.storage
+      .getAlarm()
+      .then((at) => (at === null ? this.ctx.storage.setAlarm(Date.now() + this.#sweepEveryMs) : undefined))
+      .catch((error: unknown) => {
+        this.#alarmArmed = false;
+        log("error", "could not arm the sweep alarm", { object: this.constructor.name, error });
+      });
+  }
+
+  override async alarm(): Promise<void> {
+    this.#alarmArmed = false;
+    this.sweep(Date.now());
+    if (this.#live().size > 0) {
+      this.#alarmArmed = true;
+      await this.ctx.storage.setAlarm(Date.now() + this.#sweepEveryMs);
+    }
+  }
+
+  /** Closes sockets whose heartbeat stopped (4000) or whose token expired (4001). */
+  protected sweep(now: number): void {
+    const timeout = this.config.heartbeatTimeoutMs;
+    for (const session of [...this.#live().values()]) {
+      const pinged = this.ctx.getWebSocketAutoResponseTimestamp(session.ws)?.getTime() ?? 0;
+      if (now - Math.max(session.seen, pinged) >= timeout) {
+        this.close(session, CloseCode.heartbeatTimeout, "heartbeat timeout");
+      } else if (session.exp !== undefined && now >= session.exp * 1000) {
+        this.close(session, CloseCode.tokenExpired, "token expired");
+      }
+    }
+  }
+}

@@ -1,0 +1,260 @@
+import { env, evictDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { connect, freshRoom, join } from "./connect";
+
+// This project runs with RATE_LIMIT_PER_SECOND=5, MAX_MESSAGE_BYTES=1024, HISTORY_LIMIT=5,
+// MAX_CONNECTIONS_PER_ROOM=3 (vitest.config.ts).
+
+describe("joining a room", () => {
+  it("sends a welcome first, with presence that includes the newcomer", async () => {
+    const room = freshRoom();
+    const { welcome } = await join(room, "alice");
+    expect(welcome).toMatchObject({
+      type: "welcome",
+      protocol: 1,
+      room,
+      user: "alice",
+      seq: 0,
+      presence: [{ user: "alice", connections: 1 }],
+      heartbeat: { interval: 30_000, timeout: 90_000 },
+    });
+    expect(welcome.connection).toEqual(expect.any(String));
+    expect(welcome.epoch).toEqual(expect.any(String));
+    expect(welcome).not.toHaveProperty("recovered");
+  });
+
+  it("announces a user's first socket to the others, not to the newcomer", async () => {
+    const room = freshRoom();
+    const alice = await join(room, "alice");
+    const bob = await join(room, "bob");
+    expect(await alice.client.json()).toEqual({ type: "presence", room, event: "join", user: "bob" });
+    expect(bob.welcome.presence).toEqual([
+      { user: "alice", connections: 1 },
+      { user: "bob", connections: 1 },
+    ]);
+    // A second socket of the same user is not a join.
+    await join(room, "bob");
+    alice.client.send({ type: "publish", data: "marker" });
+    expect(await alice.client.json()).toMatchObject({ type: "message", data: "marker" });
+  });
+
+  it("announces leave only when a user's last socket closes", async () => {
+    const room = freshRoom();
+    const alice = await join(room, "alice");
+    const bob1 = await join(room, "bob");
+    const bob2 = await join(room, "bob");
+    await alice.client.nextOf("presence");
+    await bob1.client.close(1000, "bye");
+    alice.client.send({ type: "publish", data: "still here" });
+    expect(await alice.client.json()).toMatchObject({ type: "message", data: "still here" });
+    await bob2.client.close();
+    expect(await alice.client.json()).toEqual({ type: "presence", room, event: "leave", user: "bob" });
+  });
+
+  it("answers the client's close with the same code", async () => {
+    const { client } = await join(freshRoom(), "alice");
+    expect(await client.close(4321, "done")).toMatchObject({ code: 4321 });
+  });
+
+  it("refuses an upgrade with 503 when the room is full", async () => {
+    const room = freshRoom();
+    for (const user of ["a", "b", "c"]) await join(room, user);
+    const error = await connect(`/rooms/${room}/ws?user=d`).catch((e: Error) => e);
+    expect(String(error)).toContain("503");
+    expect(String(error)).toContain("room_full");
+  });
+});
+
+describe("publishing", () => {
+  it("broadcasts to every socket, sender included, in seq order", async () => {
+    const room = freshRoom();
+    const alice = await join(room, "alice");
+    const bob = await join(room, "bob");
+    await alice.client.nextOf("presence");
+    for (let i = 1; i <= 3; i++) alice.client.send({ type: "publish", data: { n: i }, id: `m${i}` });
+    for (const client of [alice.client, bob.client]) {
+      for (let i = 1; i <= 3; i++) {
+        const frame = await client.json();
+        expect(frame).toMatchObject({ type: "message", room, seq: i, from: "alice", data: { n: i }, id: `m${i}` });
+        expect(frame.ts).toEqual(expect.any(Number));
+      }
+    }
+  });
+
+  it("relays binary frames as-is to the other sockets only", async () => {
+    const room = freshRoom();
+    const alice = await join(room, "alice");
+    const bob = await join(room, "bob");
+    await alice.client.nextOf("presence");
+    alice.client.send(new Uint8Array([1, 2, 3, 255]));
+    expect(await bob.client.next()).toEqual(new Uint8Array([1, 2, 3, 255]));
+    alice.client.send({ type: "publish", data: "after" });
+    // Alice's next frame is her own message: the binary frame was not echoed to her.
+    expect(await alice.client.json()).toMatchObject({ type: "message", data: "after", seq: 1 });
+  });
+
+  it("refuses publishing to another room from a room socket", async () => {
+    const { client } = await join(freshRoom(), "alice");
+    client.send({ type: "publish", room: "elsewhere", data: 1, id: "x" });
+    expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame", id: "x" });
+  });
+});
+
+describe("bad input", () => {
+  it.each([
+    ["malformed JSON", "{nope", "bad_json"],
+    ["a JSON array", "[1,2]", "bad_frame"],
+    ["a JSON string", '"hello"', "bad_frame"],
+    ["no type", '{"data":1}', "bad_frame"],
+    ["an unknown type", '{"type":"shout","data":1}', "bad_frame"],
+    ["publish without data", '{"type":"publish"}', "bad_frame"],
+    ["a numeric id", '{"type":"publish","data":1,"id":5}', "bad_frame"],
+    ["an ack on a room socket", '{"type":"ack","seq":1}', "bad_frame"],
+  ])("answers %s with error %s and keeps the socket open", async (_, text, code) => {
+    const { client } = await join(freshRoom(), "alice");
+    client.send(text);
+    expect(await client.json()).toMatchObject({ type: "error", code, message: expect.any(String) });
+    client.send({ type: "publish", data: "ok" });
+    expect(await client.json()).toMatchObject({ type: "message", data: "ok" });
+  });
+
+  it("echoes the frame's id on errors", async () => {
+    const { client } = await join(freshRoom(), "alice");
+    client.send({ type: "publish", id: "abc" });
+    expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame", id: "abc" });
+  });
+
+  it("refuses oversized frames, and closes 1009 on the third within 10 s", async () => {
+    const { client } = await join(freshRoom(), "alice");
+    const big = JSON.stringify({ type: "publish", data: "x".repeat(1100) });
+    client.send(big);
+    expect(await client.json()).toMatchObject({ type: "error", code: "too_large" });
+    client.send(big);
+    expect(await client.json()).toMatchObject({ type: "error", code: "too_large" });
+    client.send(big);
+    expect((await client.closed).code).toBe(1009);
+  });
+
+  it("counts multi-byte characters in bytes, not characters", async () => {
+    const { client } = await join(freshRoom(), "alice");
+    client.send(JSON.stringify({ type: "publish", data: "é".repeat(500) })); // ~1030 bytes
+    expect(await client.json()).toMatchObject({ type: "error", code: "too_large" });
+  });
+
+  it("drops frames over the rate with one error a second, then closes 1008", async () => {
+    const { client } = await join(freshRoom(), "alice");
+    // Bucket of 10 (2 x 5/s): 10 pass, then drops; more than 10 drops within 10 s closes.
+    for (let i = 0; i < 25; i++) client.send({ type: "publish", data: i });
+    const frames: Record<string, any>[] = [];
+    const closed = await client.closed;
+    for (const frame of client.pending) frames.push(frame as Record<string, any>);
+    expect(closed.code).toBe(1008);
+    const errors = frames.filter((f) => f.type === "error");
+    expect(errors.length).toBe(1);
+    expect(errors[0]).toMatchObject({ code: "rate_limited" });
+    expect(frames.filter((f) => f.type === "message").length).toBeGreaterThanOrEqual(10);
+  });
+
+  it("exempts ping from the rate limit", async () => {
+    const { client } = await join(freshRoom(), "alice");
+    for (let i = 0; i < 30; i++) client.send("ping");
+    for (let i = 0; i < 30; i++) expect(await client.next()).toBe("pong");
+    client.send({ type: "publish", data: "fine" });
+    expect(await client.json()).toMatchObject({ type: "message", data: "fine" });
+  });
+});
+
+describe("history and resume", () => {
+  async function roomWith(count: number) {
+    const room = freshRoom();
+    const alice = await join(room, "alice");
+    for (let i = 1; i <= count; i++) alice.client.send({ type: "publish", data: i });
+    for (let i = 1; i <= count; i++) await alice.client.nextOf("message");
+    return { room, epoch: alice.welcome.epoch as string, alice };
+  }
+
+  it("replays exactly the messages after since, then live ones", async () => {
+    const { room, epoch, alice } = await roomWith(4);
+    const { client, welcome } = await join(room, "bob", `&since=1&epoch=${epoch}`);
+    expect(welcome).toMatchObject({ seq: 4, recovered: true });
+    for (const seq of [2, 3, 4]) expect(await client.json()).toMatchObject({ type: "message", seq, data: seq });
+    alice.client.send({ type: "publish", data: 5 });
+    expect(await client.json()).toMatchObject({ type: "message", seq: 5 });
+  });
+
+  it("recovers with nothing to replay when the client is up to date", async () => {
+    const { room, epoch, alice } = await roomWith(2);
+    const { client, welcome } = await join(room, "bob", `&since=2&epoch=${epoch}`);
+    expect(welcome).toMatchObject({ recovered: true });
+    alice.client.send({ type: "publish", data: "live" });
+    expect(await client.json()).toMatchObject({ seq: 3, data: "live" });
+  });
+
+  it("says recovered: false and replays nothing when missed messages are gone", async () => {
+    // HISTORY_LIMIT is 5: after 8 messages, 4..8 remain.
+    const { room, epoch } = await roomWith(8);
+    const resumable = await join(room, "bob", `&since=3&epoch=${epoch}`);
+    expect(resumable.welcome).toMatchObject({ recovered: true });
+    expect(await resumable.client.json()).toMatchObject({ seq: 4 });
+    const { client, welcome } = await join(room, "carol", `&since=2&epoch=${epoch}`);
+    expect(welcome).toMatchObject({ recovered: false, seq: 8 });
+    expect(client.pending).toEqual([]);
+  });
+
+  it("says recovered: false when the epoch differs", async () => {
+    const { room } = await roomWith(2);
+    const { client, welcome } = await join(room, "bob", "&since=1&epoch=another-epoch");
+    expect(welcome).toMatchObject({ recovered: false });
+    expect(client.pending).toEqual([]);
+  });
+
+  it("skips the epoch check when since comes without epoch", async () => {
+    const { room } = await roomWith(3);
+    const { client, welcome } = await join(room, "bob", "&since=2");
+    expect(welcome).toMatchObject({ recovered: true });
+    expect(await client.json()).toMatchObject({ seq: 3 });
+  });
+
+  it("says recovered: false for a since beyond the room's seq", async () => {
+    const { room, epoch } = await roomWith(1);
+    const { welcome } = await join(room, "bob", `&since=9&epoch=${epoch}`);
+    expect(welcome).toMatchObject({ recovered: false, seq: 1 });
+  });
+});
+
+describe("hibernation", () => {
+  it("keeps presence, seq and history right after the object is evicted mid-conversation", async () => {
+    const room = freshRoom();
+    const alice = await join(room, "alice");
+    const bob = await join(room, "bob");
+    await alice.client.nextOf("presence");
+    alice.client.send({ type: "publish", data: "before" });
+    await alice.client.nextOf("message");
+    await bob.client.nextOf("message");
+
+    await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+
+    // The sockets survived; the rebuilt object still knows who is here and what seq is next.
+    bob.client.send({ type: "publish", data: "after" });
+    expect(await alice.client.json()).toMatchObject({ type: "message", seq: 2, from: "bob", data: "after" });
+    const info = await env.ROOMS.getByName(room).info();
+    expect(info).toMatchObject({ seq: 2, connections: 2 });
+    expect(info.presence).toHaveLength(2);
+    expect(info.presence).toEqual(
+      expect.arrayContaining([
+        { user: "alice", connections: 1 },
+        { user: "bob", connections: 1 },
+      ]),
+    );
+    const carol = await join(room, "carol", `&since=0&epoch=${alice.welcome.epoch}`);
+    expect(carol.welcome).toMatchObject({ recovered: true, seq: 2 });
+    expect(await carol.client.json()).toMatchObject({ seq: 1, data: "before" });
+    expect(await carol.client.json()).toMatchObject({ seq: 2, data: "after" });
+
+    await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+    expect(await alice.client.json()).toEqual({ type: "presence", room, event: "join", user: "carol" });
+    await bob.client.close();
+    expect(await alice.client.json()).toEqual({ type: "presence", room, event: "leave", user: "bob" });
+    expect(await env.ROOMS.getByName(room).info()).toMatchObject({ connections: 2 });
+  });
+});

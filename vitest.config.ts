@@ -1,0 +1,58 @@
+// Three kinds of tests, each a vitest project:
+// - workers:  object and Worker logic inside workerd (@cloudflare/vitest-plugin), default timings;
+// - liveness: the same runtime with short heartbeat timings, for timeout and sweep tests;
+// - e2e:      the whole relay started by wrangler's test harness, real `ws` clients over TCP.
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { defineConfig } from "vitest/config";
+
+const wrangler = { configPath: "./wrangler.toml" };
+
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler,
+            miniflare: {
+              bindings: {
+                ALLOW_ANONYMOUS: "true",
+                API_KEY: "test-api-key",
+                RATE_LIMIT_PER_SECOND: "5",
+                MAX_MESSAGE_BYTES: "1024",
+                HISTORY_LIMIT: "5",
+                MAX_CONNECTIONS_PER_ROOM: "3",
+              },
+            },
+          }),
+        ],
+        test: { name: "workers", include: ["test/workers/**/*.test.ts"] },
+      },
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler,
+            miniflare: {
+              bindings: {
+                ALLOW_ANONYMOUS: "true",
+                AUTH_SECRET: "liveness-secret",
+                HEARTBEAT_INTERVAL_MS: "200",
+                HEARTBEAT_TIMEOUT_MS: "800",
+              },
+            },
+          }),
+        ],
+        test: { name: "liveness", include: ["test/liveness/**/*.test.ts"] },
+      },
+      {
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
+  },
+});

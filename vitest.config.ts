@@ -9,6 +9,7 @@ const wrangler = { configPath: "./wrangler.toml" };
 
 export default defineConfig({
   test: {
+    reporters: ["default", "./test/support/summary-reporter.ts"],
     projects: [
       {
         plugins: [

@@ -1,0 +1,180 @@
+import { env } from "cloudflare:test";
+import { sign } from "hono/jwt";
+import { describe, expect, it } from "vitest";
+import { app } from "../../src/routes";
+import { freshRoom, join, ORIGIN, request } from "./connect";
+
+// The project's relay runs with ALLOW_ANONYMOUS=true and API_KEY=test-api-key; other settings
+// are tried by calling the Hono app with a changed env (the objects keep the project's env).
+const KEY = { Authorization: "Bearer test-api-key" };
+const upgrade = { Upgrade: "websocket" };
+
+function withEnv(vars: Record<string, string>, path: string, headers: Record<string, string> = {}) {
+  return app.fetch(new Request(ORIGIN + path, { headers }), { ...env, ...vars });
+}
+
+async function expectError(res: Response | Promise<Response>, status: number, code: string) {
+  const response = await res;
+  expect(response.status).toBe(status);
+  expect(response.headers.get("Content-Type")).toContain("application/json");
+  const body = (await response.json()) as { error: string; message: string };
+  expect(body).toEqual({ error: code, message: expect.any(String) });
+  return body.message;
+}
+
+describe("HTTP surface", () => {
+  it("answers /healthz", async () => {
+    const res = await request("/healthz");
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ ok: true });
+  });
+
+  it("answers 404 as JSON for unknown paths", async () => {
+    await expectError(request("/nope"), 404, "not_found");
+    await expectError(request("/rooms/a/b/ws"), 404, "not_found");
+  });
+
+  it.each([
+    ["an empty-looking name", "%20"],
+    ["a leading dot", ".hidden"],
+    ["a path trick", "..%2F..%2Fetc"],
+    ["a space", "a%20b"],
+    ["unicode", "caf%C3%A9"],
+    ["129 characters", "a".repeat(129)],
+    ["a slash-encoded name", "a%2Fb"],
+  ])("answers 400 for a room id with %s", async (_, name) => {
+    await expectError(request(`/rooms/${name}/ws`, { headers: upgrade }), 400, "bad_request");
+    await expectError(request(`/rooms/${name}`, { headers: KEY }), 400, "bad_request");
+  });
+
+  it("accepts the longest and the most varied valid names", async () => {
+    const { welcome } = await join("a".repeat(128), "u");
+    expect(welcome.room).toHaveLength(128);
+    const { welcome: other } = await join("Z9_.:-x", "u2");
+    expect(other.room).toBe("Z9_.:-x");
+  });
+
+  it("answers 426 to a plain GET on the upgrade route", async () => {
+    await expectError(request(`/rooms/${freshRoom()}/ws`), 426, "upgrade_required");
+  });
+
+  it("answers 400 for an invalid anonymous ?user= or ?since=", async () => {
+    await expectError(request(`/rooms/${freshRoom()}/ws?user=bad%20name`, { headers: upgrade }), 400, "bad_request");
+    await expectError(request(`/rooms/${freshRoom()}/ws?since=-1`, { headers: upgrade }), 400, "bad_request");
+    await expectError(request(`/rooms/${freshRoom()}/ws?since=abc`, { headers: upgrade }), 400, "bad_request");
+  });
+
+  it("gives anonymous users a random anon- id when they name none", async () => {
+    const res = await request(`/rooms/${freshRoom()}/ws`, { headers: upgrade });
+    expect(res.status).toBe(101);
+  });
+});
+
+describe("server routes", () => {
+  it("refuses room info and history without the API key", async () => {
+    const room = freshRoom();
+    await expectError(request(`/rooms/${room}`), 401, "unauthorized");
+    await expectError(request(`/rooms/${room}/messages`, { headers: { Authorization: "Bearer wrong" } }), 401, "unauthorized");
+  });
+
+  it("says server routes are closed when no API_KEY is set", async () => {
+    const message = await expectError(withEnv({ API_KEY: "" }, `/rooms/x`, KEY), 401, "unauthorized");
+    expect(message).toContain("API_KEY");
+  });
+
+  it("answers room info with seq, epoch, connections and presence", async () => {
+    const room = freshRoom();
+    const alice = await join(room, "alice");
+    await join(room, "alice");
+    alice.client.send({ type: "publish", data: 1 });
+    await alice.client.nextOf("message");
+    const res = await request(`/rooms/${room}`, { headers: KEY });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({
+      room,
+      seq: 1,
+      epoch: alice.welcome.epoch,
+      connections: 2,
+      presence: [{ user: "alice", connections: 2 }],
+    });
+  });
+
+  it("answers history after since, oldest first, at most limit", async () => {
+    const room = freshRoom();
+    const { client } = await join(room, "alice");
+    for (let i = 1; i <= 4; i++) client.send({ type: "publish", data: i });
+    for (let i = 1; i <= 4; i++) await client.nextOf("message");
+    const all = (await (await request(`/rooms/${room}/messages`, { headers: KEY })).json()) as { messages: any[] };
+    expect(all.messages.map((m) => m.seq)).toEqual([1, 2, 3, 4]);
+    expect(all.messages[0]).toMatchObject({ type: "message", room, seq: 1, from: "alice", data: 1 });
+    const page = (await (await request(`/rooms/${room}/messages?since=1&limit=2`, { headers: KEY })).json()) as {
+      messages: any[];
+    };
+    expect(page.messages.map((m) => m.seq)).toEqual([2, 3]);
+    await expectError(request(`/rooms/${room}/messages?limit=x`, { headers: KEY }), 400, "bad_request");
+  });
+
+  it("lets a user token that allows the room read its history", async () => {
+    const vars = { AUTH_SECRET: "s3cret" };
+    const room = freshRoom("team");
+    const allowed = await sign({ sub: "reader", rooms: ["team-*"] }, "s3cret", "HS256");
+    const denied = await sign({ sub: "reader", rooms: ["other"] }, "s3cret", "HS256");
+    expect((await withEnv(vars, `/rooms/${room}/messages`, { Authorization: `Bearer ${allowed}` })).status).toBe(200);
+    await expectError(withEnv(vars, `/rooms/${room}/messages`, { Authorization: `Bearer ${denied}` }), 403, "forbidden");
+    // Room info stays a server route.
+    await expectError(withEnv(vars, `/rooms/${room}`, { Authorization: `Bearer ${allowed}` }), 401, "unauthorized");
+  });
+});
+
+describe("authentication seams", () => {
+  it("refuses connections with a message naming what to set when no AUTH_SECRET and no anonymous mode", async () => {
+    const message = await expectError(
+      withEnv({ ALLOW_ANONYMOUS: "false", AUTH_SECRET: "" }, `/rooms/r/ws`, upgrade),
+      401,
+      "unauthorized",
+    );
+    expect(message).toContain("AUTH_SECRET");
+    expect(message).toContain("ALLOW_ANONYMOUS");
+  });
+
+  it("requires a token when AUTH_SECRET is set and anonymous mode is off", async () => {
+    await expectError(withEnv({ ALLOW_ANONYMOUS: "false", AUTH_SECRET: "k" }, `/rooms/r/ws`, upgrade), 401, "unauthorized");
+  });
+
+  it("verifies a presented token even in anonymous mode", async () => {
+    await expectError(request(`/rooms/r/ws?token=not.a.jwt`, { headers: upgrade }), 401, "unauthorized");
+  });
+
+  it("takes the identity from a valid token and enforces its rooms", async () => {
+    const vars = { ALLOW_ANONYMOUS: "false", AUTH_SECRET: "k" };
+    const token = await sign({ sub: "tok-user", rooms: ["lobby", "team-*"] }, "k", "HS256");
+    const ok = await withEnv(vars, `/rooms/team-a/ws?token=${token}`, upgrade);
+    expect(ok.status).toBe(101);
+    const bearer = await withEnv(vars, `/rooms/lobby/ws`, { ...upgrade, Authorization: `Bearer ${token}` });
+    expect(bearer.status).toBe(101);
+    await expectError(withEnv(vars, `/rooms/secret/ws?token=${token}`, upgrade), 403, "forbidden");
+  });
+
+  it("refuses a foreign Origin when ALLOWED_ORIGINS is set, and allows a listed one", async () => {
+    const vars = { ALLOWED_ORIGINS: "https://app.example, https://admin.example" };
+    await expectError(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://evil.example" }), 403, "forbidden");
+    const ok = await withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://admin.example" });
+    expect(ok.status).toBe(101);
+  });
+});
+
+describe("configuration", () => {
+  it.each([
+    ["HEARTBEAT_TIMEOUT_MS", "soon"],
+    ["HISTORY_LIMIT", "-5"],
+    ["MAX_CONNECTIONS_PER_ROOM", "40000"],
+    ["ALLOW_ANONYMOUS", "yes"],
+    ["RATE_LIMIT_PER_SECOND", "0"],
+    ["HEARTBEAT_TIMEOUT_MS", "1000"], // not above the 30 s interval
+  ])("answers 500 naming %s=%s on every route", async (name, value) => {
+    for (const path of ["/healthz", "/rooms/r/ws", "/nope"]) {
+      const message = await expectError(withEnv({ [name]: value }, path), 500, "bad_config");
+      expect(message).toContain(name);
+    }
+  });
+});

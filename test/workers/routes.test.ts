@@ -2,7 +2,7 @@ import { env } from "cloudflare:test";
 import { sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
 import { app } from "../../src/routes";
-import { freshRoom, join, ORIGIN, request } from "./connect";
+import { connect, freshRoom, join, ORIGIN, request } from "./connect";
 
 // The project's relay runs with ALLOW_ANONYMOUS=true and API_KEY=test-api-key; other settings
 // are tried by calling the Hono app with a changed env (the objects keep the project's env).
@@ -11,6 +11,14 @@ const upgrade = { Upgrade: "websocket" };
 
 function withEnv(vars: Record<string, string>, path: string, headers: Record<string, string> = {}) {
   return app.fetch(new Request(ORIGIN + path, { headers }), { ...env, ...vars });
+}
+
+/** Asserts a 101 and closes the socket, so no half-open pipe outlives the test. */
+async function expectUpgraded(res: Response | Promise<Response>) {
+  const response = await res;
+  expect(response.status).toBe(101);
+  response.webSocket!.accept();
+  response.webSocket!.close(1000);
 }
 
 async function expectError(res: Response | Promise<Response>, status: number, code: string) {
@@ -65,8 +73,8 @@ describe("HTTP surface", () => {
   });
 
   it("gives anonymous users a random anon- id when they name none", async () => {
-    const res = await request(`/rooms/${freshRoom()}/ws`, { headers: upgrade });
-    expect(res.status).toBe(101);
+    const client = await connect(`/rooms/${freshRoom()}/ws`);
+    expect(await client.json()).toMatchObject({ type: "welcome", user: expect.stringMatching(/^anon-/) });
   });
 });
 
@@ -148,18 +156,15 @@ describe("authentication seams", () => {
   it("takes the identity from a valid token and enforces its rooms", async () => {
     const vars = { ALLOW_ANONYMOUS: "false", AUTH_SECRET: "k" };
     const token = await sign({ sub: "tok-user", rooms: ["lobby", "team-*"] }, "k", "HS256");
-    const ok = await withEnv(vars, `/rooms/team-a/ws?token=${token}`, upgrade);
-    expect(ok.status).toBe(101);
-    const bearer = await withEnv(vars, `/rooms/lobby/ws`, { ...upgrade, Authorization: `Bearer ${token}` });
-    expect(bearer.status).toBe(101);
+    await expectUpgraded(withEnv(vars, `/rooms/team-a/ws?token=${token}`, upgrade));
+    await expectUpgraded(withEnv(vars, `/rooms/lobby/ws`, { ...upgrade, Authorization: `Bearer ${token}` }));
     await expectError(withEnv(vars, `/rooms/secret/ws?token=${token}`, upgrade), 403, "forbidden");
   });
 
   it("refuses a foreign Origin when ALLOWED_ORIGINS is set, and allows a listed one", async () => {
     const vars = { ALLOWED_ORIGINS: "https://app.example, https://admin.example" };
     await expectError(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://evil.example" }), 403, "forbidden");
-    const ok = await withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://admin.example" });
-    expect(ok.status).toBe(101);
+    await expectUpgraded(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://admin.example" }));
   });
 });
 

@@ -1,0 +1,119 @@
+import { describe, expect, it } from "vitest";
+import { OversizeCounter, RateLimiter } from "../../src/objects/limits";
+import { closeReason, decodeClientFrame, FrameError, isOversized, sendableCloseCode, utf8Length } from "../../src/protocol";
+
+function refusal(text: string): { code: string; id?: string } {
+  try {
+    decodeClientFrame(text);
+  } catch (error) {
+    if (error instanceof FrameError) return { code: error.code, ...(error.id !== undefined && { id: error.id }) };
+    throw error;
+  }
+  throw new Error(`decoded: ${text}`);
+}
+
+describe("decodeClientFrame", () => {
+  it("decodes publish with any JSON data, including null and false", () => {
+    expect(decodeClientFrame('{"type":"publish","data":null}')).toEqual({ type: "publish", data: null });
+    expect(decodeClientFrame('{"type":"publish","data":false,"id":"a","room":"r1"}')).toEqual({
+      type: "publish",
+      data: false,
+      id: "a",
+      room: "r1",
+    });
+  });
+
+  it("decodes direct and ack", () => {
+    expect(decodeClientFrame('{"type":"direct","to":"bob","data":{"x":1}}')).toEqual({
+      type: "direct",
+      to: "bob",
+      data: { x: 1 },
+    });
+    expect(decodeClientFrame('{"type":"ack","seq":0}')).toEqual({ type: "ack", seq: 0 });
+  });
+
+  it.each([
+    ["", "bad_json"],
+    ["null", "bad_frame"],
+    ["123", "bad_frame"],
+    ['{"type":7}', "bad_frame"],
+    ['{"type":"direct","to":"no spaces","data":1}', "bad_frame"],
+    ['{"type":"direct","data":1}', "bad_frame"],
+    ['{"type":"ack","seq":-1}', "bad_frame"],
+    ['{"type":"ack","seq":1.5}', "bad_frame"],
+    ['{"type":"ack","seq":"3"}', "bad_frame"],
+    ['{"type":"publish","data":1,"room":"../x"}', "bad_frame"],
+    ['{"type":"publish","data":1,"id":""}', "bad_frame"],
+  ])("refuses %j with %s", (text, code) => {
+    expect(refusal(text).code).toBe(code);
+  });
+
+  it("keeps the client id on refusals of a frame that has one", () => {
+    expect(refusal('{"type":"direct","to":"a b","data":1,"id":"m7"}')).toEqual({ code: "bad_frame", id: "m7" });
+  });
+});
+
+describe("sizes", () => {
+  it("counts UTF-8 bytes, including surrogate pairs and lone surrogates", () => {
+    expect(utf8Length("abc")).toBe(3);
+    expect(utf8Length("é")).toBe(2);
+    expect(utf8Length("€")).toBe(3);
+    expect(utf8Length("😀")).toBe(4);
+    expect(utf8Length("\ud800")).toBe(3);
+    expect(utf8Length("a😀é")).toBe(new TextEncoder().encode("a😀é").length);
+  });
+
+  it("judges oversize by bytes for text and binary", () => {
+    expect(isOversized("x".repeat(10), 10)).toBe(false);
+    expect(isOversized("x".repeat(11), 10)).toBe(true);
+    expect(isOversized("é".repeat(6), 10)).toBe(true);
+    expect(isOversized(new ArrayBuffer(11), 10)).toBe(true);
+  });
+});
+
+describe("limits", () => {
+  it("accepts a burst of twice the rate, then drops, telling at most once a second", () => {
+    const limiter = new RateLimiter(5, 0);
+    for (let i = 0; i < 10; i++) expect(limiter.take(0)).toBe("accept");
+    expect(limiter.take(0)).toBe("drop-and-tell");
+    expect(limiter.take(1)).toBe("drop");
+    expect(limiter.take(1001)).toBe("accept"); // refilled 5 tokens
+  });
+
+  it("closes once more than twice the rate was dropped within 10 s", () => {
+    const limiter = new RateLimiter(2, 0);
+    for (let i = 0; i < 4; i++) limiter.take(0);
+    const verdicts = Array.from({ length: 5 }, () => limiter.take(0));
+    expect(verdicts).toEqual(["drop-and-tell", "drop", "drop", "drop", "close"]);
+  });
+
+  it("forgets drops older than 10 s", () => {
+    const limiter = new RateLimiter(1, 0);
+    limiter.take(0);
+    limiter.take(0);
+    expect(limiter.take(0)).toBe("drop-and-tell");
+    expect(limiter.take(0)).toBe("drop");
+    expect(limiter.take(10_000.5)).toBe("accept");
+  });
+
+  it("closes on the third oversized frame within 10 s, not on three spread wider", () => {
+    const counter = new OversizeCounter();
+    expect([counter.add(0), counter.add(5_000), counter.add(11_000)]).toEqual([false, false, false]);
+    expect(counter.add(12_000)).toBe(true);
+  });
+});
+
+describe("close frames", () => {
+  it("never echoes a reserved close code", () => {
+    expect(sendableCloseCode(1006)).toBe(1000);
+    expect(sendableCloseCode(1005)).toBe(1000);
+    expect(sendableCloseCode(4000)).toBe(4000);
+    expect(sendableCloseCode(2000)).toBe(1000);
+  });
+
+  it("cuts close reasons to 123 bytes without splitting a character", () => {
+    const reason = closeReason("é".repeat(100));
+    expect(new TextEncoder().encode(reason).length).toBeLessThanOrEqual(123);
+    expect(reason).toBe("é".repeat(61));
+  });
+});

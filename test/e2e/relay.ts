@@ -119,13 +119,24 @@ export function freshRoom(prefix = "room"): string {
   return `${prefix}-${randomUUID().slice(0, 8)}`;
 }
 
+/** An upgrade the relay answered with something other than 101. */
+export class UpgradeRefused extends Error {
+  readonly status: number;
+  readonly body: string;
+  constructor(status: number, body: string) {
+    super(`upgrade refused: ${status} ${body}`);
+    this.name = "UpgradeRefused";
+    this.status = status;
+    this.body = body;
+  }
+}
+
 /** How often a socket is checked for a finished closing handshake (see `connect`). */
 const CLOSE_POLL_MS = 25;
 
 /**
  * Opens a `ws` WebSocket on `path` of the relay at `base` and answers a TestClient once it is
- * open. An upgrade the relay refuses rejects with its status and body, e.g. "upgrade refused:
- * 400 {...}".
+ * open. An upgrade the relay refuses rejects with an UpgradeRefused carrying its status and body.
  */
 export function connect(base: URL, path: string): Promise<TestClient> {
   const url = new URL(path, base);
@@ -145,7 +156,7 @@ export function connect(base: URL, path: string): Promise<TestClient> {
       response.setEncoding("utf8");
       response.on("data", (chunk: string) => (body += chunk));
       response.on("end", () => {
-        reject(new Error(`upgrade refused: ${response.statusCode} ${body}`));
+        reject(new UpgradeRefused(response.statusCode ?? 0, body));
         ws.terminate();
       });
     });

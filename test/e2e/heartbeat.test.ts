@@ -1,0 +1,121 @@
+// Liveness over real sockets: the relay closes a client that goes silent and keeps one that
+// pings, with heartbeat timings short enough for a test.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Closed, Received, TestClient } from "../support/client";
+import { freshRoom, Relay, startRelay } from "./relay";
+
+const INTERVAL_MS = 200;
+const TIMEOUT_MS = 1000;
+/** Long enough for any close the relay owes: it promises one within 1.5x the timeout. */
+const CLOSE_WAIT_MS = 10 * TIMEOUT_MS;
+
+let relay: Relay;
+
+beforeAll(async () => {
+  relay = await startRelay({
+    vars: { ALLOW_ANONYMOUS: "true", HEARTBEAT_INTERVAL_MS: String(INTERVAL_MS), HEARTBEAT_TIMEOUT_MS: String(TIMEOUT_MS) },
+  });
+});
+
+afterAll(async () => {
+  await relay?.close();
+});
+
+/** Sends "ping" every heartbeat interval, as a well-behaved client does, until stopped. */
+function keepAlive(client: TestClient): () => void {
+  const timer = setInterval(() => client.send("ping"), INTERVAL_MS);
+  return () => clearInterval(timer);
+}
+
+/** The next JSON frame of `type`, skipping the "pong" answers (and other frames) in between. */
+async function nextOf(client: TestClient, type: string): Promise<Record<string, any>> {
+  for (;;) {
+    const frame: Received = await client.next(CLOSE_WAIT_MS);
+    if (typeof frame === "object" && !(frame instanceof Uint8Array) && frame.type === type) return frame;
+  }
+}
+
+/** The close a client observed, or "still open" if none arrived within `ms`. */
+async function closeWithin(client: TestClient, ms: number): Promise<Closed | "still open"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const wait = new Promise<"still open">((resolve) => (timer = setTimeout(() => resolve("still open"), ms)));
+  try {
+    return await Promise.race([client.closed, wait]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+describe("heartbeat", () => {
+  it("announces the configured heartbeat in the welcome", async () => {
+    const { client, welcome } = await relay.join(freshRoom(), "alice");
+    expect(welcome.heartbeat).toEqual({ interval: INTERVAL_MS, timeout: TIMEOUT_MS });
+    await client.close();
+  });
+
+  it("closes a silent client with 4000 heartbeat timeout and tells the others it left", async () => {
+    const room = freshRoom();
+    const watcher = await relay.join(room, "watcher");
+    const stop = keepAlive(watcher.client);
+    try {
+      const silent = await relay.join(room, "silent");
+      expect(await nextOf(watcher.client, "presence")).toMatchObject({ event: "join", user: "silent" });
+
+      // `closed` resolves from the relay's close frame (see finishClosingHandshakes in relay.ts).
+      expect(await closeWithin(silent.client, CLOSE_WAIT_MS)).toEqual({ code: 4000, reason: "heartbeat timeout" });
+      expect(await nextOf(watcher.client, "presence")).toEqual({ type: "presence", room, event: "leave", user: "silent" });
+    } finally {
+      stop();
+    }
+    await watcher.client.close();
+  });
+
+  it("answers ping with pong and keeps a pinging client open past the timeout", async () => {
+    const room = freshRoom();
+    const pinger = await relay.join(room, "pinger");
+    const silent = await relay.join(room, "silent");
+    const stop = keepAlive(pinger.client);
+    try {
+      // The silent client joined at the same moment; once it is gone the timeout has surely
+      // passed for the pinger too. Then wait out the relay's whole allowance once more.
+      expect(await closeWithin(silent.client, CLOSE_WAIT_MS)).toMatchObject({ code: 4000 });
+      expect(await closeWithin(pinger.client, 1.5 * TIMEOUT_MS + INTERVAL_MS)).toBe("still open");
+    } finally {
+      stop();
+    }
+    // The pings were answered "pong", nothing else arrived but the silent client's comings and
+    // goings, and the socket still carries messages.
+    const frames: Received[] = [];
+    pinger.client.send({ type: "publish", data: "still here" });
+    for (;;) {
+      const frame = await pinger.client.next();
+      if (typeof frame === "object" && !(frame instanceof Uint8Array) && frame.type === "message") {
+        expect(frame).toMatchObject({ seq: 1, from: "pinger", data: "still here" });
+        break;
+      }
+      frames.push(frame);
+    }
+    const pongs = frames.filter((frame) => frame === "pong");
+    expect(pongs.length).toBeGreaterThan(0);
+    expect(frames.filter((frame) => frame !== "pong")).toEqual([
+      { type: "presence", room, event: "join", user: "silent" },
+      { type: "presence", room, event: "leave", user: "silent" },
+    ]);
+    await pinger.client.close();
+  });
+
+  it("counts any frame as activity, not only ping", async () => {
+    const room = freshRoom();
+    const talker = await relay.join(room, "talker");
+    const silent = await relay.join(room, "silent");
+    let n = 0;
+    const timer = setInterval(() => talker.client.send({ type: "publish", data: ++n }), INTERVAL_MS);
+    try {
+      expect(await closeWithin(silent.client, CLOSE_WAIT_MS)).toMatchObject({ code: 4000 });
+      expect(await closeWithin(talker.client, 1.5 * TIMEOUT_MS + INTERVAL_MS)).toBe("still open");
+    } finally {
+      clearInterval(timer);
+    }
+    await talker.client.close();
+  });
+});

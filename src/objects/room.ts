@@ -13,6 +13,7 @@ import {
   type WelcomeFrame,
 } from "../protocol";
 import { readConnectRequest } from "./connect";
+import { Sequence } from "./sequence";
 import { SocketHost, type Session } from "./socket-host";
 
 /** The outcome of a resume request: whether nothing was missed, and the frames to replay. */
@@ -23,10 +24,7 @@ interface Resume {
 
 export class Room extends SocketHost {
   readonly #name: string;
-  /** Highest seq handed out; persisted, only grows. */
-  #seq: number;
-  /** Random id of this room's storage; a different one means history was lost. */
-  readonly #epoch: string;
+  readonly #sequence: Sequence;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -34,14 +32,7 @@ export class Room extends SocketHost {
     this.#name = ctx.id.name;
     // Stored frames are the exact text sent to clients, so replay and history never re-encode.
     ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL)");
-    const kv = ctx.storage.kv;
-    this.#seq = kv.get<number>("seq") ?? 0;
-    let epoch = kv.get<string>("epoch");
-    if (epoch === undefined) {
-      epoch = crypto.randomUUID();
-      kv.put("epoch", epoch);
-    }
-    this.#epoch = epoch;
+    this.#sequence = new Sequence(ctx.storage.kv);
   }
 
   // ---- connections ----
@@ -64,8 +55,8 @@ export class Room extends SocketHost {
       room: this.#name,
       user: session.user,
       connection: session.connection,
-      seq: this.#seq,
-      epoch: this.#epoch,
+      seq: this.#sequence.current,
+      epoch: this.#sequence.epoch,
       presence: this.#presence(),
       ...(resume && { recovered: resume.recovered }),
       heartbeat: { interval: this.config.heartbeatIntervalMs, timeout: this.config.heartbeatTimeoutMs },
@@ -79,13 +70,14 @@ export class Room extends SocketHost {
 
   #resume(since: number, epoch: string | undefined): Resume {
     const lost: Resume = { recovered: false, frames: [] };
-    if (epoch !== undefined && epoch !== this.#epoch) return lost;
-    if (since > this.#seq) return lost;
-    if (since === this.#seq) return { recovered: true, frames: [] };
+    const seq = this.#sequence.current;
+    if (epoch !== undefined && epoch !== this.#sequence.epoch) return lost;
+    if (since > seq) return lost;
+    if (since === seq) return { recovered: true, frames: [] };
     const oldest = this.ctx.storage.sql.exec<{ oldest: number | null }>("SELECT MIN(seq) AS oldest FROM messages").one()
       .oldest;
     if (oldest === null || since < oldest - 1) return lost;
-    return { recovered: true, frames: this.#framesAfter(since, this.#seq - since) };
+    return { recovered: true, frames: this.#framesAfter(since, seq - since) };
   }
 
   #framesAfter(since: number, limit: number): string[] {
@@ -137,27 +129,26 @@ export class Room extends SocketHost {
 
   /** Sequences, stores and broadcasts one message; answers its seq. */
   publish(from: string, data: Json, id?: string): number {
-    const seq = this.#seq + 1;
-    const frame: MessageFrame = { type: "message", room: this.#name, seq, from, data, ts: Date.now() };
-    if (id !== undefined) frame.id = id;
-    const text = JSON.stringify(frame);
     const sql = this.ctx.storage.sql;
-    this.ctx.storage.transactionSync(() => {
+    const text = this.ctx.storage.transactionSync(() => {
+      const seq = this.#sequence.next();
+      const frame: MessageFrame = { type: "message", room: this.#name, seq, from, data, ts: Date.now() };
+      if (id !== undefined) frame.id = id;
+      const text = JSON.stringify(frame);
       sql.exec("INSERT INTO messages (seq, frame) VALUES (?, ?)", seq, text);
       sql.exec("DELETE FROM messages WHERE seq <= ?", seq - this.config.historyLimit);
-      this.ctx.storage.kv.put("seq", seq);
+      return text;
     });
-    this.#seq = seq;
     // Output gates hold these sends until the write above is durable.
     this.broadcast(text);
-    return seq;
+    return this.#sequence.current;
   }
 
   info(): RoomInfo {
     return {
       room: this.#name,
-      seq: this.#seq,
-      epoch: this.#epoch,
+      seq: this.#sequence.current,
+      epoch: this.#sequence.epoch,
       connections: this.sessions.size,
       presence: this.#presence(),
     };

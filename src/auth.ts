@@ -6,17 +6,17 @@ import { HttpError } from "./http-error";
 import { isValidName, NAME_RULE } from "./protocol";
 import type { Identity } from "./objects/socket-host";
 
+/** The most entries a token's `rooms` claim may have. */
+const MAX_ROOM_CLAIMS = 64;
+
 /** What a connection is for: a room, or a user's own inbox. */
 export interface Target {
   room?: string;
   user?: string;
 }
 
-/** A verified token's claims. */
-interface Claims extends Identity {
-  /** Room ids or `prefix*` patterns; undefined means every room. */
-  rooms?: string[];
-}
+/** A verified token's claims: `rooms` holds room ids or `prefix*` patterns. */
+type Claims = Identity;
 
 function bearer(request: Request): string | undefined {
   const header = request.headers.get("Authorization");
@@ -42,8 +42,12 @@ async function verifyToken(token: string, config: Config): Promise<Claims> {
   }
   if (!isValidName(payload.sub)) throw new HttpError(401, "unauthorized", `token "sub" must be a user id: ${NAME_RULE}`);
   const { rooms, exp } = payload;
-  if (rooms !== undefined && !(Array.isArray(rooms) && rooms.every((room) => typeof room === "string"))) {
-    throw new HttpError(401, "unauthorized", `token "rooms" must be a list of room ids`);
+  // Bounded because user sockets keep the claim in their attachment (16 KiB, PLATFORM.md).
+  if (
+    rooms !== undefined &&
+    !(Array.isArray(rooms) && rooms.length <= MAX_ROOM_CLAIMS && rooms.every((room) => typeof room === "string" && room.length <= 129))
+  ) {
+    throw new HttpError(401, "unauthorized", `token "rooms" must be a list of at most ${MAX_ROOM_CLAIMS} room ids or prefixes`);
   }
   return { user: payload.sub, ...(typeof exp === "number" && { exp }), ...(rooms !== undefined && { rooms }) };
 }
@@ -69,7 +73,7 @@ export async function identify(request: Request, url: URL, config: Config, targe
   if (token !== undefined) {
     const claims = await verifyToken(token, config);
     authorize(claims, target);
-    return claims.exp === undefined ? { user: claims.user } : { user: claims.user, exp: claims.exp };
+    return claims;
   }
   if (config.allowAnonymous) {
     const asked = url.searchParams.get("user");

@@ -17,6 +17,8 @@ export interface Config {
   heartbeatTimeoutMs: number;
   historyLimit: number;
   inboxTtlSeconds: number;
+  /** Unacknowledged directs an inbox holds; a direct to a full inbox is refused. */
+  inboxMaxMessages: number;
   maxMessageBytes: number;
   rateLimitPerSecond: number;
   maxConnectionsPerRoom: number;
@@ -71,6 +73,7 @@ export function parseConfig(vars: Vars): Config {
     heartbeatTimeoutMs: integer(vars, "HEARTBEAT_TIMEOUT_MS", 90_000, 300),
     historyLimit: integer(vars, "HISTORY_LIMIT", 100, 1, 100_000),
     inboxTtlSeconds: integer(vars, "INBOX_TTL_SECONDS", 604_800, 1),
+    inboxMaxMessages: integer(vars, "INBOX_MAX_MESSAGES", 1_000, 1, 100_000),
     maxMessageBytes: integer(vars, "MAX_MESSAGE_BYTES", 65_536, 64, 32 * 1024 * 1024),
     rateLimitPerSecond: integer(vars, "RATE_LIMIT_PER_SECOND", 20, 1),
     maxConnectionsPerRoom: integer(vars, "MAX_CONNECTIONS_PER_ROOM", 10_000, 1, PLATFORM_MAX_SOCKETS),

@@ -10,6 +10,7 @@ export type HttpErrorCode =
   | "too_large"
   | "upgrade_required"
   | "room_full"
+  | "inbox_full"
   | "internal";
 
 export class HttpError extends Error {

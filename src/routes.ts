@@ -5,7 +5,7 @@ import { ConfigError, configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { log } from "./log";
 import { connectRequest } from "./objects/connect";
-import { isValidName, NAME_RULE } from "./protocol";
+import { isValidName, NAME_RULE, utf8Length, type Json } from "./protocol";
 
 type App = { Bindings: Env; Variables: { config: Config; url: URL } };
 type AppContext = Context<App>;
@@ -19,10 +19,37 @@ app.use(async (c, next) => {
   await next();
 });
 
-function roomParam(c: AppContext): string {
-  const room = c.req.param("room");
-  if (!isValidName(room)) throw new HttpError(400, "bad_request", `room id must be ${NAME_RULE}`);
-  return room;
+function nameParam(c: AppContext, kind: "room" | "user"): string {
+  const name = c.req.param(kind);
+  if (!isValidName(name)) throw new HttpError(400, "bad_request", `${kind} id must be ${NAME_RULE}`);
+  return name;
+}
+
+function requireUpgrade(c: AppContext): void {
+  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
+    throw new HttpError(426, "upgrade_required", "this route takes a WebSocket upgrade (Upgrade: websocket)");
+  }
+}
+
+/** A server publish body, `{"data": <json>, "from"?: "<id>"}`, checked for size before parsing. */
+async function messageBody(c: AppContext): Promise<{ data: Json; from: string }> {
+  const max = c.get("config").maxMessageBytes;
+  const tooLarge = new HttpError(413, "too_large", `bodies are limited to ${max} bytes`);
+  if (Number(c.req.header("Content-Length") ?? 0) > max) throw tooLarge;
+  const text = await c.req.text();
+  if (utf8Length(text) > max) throw tooLarge;
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new HttpError(400, "bad_request", "body is not valid JSON");
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body) || !("data" in body)) {
+    throw new HttpError(400, "bad_request", `body must be a JSON object with a "data" field`);
+  }
+  const { data, from = "server" } = body as { data: Json; from?: unknown };
+  if (!isValidName(from)) throw new HttpError(400, "bad_request", `"from" must be an id: ${NAME_RULE}`);
+  return { data, from };
 }
 
 /** A non-negative integer query parameter; undefined when absent. */
@@ -36,29 +63,58 @@ function countParam(c: AppContext, name: string): number | undefined {
 app.get("/healthz", (c) => c.json({ ok: true }));
 
 app.get("/rooms/:room/ws", async (c) => {
-  const room = roomParam(c);
-  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
-    throw new HttpError(426, "upgrade_required", "this route takes a WebSocket upgrade (Upgrade: websocket)");
-  }
+  const room = nameParam(c, "room");
+  requireUpgrade(c);
   const config = c.get("config");
   const url = c.get("url");
   checkOrigin(c.req.raw, config);
-  const identity = await identify(c.req.raw, url, config, { room });
+  const { user, exp } = await identify(c.req.raw, url, config, { room });
   const since = countParam(c, "since");
   const epoch = url.searchParams.get("epoch") ?? undefined;
   return c.env.ROOMS.getByName(room).fetch(
-    connectRequest({ ...identity, ...(since !== undefined && { since }), ...(epoch !== undefined && { epoch }) }),
+    connectRequest({
+      user,
+      ...(exp !== undefined && { exp }),
+      ...(since !== undefined && { since }),
+      ...(epoch !== undefined && { epoch }),
+    }),
   );
 });
 
+app.get("/users/:user/ws", async (c) => {
+  const user = nameParam(c, "user");
+  requireUpgrade(c);
+  const config = c.get("config");
+  checkOrigin(c.req.raw, config);
+  const identity = await identify(c.req.raw, c.get("url"), config, { user });
+  if (identity.user !== user) throw new HttpError(403, "forbidden", `${identity.user} may not open the inbox of ${user}`);
+  return c.env.INBOXES.getByName(user).fetch(connectRequest(identity));
+});
+
+app.post("/rooms/:room/messages", async (c) => {
+  const room = nameParam(c, "room");
+  await authorizeServer(c.req.raw, c.get("url"), c.get("config"));
+  const { data, from } = await messageBody(c);
+  return c.json({ seq: await c.env.ROOMS.getByName(room).publish(from, data) });
+});
+
+app.post("/users/:user/messages", async (c) => {
+  const user = nameParam(c, "user");
+  await authorizeServer(c.req.raw, c.get("url"), c.get("config"));
+  const { data, from } = await messageBody(c);
+  const result = await c.env.INBOXES.getByName(user).deliver(from, data);
+  if ("refused" in result) throw new HttpError(429, result.refused, result.message);
+  return c.json(result);
+});
+
 app.get("/rooms/:room", async (c) => {
-  const room = roomParam(c);
+  const room = nameParam(c, "room");
   await authorizeServer(c.req.raw, c.get("url"), c.get("config"));
   return c.json(await c.env.ROOMS.getByName(room).info());
 });
 
 app.get("/rooms/:room/messages", async (c) => {
-  const room = roomParam(c);
+  const room = nameParam(c, "room");
   const config = c.get("config");
   await authorizeServer(c.req.raw, c.get("url"), config, { room });
   const since = countParam(c, "since") ?? 0;

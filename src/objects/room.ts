@@ -53,7 +53,7 @@ export class Room extends SocketHost {
       type: "welcome",
       protocol: PROTOCOL_VERSION,
       room: this.#name,
-      user: session.user,
+      user: session.identity.user,
       connection: session.connection,
       seq: this.#sequence.current,
       epoch: this.#sequence.epoch,
@@ -64,7 +64,7 @@ export class Room extends SocketHost {
     this.send(server, welcome);
     // Nothing can be sequenced between these sends (no await), so replay meets live with no gap.
     for (const frame of resume?.frames ?? []) this.send(server, frame);
-    if (firstOfUser) this.#announce("join", session.user, server);
+    if (firstOfUser) this.#announce("join", session.identity.user, server);
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -89,7 +89,7 @@ export class Room extends SocketHost {
 
   // ---- frames ----
 
-  protected override onFrame(session: Session, frame: ClientFrame): void {
+  protected override onFrame(session: Session, frame: ClientFrame): void | Promise<void> {
     switch (frame.type) {
       case "publish":
         if (frame.room !== undefined && frame.room !== this.#name) {
@@ -98,10 +98,10 @@ export class Room extends SocketHost {
             `this socket is in room ${this.#name}; publish to other rooms from a user socket`,
           );
         }
-        this.publish(session.user, frame.data, frame.id);
+        this.publish(session.identity.user, frame.data, frame.id);
         return;
       case "direct":
-        throw new FrameError("bad_frame", "direct messages are not available on this relay yet");
+        return this.relayDirect(session, frame);
       case "ack":
         throw new FrameError("bad_frame", `"ack" is only meaningful on a user socket`);
     }
@@ -113,7 +113,7 @@ export class Room extends SocketHost {
   }
 
   protected override onLeave(session: Session, lastOfUser: boolean): void {
-    if (lastOfUser) this.#announce("leave", session.user);
+    if (lastOfUser) this.#announce("leave", session.identity.user);
   }
 
   #announce(event: PresenceFrame["event"], user: string, except?: WebSocket): void {

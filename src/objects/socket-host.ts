@@ -4,6 +4,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { configOf, type Config } from "../config";
 import {
+  ackFrame,
   CloseCode,
   closeReason,
   decodeClientFrame,
@@ -14,6 +15,7 @@ import {
   PONG,
   sendableCloseCode,
   type ClientFrame,
+  type DirectRequestFrame,
   type ServerFrame,
 } from "../protocol";
 import { log } from "../log";
@@ -24,10 +26,13 @@ export interface Identity {
   user: string;
   /** Token expiry, seconds since the epoch. */
   exp?: number;
+  /** The token's `rooms` claim; undefined means every room. */
+  rooms?: string[];
 }
 
 /** What is stored with each socket (serializeAttachment): all that must survive hibernation. */
-interface Attachment extends Identity {
+interface Attachment {
+  identity: Identity;
   connection: string;
   /** Last activity as of the last save, ms since the epoch. */
   seen: number;
@@ -38,15 +43,16 @@ interface Attachment extends Identity {
 /** One open socket and its live state. */
 export interface Session {
   readonly ws: WebSocket;
-  readonly user: string;
+  readonly identity: Identity;
   readonly connection: string;
-  readonly exp?: number;
   /** Latest activity, ms; after a restore an upper bound (see `#restore`). */
   seen: number;
   /** `seen` as last written into the attachment. */
   savedSeen: number;
   readonly rate: RateLimiter;
   readonly oversize: OversizeCounter;
+  /** This socket's direct messages in flight, chained so they reach inboxes in order. */
+  directs: Promise<void>;
 }
 
 /** The socket's attachment, unless it is missing or marks a socket we already closed. */
@@ -119,7 +125,7 @@ export abstract class SocketHost extends DurableObject<Env> {
   #add(sessions: Map<WebSocket, Session>, ws: WebSocket, attachment: Attachment, seen: number): Session {
     const session = this.#session(ws, attachment, seen);
     sessions.set(ws, session);
-    this.#users.set(session.user, (this.#users.get(session.user) ?? 0) + 1);
+    this.#users.set(session.identity.user, (this.#users.get(session.identity.user) ?? 0) + 1);
     return session;
   }
 
@@ -127,13 +133,13 @@ export abstract class SocketHost extends DurableObject<Env> {
     const now = Date.now();
     return {
       ws,
-      user: attachment.user,
+      identity: attachment.identity,
       connection: attachment.connection,
-      exp: attachment.exp,
       seen,
       savedSeen: attachment.seen,
       rate: new RateLimiter(this.config.rateLimitPerSecond, now),
       oversize: new OversizeCounter(),
+      directs: Promise.resolve(),
     };
   }
 
@@ -142,16 +148,11 @@ export abstract class SocketHost extends DurableObject<Env> {
     const sessions = this.#live();
     this.ctx.acceptWebSocket(ws);
     const now = Date.now();
-    const attachment: Attachment = {
-      user: identity.user,
-      ...(identity.exp !== undefined && { exp: identity.exp }),
-      connection: crypto.randomUUID(),
-      seen: now,
-    };
+    const attachment: Attachment = { identity, connection: crypto.randomUUID(), seen: now };
     ws.serializeAttachment(attachment);
     const session = this.#add(sessions, ws, attachment, now);
     this.#armAlarm();
-    return { session, firstOfUser: this.#users.get(session.user) === 1 };
+    return { session, firstOfUser: this.#users.get(session.identity.user) === 1 };
   }
 
   /** Forgets `ws`; calls onLeave once however many close paths report it. */
@@ -161,9 +162,9 @@ export abstract class SocketHost extends DurableObject<Env> {
     let session = sessions.get(ws);
     if (session) {
       sessions.delete(ws);
-      const left = this.#users.get(session.user)! - 1;
-      if (left === 0) this.#users.delete(session.user);
-      else this.#users.set(session.user, left);
+      const left = this.#users.get(session.identity.user)! - 1;
+      if (left === 0) this.#users.delete(session.identity.user);
+      else this.#users.set(session.identity.user, left);
     } else {
       // A close that wakes a hibernated object arrives for a socket the platform no longer
       // lists, so the rebuild above never counted it: it still has to leave.
@@ -172,7 +173,7 @@ export abstract class SocketHost extends DurableObject<Env> {
       session = this.#session(ws, attachment, attachment.seen);
     }
     this.#departed.add(ws);
-    this.onLeave(session, !this.#users.has(session.user));
+    this.onLeave(session, !this.#users.has(session.identity.user));
   }
 
   // ---- sending ----
@@ -207,6 +208,32 @@ export abstract class SocketHost extends DurableObject<Env> {
       // Already closing.
     }
     this.#depart(session.ws);
+  }
+
+  // ---- messaging between objects ----
+
+  /**
+   * Forwards a `direct` frame to the recipient's inbox through its stub and acks it. A socket's
+   * directs are chained, so they reach each inbox in the order they were sent even though other
+   * events run while a call is awaited (PLATFORM.md).
+   */
+  protected relayDirect(session: Session, frame: DirectRequestFrame): Promise<void> {
+    const from = session.identity.user;
+    session.directs = session.directs.then(async () => {
+      try {
+        const result = await this.env.INBOXES.getByName(frame.to).deliver(from, frame.data, frame.id);
+        this.send(
+          session.ws,
+          "refused" in result
+            ? errorFrame(result.refused, result.message, frame.id)
+            : ackFrame(frame.id, result.status, result.seq),
+        );
+      } catch (error) {
+        log("error", "direct delivery failed", { object: this.constructor.name, to: frame.to, error });
+        this.send(session.ws, errorFrame("internal", `could not deliver to ${frame.to}; not sent`, frame.id));
+      }
+    });
+    return session.directs;
   }
 
   // ---- platform events ----
@@ -288,9 +315,8 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   #save(session: Session, closed?: true): void {
     const attachment: Attachment = {
-      user: session.user,
+      identity: session.identity,
       connection: session.connection,
-      ...(session.exp !== undefined && { exp: session.exp }),
       seen: session.seen,
       ...(closed && { closed }),
     };
@@ -328,7 +354,7 @@ export abstract class SocketHost extends DurableObject<Env> {
       const pinged = this.ctx.getWebSocketAutoResponseTimestamp(session.ws)?.getTime() ?? 0;
       if (now - Math.max(session.seen, pinged) >= timeout) {
         this.close(session, CloseCode.heartbeatTimeout, "heartbeat timeout");
-      } else if (session.exp !== undefined && now >= session.exp * 1000) {
+      } else if (session.identity.exp !== undefined && now >= session.identity.exp * 1000) {
         this.close(session, CloseCode.tokenExpired, "token expired");
       }
     }

@@ -8,6 +8,7 @@ export type ErrorCode =
   | "rate_limited"
   | "forbidden"
   | "not_found"
+  | "inbox_full"
   | "internal";
 
 /** WebSocket close codes the relay sends. */

@@ -84,11 +84,26 @@ export interface DirectFrame {
   ts: number;
 }
 
+export type DeliveryStatus = "delivered" | "queued";
+
 export interface AckFrame {
   type: "ack";
-  id: string;
-  status: "delivered" | "queued";
+  /** The acknowledged frame's client id; absent when it carried none. */
+  id?: string;
+  status: DeliveryStatus;
   seq?: number;
+}
+
+/** What an inbox answers for a direct message it stored. */
+export interface Delivery {
+  status: DeliveryStatus;
+  seq: number;
+}
+
+/** What an inbox answers for a direct message it would not take. */
+export interface Refusal {
+  refused: "inbox_full";
+  message: string;
 }
 
 export interface ErrorFrame {
@@ -121,6 +136,10 @@ export class FrameError extends Error {
     this.code = code;
     this.id = id;
   }
+}
+
+export function ackFrame(id: string | undefined, status: DeliveryStatus, seq: number): AckFrame {
+  return id === undefined ? { type: "ack", status, seq } : { type: "ack", id, status, seq };
 }
 
 export function errorFrame(code: ErrorCode, message: string, id?: string): ErrorFrame {

@@ -1,0 +1,171 @@
+import { env, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { connect, freshRoom, join, request } from "./connect";
+
+// This project runs with INBOX_MAX_MESSAGES=4 and API_KEY=test-api-key (vitest.config.ts).
+const KEY = { Authorization: "Bearer test-api-key", "Content-Type": "application/json" };
+
+let users = 0;
+const freshUser = (prefix = "user") => `${prefix}-${++users}-${crypto.randomUUID().slice(0, 6)}`;
+
+/** Opens `user`'s own inbox socket and reads its welcome. */
+async function inbox(user: string) {
+  const client = await connect(`/users/${user}/ws?user=${user}`);
+  const welcome = await client.json();
+  expect(welcome.type).toBe("welcome");
+  return { client, welcome };
+}
+
+function post(path: string, body: unknown, headers: Record<string, string> = KEY) {
+  return request(path, { method: "POST", headers, body: typeof body === "string" ? body : JSON.stringify(body) });
+}
+
+describe("user sockets", () => {
+  it("welcome the user with the inbox's own seq and epoch, without room or presence", async () => {
+    const user = freshUser();
+    const { welcome } = await inbox(user);
+    expect(welcome).toMatchObject({ type: "welcome", protocol: 1, user, seq: 0, heartbeat: { interval: 30_000 } });
+    expect(welcome.epoch).toEqual(expect.any(String));
+    expect(welcome).not.toHaveProperty("room");
+    expect(welcome).not.toHaveProperty("presence");
+  });
+
+  it("refuse someone else's inbox with 403", async () => {
+    const res = await request(`/users/${freshUser()}/ws?user=intruder`, { headers: { Upgrade: "websocket" } });
+    expect(res.status).toBe(403);
+    expect(await res.json()).toMatchObject({ error: "forbidden" });
+  });
+});
+
+describe("direct messages", () => {
+  it("queue for an offline user, replay in order on connect, and stop after ack", async () => {
+    const to = freshUser("bob");
+    const sender = await join(freshRoom(), "alice");
+    for (let i = 1; i <= 3; i++) sender.client.send({ type: "direct", to, data: { n: i }, id: `d${i}` });
+    for (let i = 1; i <= 3; i++) {
+      expect(await sender.client.json()).toEqual({ type: "ack", id: `d${i}`, status: "queued", seq: i });
+    }
+    const first = await inbox(to);
+    expect(first.welcome.seq).toBe(3);
+    for (let i = 1; i <= 3; i++) {
+      const frame = await first.client.json();
+      expect(frame).toMatchObject({ type: "direct", seq: i, from: "alice", data: { n: i }, id: `d${i}` });
+      expect(frame.ts).toEqual(expect.any(Number));
+    }
+    first.client.send({ type: "ack", seq: 2 });
+    await first.client.close();
+    const second = await inbox(to);
+    expect(await second.client.json()).toMatchObject({ type: "direct", seq: 3 });
+    second.client.send({ type: "ack", seq: 3 });
+    await second.client.close();
+    const third = await inbox(to);
+    expect(third.client.pending).toEqual([]);
+  });
+
+  it("reach every device of the recipient and ack delivered", async () => {
+    const to = freshUser("bob");
+    const phone = await inbox(to);
+    const laptop = await inbox(to);
+    const sender = await inbox(freshUser("alice"));
+    sender.client.send({ type: "direct", to, data: "hi", id: "x" });
+    expect(await sender.client.json()).toEqual({ type: "ack", id: "x", status: "delivered", seq: 1 });
+    for (const device of [phone, laptop]) {
+      expect(await device.client.json()).toMatchObject({ type: "direct", seq: 1, data: "hi", from: sender.welcome.user });
+    }
+  });
+
+  it("answer a bad recipient name with bad_frame and the frame's id", async () => {
+    const sender = await join(freshRoom(), "alice");
+    sender.client.send({ type: "direct", to: "no such/user", data: 1, id: "q" });
+    expect(await sender.client.json()).toMatchObject({ type: "error", code: "bad_frame", id: "q" });
+  });
+
+  it("refuse a direct to a full inbox with inbox_full, losing none already held", async () => {
+    const to = freshUser("full");
+    const sender = await join(freshRoom(), "alice");
+    for (let i = 1; i <= 5; i++) sender.client.send({ type: "direct", to, data: i, id: `f${i}` });
+    for (let i = 1; i <= 4; i++) expect(await sender.client.json()).toMatchObject({ type: "ack", id: `f${i}` });
+    expect(await sender.client.json()).toMatchObject({ type: "error", code: "inbox_full", id: "f5" });
+    const { client } = await inbox(to);
+    for (let i = 1; i <= 4; i++) expect(await client.json()).toMatchObject({ type: "direct", data: i });
+  });
+
+  it("report a failed call to the recipient's object as an error carrying the id", async () => {
+    const to = freshUser("broken");
+    // Break the recipient's storage for real, so its deliver() throws inside the object.
+    await runInDurableObject(env.INBOXES.getByName(to), (_, state) => {
+      state.storage.sql.exec("DROP TABLE directs");
+    });
+    const sender = await join(freshRoom(), "alice");
+    sender.client.send({ type: "direct", to, data: 1, id: "lost" });
+    expect(await sender.client.json()).toMatchObject({ type: "error", code: "internal", id: "lost" });
+  });
+});
+
+describe("publishing from a user socket", () => {
+  it("sequences the message in the named room and acks it with the room's seq", async () => {
+    const room = freshRoom();
+    const member = await join(room, "carol");
+    const { client } = await inbox(freshUser("dave"));
+    client.send({ type: "publish", room, data: "from afar", id: "p1" });
+    expect(await client.json()).toEqual({ type: "ack", id: "p1", status: "delivered", seq: 1 });
+    expect(await member.client.json()).toMatchObject({ type: "message", room, seq: 1, data: "from afar", id: "p1" });
+  });
+
+  it("needs a room", async () => {
+    const { client } = await inbox(freshUser());
+    client.send({ type: "publish", data: 1, id: "n" });
+    expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame", id: "n" });
+  });
+});
+
+describe("server API", () => {
+  it("publishes into a room as the server and answers its seq", async () => {
+    const room = freshRoom();
+    const member = await join(room, "carol");
+    const res = await post(`/rooms/${room}/messages`, { data: { price: 42 } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ seq: 1 });
+    expect(await member.client.json()).toMatchObject({ type: "message", seq: 1, from: "server", data: { price: 42 } });
+    await post(`/rooms/${room}/messages`, { data: 2, from: "billing" });
+    expect(await member.client.json()).toMatchObject({ seq: 2, from: "billing" });
+  });
+
+  it("sends a direct to a user and says whether it was delivered or queued", async () => {
+    const user = freshUser();
+    const queued = await post(`/users/${user}/messages`, { data: "later" });
+    expect(await queued.json()).toEqual({ status: "queued", seq: 1 });
+    const { client } = await inbox(user);
+    expect(await client.json()).toMatchObject({ type: "direct", seq: 1, from: "server", data: "later" });
+    const delivered = await post(`/users/${user}/messages`, { data: "now" });
+    expect(await delivered.json()).toEqual({ status: "delivered", seq: 2 });
+    expect(await client.json()).toMatchObject({ seq: 2, data: "now" });
+  });
+
+  it.each([
+    ["invalid JSON", "{nope", 400, "bad_request"],
+    ["no data", { from: "x" }, 400, "bad_request"],
+    ["an array", [1], 400, "bad_request"],
+    ["a bad from", { data: 1, from: "a b" }, 400, "bad_request"],
+    ["a body over MAX_MESSAGE_BYTES", { data: "x".repeat(2000) }, 413, "too_large"],
+  ])("answers %s with %i", async (_, body, status, code) => {
+    for (const path of [`/rooms/${freshRoom()}/messages`, `/users/${freshUser()}/messages`]) {
+      const res = await post(path, body);
+      expect(res.status).toBe(status);
+      expect(await res.json()).toMatchObject({ error: code });
+    }
+  });
+
+  it("refuses callers without the API key", async () => {
+    const res = await post(`/rooms/${freshRoom()}/messages`, { data: 1 }, { Authorization: "Bearer nope" });
+    expect(res.status).toBe(401);
+  });
+
+  it("answers 429 inbox_full once the inbox holds its limit", async () => {
+    const user = freshUser();
+    for (let i = 0; i < 4; i++) expect((await post(`/users/${user}/messages`, { data: i })).status).toBe(200);
+    const res = await post(`/users/${user}/messages`, { data: "one too many" });
+    expect(res.status).toBe(429);
+    expect(await res.json()).toMatchObject({ error: "inbox_full" });
+  });
+});

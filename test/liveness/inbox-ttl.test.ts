@@ -1,0 +1,24 @@
+import { describe, expect, it } from "vitest";
+import { connect, freshRoom, join } from "../workers/connect";
+
+// This project runs with INBOX_TTL_SECONDS=1 (vitest.config.ts).
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("inbox expiry", () => {
+  it("drops unacknowledged directs after INBOX_TTL_SECONDS and replays only fresh ones", async () => {
+    const to = `ttl-${crypto.randomUUID().slice(0, 8)}`;
+    const sender = await join(freshRoom(), "alice");
+    sender.client.send({ type: "direct", to, data: "stale", id: "old" });
+    expect(await sender.client.json()).toMatchObject({ type: "ack", id: "old", status: "queued", seq: 1 });
+    await sender.client.close();
+    await sleep(1_100);
+    // A new socket: the old one would have timed out (HEARTBEAT_TIMEOUT_MS is 800 here).
+    const later = await join(freshRoom(), "alice");
+    later.client.send({ type: "direct", to, data: "fresh", id: "new" });
+    expect(await later.client.json()).toMatchObject({ type: "ack", id: "new", status: "queued", seq: 2 });
+    const recipient = await connect(`/users/${to}/ws?user=${to}`);
+    expect(await recipient.json()).toMatchObject({ type: "welcome", seq: 2 });
+    expect(await recipient.json()).toMatchObject({ type: "direct", seq: 2, data: "fresh" });
+    expect(recipient.pending).toEqual([]);
+  });
+});

@@ -14,21 +14,15 @@ import {
 } from "../protocol";
 import { roomAllowed } from "../auth";
 import { readConnectRequest } from "./connect";
-import { Sequence } from "./sequence";
 import { SocketHost, type Session } from "./socket-host";
 
 export class Inbox extends SocketHost {
-  readonly #user: string;
-  readonly #sequence: Sequence;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    if (ctx.id.name === undefined) throw new Error("Inbox must be addressed by name");
-    this.#user = ctx.id.name;
     ctx.storage.sql.exec(
       "CREATE TABLE IF NOT EXISTS directs (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL, expires INTEGER NOT NULL)",
     );
-    this.#sequence = new Sequence(ctx.storage.kv);
   }
 
   // ---- connections ----
@@ -40,11 +34,11 @@ export class Inbox extends SocketHost {
     const welcome: WelcomeFrame = {
       type: "welcome",
       protocol: PROTOCOL_VERSION,
-      user: this.#user,
+      user: this.name,
       connection: session.connection,
-      seq: this.#sequence.current,
-      epoch: this.#sequence.epoch,
-      heartbeat: { interval: this.config.heartbeatIntervalMs, timeout: this.config.heartbeatTimeoutMs },
+      seq: this.sequence.current,
+      epoch: this.sequence.epoch,
+      heartbeat: this.heartbeat,
     };
     this.send(server, welcome);
     // Every unacknowledged direct, oldest first; nothing can be delivered between these sends.
@@ -98,10 +92,10 @@ export class Inbox extends SocketHost {
     sql.exec("DELETE FROM directs WHERE expires <= ?", now);
     const held = sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM directs").one().n;
     if (held >= this.config.inboxMaxMessages) {
-      return { refused: "inbox_full", message: `inbox of ${this.#user} holds ${held} unacknowledged messages, its limit; not sent` };
+      return { refused: "inbox_full", message: `inbox of ${this.name} holds ${held} unacknowledged messages, its limit; not sent` };
     }
     const text = this.ctx.storage.transactionSync(() => {
-      const seq = this.#sequence.next();
+      const seq = this.sequence.next();
       const frame: DirectFrame = { type: "direct", seq, from, data, ts: now };
       if (id !== undefined) frame.id = id;
       const text = JSON.stringify(frame);
@@ -110,7 +104,7 @@ export class Inbox extends SocketHost {
     });
     // Output gates hold these sends, and the caller's answer, until the write is durable.
     this.broadcast(text);
-    return { status: this.sessions.size > 0 ? "delivered" : "queued", seq: this.#sequence.current };
+    return { status: this.sessions.size > 0 ? "delivered" : "queued", seq: this.sequence.current };
   }
 }
 

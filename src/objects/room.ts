@@ -13,7 +13,6 @@ import {
   type WelcomeFrame,
 } from "../protocol";
 import { readConnectRequest } from "./connect";
-import { Sequence } from "./sequence";
 import { SocketHost, type Session } from "./socket-host";
 
 /** The outcome of a resume request: whether nothing was missed, and the frames to replay. */
@@ -23,16 +22,11 @@ interface Resume {
 }
 
 export class Room extends SocketHost {
-  readonly #name: string;
-  readonly #sequence: Sequence;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    if (ctx.id.name === undefined) throw new Error("Room must be addressed by name");
-    this.#name = ctx.id.name;
     // Stored frames are the exact text sent to clients, so replay and history never re-encode.
     ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL)");
-    this.#sequence = new Sequence(ctx.storage.kv);
   }
 
   // ---- connections ----
@@ -43,7 +37,7 @@ export class Room extends SocketHost {
       return new HttpError(
         503,
         "room_full",
-        `room ${this.#name} has ${this.config.maxConnectionsPerRoom} connections, its limit`,
+        `room ${this.name} has ${this.config.maxConnectionsPerRoom} connections, its limit`,
       ).toResponse();
     }
     const resume = connect.since === undefined ? undefined : this.#resume(connect.since, connect.epoch);
@@ -52,14 +46,14 @@ export class Room extends SocketHost {
     const welcome: WelcomeFrame = {
       type: "welcome",
       protocol: PROTOCOL_VERSION,
-      room: this.#name,
+      room: this.name,
       user: session.identity.user,
       connection: session.connection,
-      seq: this.#sequence.current,
-      epoch: this.#sequence.epoch,
+      seq: this.sequence.current,
+      epoch: this.sequence.epoch,
       presence: this.#presence(),
       ...(resume && { recovered: resume.recovered }),
-      heartbeat: { interval: this.config.heartbeatIntervalMs, timeout: this.config.heartbeatTimeoutMs },
+      heartbeat: this.heartbeat,
     };
     this.send(server, welcome);
     // Nothing can be sequenced between these sends (no await), so replay meets live with no gap.
@@ -70,8 +64,8 @@ export class Room extends SocketHost {
 
   #resume(since: number, epoch: string | undefined): Resume {
     const lost: Resume = { recovered: false, frames: [] };
-    const seq = this.#sequence.current;
-    if (epoch !== undefined && epoch !== this.#sequence.epoch) return lost;
+    const seq = this.sequence.current;
+    if (epoch !== undefined && epoch !== this.sequence.epoch) return lost;
     if (since > seq) return lost;
     if (since === seq) return { recovered: true, frames: [] };
     const oldest = this.ctx.storage.sql.exec<{ oldest: number | null }>("SELECT MIN(seq) AS oldest FROM messages").one()
@@ -92,10 +86,10 @@ export class Room extends SocketHost {
   protected override onFrame(session: Session, frame: ClientFrame): void | Promise<void> {
     switch (frame.type) {
       case "publish":
-        if (frame.room !== undefined && frame.room !== this.#name) {
+        if (frame.room !== undefined && frame.room !== this.name) {
           throw new FrameError(
             "bad_frame",
-            `this socket is in room ${this.#name}; publish to other rooms from a user socket`,
+            `this socket is in room ${this.name}; publish to other rooms from a user socket`,
           );
         }
         this.publish(session.identity.user, frame.data, frame.id);
@@ -117,7 +111,7 @@ export class Room extends SocketHost {
   }
 
   #announce(event: PresenceFrame["event"], user: string, except?: WebSocket): void {
-    const frame: PresenceFrame = { type: "presence", room: this.#name, event, user };
+    const frame: PresenceFrame = { type: "presence", room: this.name, event, user };
     this.broadcast(JSON.stringify(frame), except);
   }
 
@@ -131,8 +125,8 @@ export class Room extends SocketHost {
   publish(from: string, data: Json, id?: string): number {
     const sql = this.ctx.storage.sql;
     const text = this.ctx.storage.transactionSync(() => {
-      const seq = this.#sequence.next();
-      const frame: MessageFrame = { type: "message", room: this.#name, seq, from, data, ts: Date.now() };
+      const seq = this.sequence.next();
+      const frame: MessageFrame = { type: "message", room: this.name, seq, from, data, ts: Date.now() };
       if (id !== undefined) frame.id = id;
       const text = JSON.stringify(frame);
       sql.exec("INSERT INTO messages (seq, frame) VALUES (?, ?)", seq, text);
@@ -141,14 +135,14 @@ export class Room extends SocketHost {
     });
     // Output gates hold these sends until the write above is durable.
     this.broadcast(text);
-    return this.#sequence.current;
+    return this.sequence.current;
   }
 
   info(): RoomInfo {
     return {
-      room: this.#name,
-      seq: this.#sequence.current,
-      epoch: this.#sequence.epoch,
+      room: this.name,
+      seq: this.sequence.current,
+      epoch: this.sequence.epoch,
       connections: this.sessions.size,
       presence: this.#presence(),
     };

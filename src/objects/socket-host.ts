@@ -20,6 +20,7 @@ import {
 } from "../protocol";
 import { log } from "../log";
 import { OversizeCounter, RateLimiter } from "./limits";
+import { Sequence } from "./sequence";
 
 /** Who a socket belongs to, as the Worker established it. */
 export interface Identity {
@@ -63,6 +64,10 @@ function liveAttachment(ws: WebSocket): Attachment | undefined {
 
 export abstract class SocketHost extends DurableObject<Env> {
   protected readonly config: Config;
+  /** The room id or user id this object was addressed by. */
+  protected readonly name: string;
+  /** The object's message counter and storage epoch. */
+  protected readonly sequence: Sequence;
   // Built lazily from the platform's socket list, so it is right after every wake-up.
   #sessions?: Map<WebSocket, Session>;
   #users = new Map<string, number>();
@@ -73,8 +78,16 @@ export abstract class SocketHost extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.config = configOf(env);
+    if (ctx.id.name === undefined) throw new Error(`${new.target.name} must be addressed by name`);
+    this.name = ctx.id.name;
+    this.sequence = new Sequence(ctx.storage.kv);
     // Answered by the runtime itself, even while the object hibernates (PLATFORM.md).
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
+  }
+
+  /** The heartbeat settings every welcome frame carries. */
+  protected get heartbeat(): { interval: number; timeout: number } {
+    return { interval: this.config.heartbeatIntervalMs, timeout: this.config.heartbeatTimeoutMs };
   }
 
   // ---- hooks ----

@@ -1,27 +1,23 @@
 import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
-import { sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
 import type { TestClient } from "../support/client";
 import { connect, freshRoom, join } from "../workers/connect";
+import { itClosesDeadSockets, keepAlive, sleep, TIMEOUT_MS } from "./liveness.case";
 
-// This project runs with HEARTBEAT_INTERVAL_MS=200, HEARTBEAT_TIMEOUT_MS=800 and
-// AUTH_SECRET=liveness-secret (vitest.config.ts), so real time can pass a timeout quickly.
-const TIMEOUT_MS = 800;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+async function openRoomSocket(as: { user: string } | { token: string }) {
+  const room = freshRoom();
+  const query = "token" in as ? `token=${as.token}` : `user=${as.user}`;
+  const client = await connect(`/rooms/${room}/ws?${query}`);
+  expect(await client.json()).toMatchObject({ type: "welcome", heartbeat: { interval: 200, timeout: TIMEOUT_MS } });
+  return { client, stub: env.ROOMS.getByName(room) };
+}
 
-/**
- * Pings every 100 ms for `ms`, reading each pong. The room's own sweep alarm runs meanwhile, so
- * other frames may arrive between pongs: they are answered, in order.
- */
-async function keepAlive(client: TestClient, ms: number): Promise<unknown[]> {
-  const others: unknown[] = [];
-  const started = Date.now();
-  while (Date.now() - started < ms) {
-    client.send("ping");
-    for (let frame = await client.next(); frame !== "pong"; frame = await client.next()) others.push(frame);
-    await sleep(100);
-  }
-  return others;
+async function openUserSocket(as: { user: string } | { token: string }) {
+  const user = "token" in as ? "expiring" : `${as.user}-${crypto.randomUUID().slice(0, 8)}`;
+  const query = "token" in as ? `token=${as.token}` : `user=${user}`;
+  const client = await connect(`/users/${user}/ws?${query}`);
+  expect(await client.json()).toMatchObject({ type: "welcome", user });
+  return { client, stub: env.INBOXES.getByName(user) };
 }
 
 /** The frames `client` got while kept alive, plus the next one if those were none. */
@@ -29,16 +25,15 @@ async function nextAfter(client: TestClient, others: unknown[]): Promise<unknown
   return others.length > 0 ? others.shift() : client.json();
 }
 
-describe("heartbeat timeouts", () => {
-  it("closes a silent socket with 4000 when the sweep alarm runs after the timeout", async () => {
-    const room = freshRoom();
-    const { client, welcome } = await join(room, "silent");
-    expect(welcome.heartbeat).toEqual({ interval: 200, timeout: TIMEOUT_MS });
-    await sleep(TIMEOUT_MS + 50);
-    await runDurableObjectAlarm(env.ROOMS.getByName(room));
-    expect(await client.closed).toEqual({ code: 4000, reason: "heartbeat timeout" });
-  });
+describe("liveness of room sockets", () => {
+  itClosesDeadSockets({ open: openRoomSocket });
+});
 
+describe("liveness of user sockets", () => {
+  itClosesDeadSockets({ open: openUserSocket });
+});
+
+describe("heartbeat timeouts in rooms", () => {
   it("keeps a socket whose pings keep arriving, and counts the silent one as left", async () => {
     const room = freshRoom();
     const alive = await join(room, "alive");
@@ -63,38 +58,6 @@ describe("heartbeat timeouts", () => {
     await runDurableObjectAlarm(env.ROOMS.getByName(room));
     client.send({ type: "publish", data: "open" });
     expect(await client.nextOf("message")).toMatchObject({ data: "open" });
-  });
-
-  it("does not close before the timeout", async () => {
-    const room = freshRoom();
-    const { client } = await join(room, "fresh");
-    await runDurableObjectAlarm(env.ROOMS.getByName(room));
-    client.send({ type: "publish", data: "open" });
-    expect(await client.nextOf("message")).toMatchObject({ data: "open" });
-  });
-
-  it("stops re-arming the alarm once the room is empty", async () => {
-    const room = freshRoom();
-    const { client } = await join(room, "leaver");
-    await client.close();
-    expect(await runDurableObjectAlarm(env.ROOMS.getByName(room))).toBe(true);
-    expect(await runDurableObjectAlarm(env.ROOMS.getByName(room))).toBe(false);
-  });
-});
-
-describe("token expiry", () => {
-  it("closes a socket with 4001 once its token's exp has passed", async () => {
-    const room = freshRoom();
-    const exp = Math.floor(Date.now() / 1000) + 1;
-    const token = await sign({ sub: "expiring", exp }, "liveness-secret", "HS256");
-    const client = await connect(`/rooms/${room}/ws?token=${token}`);
-    expect(await client.json()).toMatchObject({ type: "welcome", user: "expiring" });
-    // Keep the heartbeat alive so only the expiry can close it.
-    // Stop just before exp: the room's own sweep may close the socket any time after it.
-    await keepAlive(client, exp * 1000 - 150 - Date.now());
-    await sleep(250);
-    await runDurableObjectAlarm(env.ROOMS.getByName(room));
-    expect(await client.closed).toEqual({ code: 4001, reason: "token expired" });
   });
 });
 

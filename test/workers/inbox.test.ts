@@ -1,6 +1,7 @@
 import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { connect, freshRoom, join, request } from "./connect";
+import { itHandlesBadInputAndLimits } from "./socket.case";
 
 // This project runs with INBOX_MAX_MESSAGES=4 and API_KEY=test-api-key (vitest.config.ts).
 const KEY = { Authorization: "Bearer test-api-key", "Content-Type": "application/json" };
@@ -34,6 +35,14 @@ describe("user sockets", () => {
     const res = await request(`/users/${freshUser()}/ws?user=intruder`, { headers: { Upgrade: "websocket" } });
     expect(res.status).toBe(403);
     expect(await res.json()).toMatchObject({ error: "forbidden" });
+  });
+});
+
+describe("bad input and limits on user sockets", () => {
+  itHandlesBadInputAndLimits({
+    open: async () => (await inbox(freshUser())).client,
+    probe: { type: "publish", room: "probe-room", data: "probe", id: "probe" },
+    answered: (frame) => frame.type === "ack" && frame.id === "probe",
   });
 });
 

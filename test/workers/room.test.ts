@@ -1,6 +1,7 @@
 import { env, evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { connect, freshRoom, join } from "./connect";
+import { itHandlesBadInputAndLimits } from "./socket.case";
 
 // This project runs with RATE_LIMIT_PER_SECOND=5, MAX_MESSAGE_BYTES=1024, HISTORY_LIMIT=5,
 // MAX_CONNECTIONS_PER_ROOM=3 (vitest.config.ts).
@@ -51,11 +52,6 @@ describe("joining a room", () => {
     expect(await alice.client.json()).toEqual({ type: "presence", room, event: "leave", user: "bob" });
   });
 
-  it("answers the client's close with the same code", async () => {
-    const { client } = await join(freshRoom(), "alice");
-    expect(await client.close(4321, "done")).toMatchObject({ code: 4321 });
-  });
-
   it("refuses an upgrade with 503 when the room is full", async () => {
     const room = freshRoom();
     for (const user of ["a", "b", "c"]) await join(room, user);
@@ -100,67 +96,17 @@ describe("publishing", () => {
   });
 });
 
-describe("bad input", () => {
-  it.each([
-    ["malformed JSON", "{nope", "bad_json"],
-    ["a JSON array", "[1,2]", "bad_frame"],
-    ["a JSON string", '"hello"', "bad_frame"],
-    ["no type", '{"data":1}', "bad_frame"],
-    ["an unknown type", '{"type":"shout","data":1}', "bad_frame"],
-    ["publish without data", '{"type":"publish"}', "bad_frame"],
-    ["a numeric id", '{"type":"publish","data":1,"id":5}', "bad_frame"],
-    ["an ack on a room socket", '{"type":"ack","seq":1}', "bad_frame"],
-  ])("answers %s with error %s and keeps the socket open", async (_, text, code) => {
-    const { client } = await join(freshRoom(), "alice");
-    client.send(text);
-    expect(await client.json()).toMatchObject({ type: "error", code, message: expect.any(String) });
-    client.send({ type: "publish", data: "ok" });
-    expect(await client.json()).toMatchObject({ type: "message", data: "ok" });
+describe("bad input and limits on room sockets", () => {
+  itHandlesBadInputAndLimits({
+    open: async () => (await join(freshRoom(), "alice")).client,
+    probe: { type: "publish", data: "probe" },
+    answered: (frame) => frame.type === "message" && frame.data === "probe",
   });
 
-  it("echoes the frame's id on errors", async () => {
+  it("refuses an ack, which only user sockets take", async () => {
     const { client } = await join(freshRoom(), "alice");
-    client.send({ type: "publish", id: "abc" });
-    expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame", id: "abc" });
-  });
-
-  it("refuses oversized frames, and closes 1009 on the third within 10 s", async () => {
-    const { client } = await join(freshRoom(), "alice");
-    const big = JSON.stringify({ type: "publish", data: "x".repeat(1100) });
-    client.send(big);
-    expect(await client.json()).toMatchObject({ type: "error", code: "too_large" });
-    client.send(big);
-    expect(await client.json()).toMatchObject({ type: "error", code: "too_large" });
-    client.send(big);
-    expect((await client.closed).code).toBe(1009);
-  });
-
-  it("counts multi-byte characters in bytes, not characters", async () => {
-    const { client } = await join(freshRoom(), "alice");
-    client.send(JSON.stringify({ type: "publish", data: "é".repeat(500) })); // ~1030 bytes
-    expect(await client.json()).toMatchObject({ type: "error", code: "too_large" });
-  });
-
-  it("drops frames over the rate with one error a second, then closes 1008", async () => {
-    const { client } = await join(freshRoom(), "alice");
-    // Bucket of 10 (2 x 5/s): 10 pass, then drops; more than 10 drops within 10 s closes.
-    for (let i = 0; i < 25; i++) client.send({ type: "publish", data: i });
-    const frames: Record<string, any>[] = [];
-    const closed = await client.closed;
-    for (const frame of client.pending) frames.push(frame as Record<string, any>);
-    expect(closed.code).toBe(1008);
-    const errors = frames.filter((f) => f.type === "error");
-    expect(errors.length).toBe(1);
-    expect(errors[0]).toMatchObject({ code: "rate_limited" });
-    expect(frames.filter((f) => f.type === "message").length).toBeGreaterThanOrEqual(10);
-  });
-
-  it("exempts ping from the rate limit", async () => {
-    const { client } = await join(freshRoom(), "alice");
-    for (let i = 0; i < 30; i++) client.send("ping");
-    for (let i = 0; i < 30; i++) expect(await client.next()).toBe("pong");
-    client.send({ type: "publish", data: "fine" });
-    expect(await client.json()).toMatchObject({ type: "message", data: "fine" });
+    client.send({ type: "ack", seq: 1 });
+    expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame" });
   });
 });
 

@@ -35,7 +35,9 @@ async function verifyToken(token: string, config: Config): Promise<Claims> {
   }
   let payload: Record<string, unknown>;
   try {
-    payload = await verify(token, config.authSecret, "HS256");
+    // `exp` and `nbf` are honoured exactly; a future `iat` is not refused, since the issuer's
+    // clock may run a little ahead of the edge's and `iat` grants nothing.
+    payload = await verify(token, config.authSecret, { alg: "HS256", iat: false });
   } catch (error) {
     const expired = error instanceof Error && error.name === "JwtTokenExpired";
     throw new HttpError(401, "unauthorized", expired ? "token expired" : "token is not a valid HS256 JWT for this relay");

@@ -60,6 +60,11 @@ function countParam(c: AppContext, name: string): number | undefined {
   return Number(value);
 }
 
+function eventId(value: string): number {
+  if (!/^\d{1,15}$/.test(value)) throw new HttpError(400, "bad_request", "Last-Event-ID must be a message seq");
+  return Number(value);
+}
+
 app.get("/healthz", (c) => c.json({ ok: true }));
 
 app.get("/rooms/:room/ws", async (c) => {
@@ -78,6 +83,24 @@ app.get("/rooms/:room/ws", async (c) => {
       ...(since !== undefined && { since }),
       ...(epoch !== undefined && { epoch }),
     }),
+  );
+});
+
+app.get("/rooms/:room/events", async (c) => {
+  const room = nameParam(c, "room");
+  const config = c.get("config");
+  const url = c.get("url");
+  checkOrigin(c.req.raw, config);
+  const { user } = await identify(c.req.raw, url, config, { room });
+  // An EventSource reconnecting sends Last-Event-ID, which wins over the page's own ?since=.
+  const lastEventId = c.req.header("Last-Event-ID");
+  const since = lastEventId !== undefined && lastEventId !== "" ? eventId(lastEventId) : countParam(c, "since");
+  const epoch = url.searchParams.get("epoch") ?? undefined;
+  return c.env.ROOMS.getByName(room).fetch(
+    connectRequest(
+      { user, ...(since !== undefined && { since }), ...(epoch !== undefined && { epoch }) },
+      "events",
+    ),
   );
 });
 

@@ -11,14 +11,18 @@ export interface ConnectInfo extends Identity {
   epoch?: string;
 }
 
-export function connectRequest(info: ConnectInfo): Request {
-  return new Request("https://edge-relay.internal/connect", {
-    headers: { Upgrade: "websocket", [CONNECT_HEADER]: JSON.stringify(info) },
-  });
+/** A WebSocket, or a Server-Sent Events stream (rooms only). */
+export type ConnectKind = "socket" | "events";
+
+export function connectRequest(info: ConnectInfo, kind: ConnectKind = "socket"): Request {
+  const headers: Record<string, string> = { [CONNECT_HEADER]: JSON.stringify(info) };
+  if (kind === "socket") headers.Upgrade = "websocket";
+  return new Request(`https://edge-relay.internal/${kind}`, { headers });
 }
 
-export function readConnectRequest(request: Request): ConnectInfo {
+export function readConnectRequest(request: Request): ConnectInfo & { kind: ConnectKind } {
   const header = request.headers.get(CONNECT_HEADER);
   if (header === null) throw new Error(`object reached without ${CONNECT_HEADER}`);
-  return JSON.parse(header) as ConnectInfo;
+  const kind = new URL(request.url).pathname === "/events" ? "events" : "socket";
+  return { ...(JSON.parse(header) as ConnectInfo), kind };
 }

@@ -13,12 +13,16 @@ import {
   type WelcomeFrame,
 } from "../protocol";
 import { readConnectRequest } from "./connect";
+import { EventStream } from "./event-stream";
 import { SocketHost, type Session } from "./socket-host";
 
-/** The outcome of a resume request: whether nothing was missed, and the frames to replay. */
+/** A stored message: its seq and the exact frame text clients receive. */
+type Stored = { seq: number; frame: string };
+
+/** The outcome of a resume request: whether nothing was missed, and the messages to replay. */
 interface Resume {
   recovered: boolean;
-  frames: string[];
+  messages: Stored[];
 }
 
 export class Room extends SocketHost {
@@ -33,13 +37,18 @@ export class Room extends SocketHost {
 
   override async fetch(request: Request): Promise<Response> {
     const connect = readConnectRequest(request);
-    if (this.sessions.size >= this.config.maxConnectionsPerRoom) {
+    // Streams have a cap of their own: they are not connections (PROTOCOL.md), but unbounded
+    // they would be a way around the room's limit.
+    const open = connect.kind === "events" ? this.#streams.size : this.sessions.size;
+    if (open >= this.config.maxConnectionsPerRoom) {
+      const what = connect.kind === "events" ? "event streams" : "connections";
       return new HttpError(
         503,
         "room_full",
-        `room ${this.name} has ${this.config.maxConnectionsPerRoom} connections, its limit`,
+        `room ${this.name} has ${this.config.maxConnectionsPerRoom} ${what}, its limit`,
       ).toResponse();
     }
+    if (connect.kind === "events") return this.#openStream(connect.since, connect.epoch);
     const resume = connect.since === undefined ? undefined : this.#resume(connect.since, connect.epoch);
     const { 0: client, 1: server } = new WebSocketPair();
     const { firstOfUser, session } = this.accept(server, connect);
@@ -57,28 +66,42 @@ export class Room extends SocketHost {
     };
     this.send(server, welcome);
     // Nothing can be sequenced between these sends (no await), so replay meets live with no gap.
-    for (const frame of resume?.frames ?? []) this.send(server, frame);
+    for (const { frame } of resume?.messages ?? []) this.send(server, frame);
     if (firstOfUser) this.#announce("join", session.identity.user, server);
     return new Response(null, { status: 101, webSocket: client });
   }
 
   #resume(since: number, epoch: string | undefined): Resume {
-    const lost: Resume = { recovered: false, frames: [] };
+    const lost: Resume = { recovered: false, messages: [] };
     const seq = this.sequence.current;
     if (epoch !== undefined && epoch !== this.sequence.epoch) return lost;
     if (since > seq) return lost;
-    if (since === seq) return { recovered: true, frames: [] };
+    if (since === seq) return { recovered: true, messages: [] };
     const oldest = this.ctx.storage.sql.exec<{ oldest: number | null }>("SELECT MIN(seq) AS oldest FROM messages").one()
       .oldest;
     if (oldest === null || since < oldest - 1) return lost;
-    return { recovered: true, frames: this.#framesAfter(since, seq - since) };
+    return { recovered: true, messages: this.#messagesAfter(since, seq - since) };
   }
 
-  #framesAfter(since: number, limit: number): string[] {
+  #messagesAfter(since: number, limit: number): Stored[] {
     return this.ctx.storage.sql
-      .exec<{ frame: string }>("SELECT frame FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", since, limit)
-      .toArray()
-      .map((row) => row.frame);
+      .exec<Stored>("SELECT seq, frame FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", since, limit)
+      .toArray();
+  }
+
+  // ---- Server-Sent Events ----
+
+  #streams = new Set<EventStream>();
+
+  /** A receive-only stream: welcome, the replay `since` asks for, then live messages. */
+  #openStream(since: number | undefined, epoch: string | undefined): Response {
+    const stream = new EventStream((ended) => this.#streams.delete(ended));
+    const resume = since === undefined ? undefined : this.#resume(since, epoch);
+    const welcome = { seq: this.sequence.current, epoch: this.sequence.epoch, ...(resume && { recovered: resume.recovered }) };
+    stream.send("welcome", JSON.stringify(welcome));
+    for (const { seq, frame } of resume?.messages ?? []) stream.send("message", frame, seq);
+    this.#streams.add(stream);
+    return stream.response;
   }
 
   // ---- frames ----
@@ -112,7 +135,9 @@ export class Room extends SocketHost {
 
   #announce(event: PresenceFrame["event"], user: string, except?: WebSocket): void {
     const frame: PresenceFrame = { type: "presence", room: this.name, event, user };
-    this.broadcast(JSON.stringify(frame), except);
+    const text = JSON.stringify(frame);
+    this.broadcast(text, except);
+    for (const stream of this.#streams) stream.send("presence", text);
   }
 
   #presence(): PresenceEntry[] {
@@ -135,7 +160,9 @@ export class Room extends SocketHost {
     });
     // Output gates hold these sends until the write above is durable.
     this.broadcast(text);
-    return this.sequence.current;
+    const seq = this.sequence.current;
+    for (const stream of this.#streams) stream.send("message", text, seq);
+    return seq;
   }
 
   info(): RoomInfo {
@@ -150,6 +177,8 @@ export class Room extends SocketHost {
 
   /** `{"messages": [...]}` with the first `limit` retained messages after `since`, as JSON text. */
   history(since: number, limit: number): string {
-    return `{"messages":[${this.#framesAfter(since, limit).join(",")}]}`;
+    return `{"messages":[${this.#messagesAfter(since, limit)
+      .map((message) => message.frame)
+      .join(",")}]}`;
   }
 }

@@ -1,0 +1,59 @@
+// One Server-Sent Events stream from a room to a receive-only client. Unlike a hibernatable
+// socket, an open stream is an in-flight response: it keeps its object in memory while it lasts.
+
+const encoder = new TextEncoder();
+
+/** A comment line every this often keeps proxies from closing an idle stream. */
+const KEEP_ALIVE_MS = 15_000;
+
+/** What a reader may fall behind by before its stream is ended (a bounded queue, not a leak). */
+const MAX_QUEUED_BYTES = 1 << 20;
+
+export class EventStream {
+  readonly response: Response;
+  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  #timer: ReturnType<typeof setInterval>;
+  #onEnd: (stream: EventStream) => void;
+  #ended = false;
+
+  /** `onEnd` runs once, when the reader goes away or the stream is ended. */
+  constructor(onEnd: (stream: EventStream) => void) {
+    this.#onEnd = onEnd;
+    const body = new ReadableStream<Uint8Array>(
+      {
+        start: (controller) => {
+          this.#controller = controller;
+        },
+        cancel: () => this.#end(),
+      },
+      new ByteLengthQueuingStrategy({ highWaterMark: MAX_QUEUED_BYTES }),
+    );
+    this.#timer = setInterval(() => this.#write(": ping\n\n"), KEEP_ALIVE_MS);
+    this.response = new Response(body, {
+      headers: { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store" },
+    });
+  }
+
+  /** Sends one event; `data` is one line of JSON. */
+  send(event: string, data: string, id?: number): void {
+    this.#write(`${id === undefined ? "" : `id: ${id}\n`}event: ${event}\ndata: ${data}\n\n`);
+  }
+
+  #write(text: string): void {
+    if (this.#ended) return;
+    // desiredSize goes negative as the reader falls behind; past the bound the stream ends, and
+    // the reader reconnects with Last-Event-ID to resume from history.
+    if ((this.#controller.desiredSize ?? 0) < 0) {
+      this.#controller.close();
+      return this.#end();
+    }
+    this.#controller.enqueue(encoder.encode(text));
+  }
+
+  #end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    clearInterval(this.#timer);
+    this.#onEnd(this);
+  }
+}

@@ -26,11 +26,19 @@ export interface RelayOptions {
 export class Relay {
   readonly url: URL;
   readonly #stop: () => Promise<void>;
+  readonly #evict?: (className: string, name: string) => Promise<void>;
   readonly #sockets = new Set<WebSocket>();
 
-  constructor(url: URL, stop: () => Promise<void>) {
+  constructor(url: URL, stop: () => Promise<void>, evict?: (className: string, name: string) => Promise<void>) {
     this.url = url;
     this.#stop = stop;
+    this.#evict = evict;
+  }
+
+  /** Evicts a room's object and drops its sockets, as a deploy or a crash would. */
+  async dropRoom(room: string): Promise<void> {
+    if (!this.#evict) throw new Error("this relay cannot evict objects");
+    await this.#evict("Room", room);
   }
 
   /** An HTTP request to `path` over TCP. */
@@ -70,7 +78,9 @@ export async function startRelay(options: RelayOptions = {}): Promise<Relay> {
   });
   try {
     const { url } = await server.listen();
-    return new Relay(url, () => server.close());
+    const evict = (className: string, name: string) =>
+      server.getWorker().evictDurableObject(className, { name, webSockets: "close" });
+    return new Relay(url, () => server.close(), evict);
   } catch (error) {
     await server.close();
     throw error;

@@ -1,7 +1,8 @@
 // Three kinds of tests, each a vitest project:
 // - workers:  object and Worker logic inside workerd (@cloudflare/vitest-plugin), default timings;
 // - liveness: the same runtime with short heartbeat timings, for timeout and sweep tests;
-// - e2e:      the whole relay started by wrangler's test harness, real `ws` clients over TCP.
+// - e2e:      the whole relay started by wrangler's test harness, real `ws` clients over TCP;
+// - browser:  the demo page and client library in Debian's Chromium, driven by playwright-core.
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
@@ -46,6 +47,15 @@ export default defineConfig({
           }),
         ],
         test: { name: "liveness", include: ["test/liveness/**/*.test.ts"] },
+      },
+      {
+        test: {
+          name: "browser",
+          include: ["test/browser/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
       },
       {
         test: {

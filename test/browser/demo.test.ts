@@ -1,0 +1,117 @@
+// The demo page and the client library in real Chromium, against the whole relay over TCP.
+import type { Browser, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freshRoom, SERVER_AUTH, startRelay, type Relay } from "../e2e/relay";
+import { launch, screenshot } from "./chromium";
+
+describe("demo page in Chromium", () => {
+  let relay: Relay;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    [relay, browser] = await Promise.all([startRelay({ vars: { ALLOW_ANONYMOUS: "true" } }), launch()]);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await relay?.close();
+  });
+
+  async function open(user: string, room: string): Promise<Page> {
+    const page = await browser.newPage();
+    page.on("pageerror", (error) => console.error(`[${user}] page error:`, error));
+    await page.goto(new URL(`/?user=${user}&room=${room}&autojoin`, relay.url).toString());
+    await expectState(page, "open");
+    return page;
+  }
+
+  const log = (page: Page) => page.locator("#log");
+  const expectState = (page: Page, state: string) =>
+    expect.poll(() => page.locator("#state").getAttribute("data-state"), { timeout: 15_000 }).toBe(state);
+
+  async function say(page: Page, text: string): Promise<void> {
+    await page.fill("#text", text);
+    await page.click("#send");
+  }
+
+  it("lets two pages chat and see each other's presence", async () => {
+    const room = freshRoom();
+    const alice = await open("alice", room);
+    const bob = await open("bob", room);
+    await expect.poll(() => alice.locator("#people").textContent()).toContain("bob");
+    await expect.poll(() => bob.locator("#people").textContent()).toContain("alice");
+    await say(alice, "hello bob");
+    await expect.poll(() => log(bob).textContent()).toContain("alice: hello bob");
+    await say(bob, "hi alice");
+    await expect.poll(() => log(alice).textContent()).toContain("bob: hi alice");
+    await screenshot(alice, "chat-alice");
+    await screenshot(bob, "chat-bob");
+    await bob.close();
+    await expect.poll(() => log(alice).textContent()).toContain("bob left.");
+    await alice.close();
+  });
+
+  it("sends direct messages between pages", async () => {
+    const room = freshRoom();
+    const alice = await open("alice-d", room);
+    const bob = await open("bob-d", room);
+    await expect.poll(() => alice.locator("#to option").allTextContents()).toContain("only bob-d");
+    await alice.selectOption("#to", "bob-d");
+    await say(alice, "just for you");
+    await expect.poll(() => log(bob).textContent()).toContain("alice-d → you: just for you");
+    await screenshot(bob, "direct-bob");
+    await Promise.all([alice.close(), bob.close()]);
+  });
+
+  it("resumes a page whose connection dropped without missing a message", async () => {
+    const room = freshRoom();
+    const page = await open("carol", room);
+    await say(page, "before the drop");
+    await expect.poll(() => log(page).textContent()).toContain("carol: before the drop");
+
+    await relay.dropRoom(room);
+    // Published while the page is away (the server API does not depend on the page).
+    for (const text of ["missed one", "missed two"]) {
+      const res = await relay.fetch(`/rooms/${room}/messages`, {
+        method: "POST",
+        headers: { ...SERVER_AUTH, "Content-Type": "application/json" },
+        body: JSON.stringify({ data: { text } }),
+      });
+      expect(res.status).toBe(200);
+    }
+    await expect.poll(() => page.locator("#reconnects").textContent(), { timeout: 15_000 }).not.toBe("0");
+    await expectState(page, "open");
+    await expect.poll(() => log(page).textContent()).toContain("server: missed two");
+    const lines = await log(page).locator("p:not(.meta)").allTextContents();
+    expect(lines).toEqual(["carol: before the drop", "server: missed one", "server: missed two"]);
+    await screenshot(page, "resumed");
+    await page.close();
+  });
+
+  it("receives a room's messages through EventSource", async () => {
+    const room = freshRoom();
+    const page = await browser.newPage();
+    await page.goto(new URL("/", relay.url).toString());
+    await page.evaluate((path) => {
+      const w = window as unknown as { received: unknown[]; welcome?: unknown };
+      w.received = [];
+      const source = new EventSource(path);
+      source.addEventListener("welcome", (event) => (w.welcome = JSON.parse((event as MessageEvent).data)));
+      source.addEventListener("message", (event) => w.received.push(JSON.parse((event as MessageEvent).data)));
+    }, `/rooms/${room}/events`);
+    await expect.poll(() => page.evaluate(() => (window as unknown as { welcome?: unknown }).welcome)).toMatchObject({ seq: 0 });
+    for (const n of [1, 2]) {
+      await relay.fetch(`/rooms/${room}/messages`, {
+        method: "POST",
+        headers: { ...SERVER_AUTH, "Content-Type": "application/json" },
+        body: JSON.stringify({ data: { n } }),
+      });
+    }
+    await expect
+      .poll(() => page.evaluate(() => (window as unknown as { received: { seq: number; data: unknown }[] }).received))
+      .toMatchObject([
+        { type: "message", seq: 1, data: { n: 1 } },
+        { type: "message", seq: 2, data: { n: 2 } },
+      ]);
+    await page.close();
+  });
+});

@@ -61,8 +61,17 @@ export interface CloseInfo {
   willReconnect: boolean;
 }
 
+/** Why the relay refused the connection outright (HTTP status and its JSON error). */
+export interface Refusal {
+  status: number;
+  error: string;
+  message: string;
+}
+
 export interface RelayEvents {
   state: ConnectionState;
+  /** The relay refused the connection (bad name, bad token, forbidden): the client stops. */
+  refused: Refusal;
   welcome: WelcomeFrame;
   /** Resuming failed (`recovered: false`): messages were missed and are gone; reload state. */
   reset: WelcomeFrame;
@@ -110,6 +119,9 @@ export class RelayClient {
   #nextId = 0;
   readonly #idPrefix = `${Math.random().toString(36).slice(2, 10)}-`;
   #stopped = false;
+  /** The URL of the current attempt, and whether it got as far as a welcome. */
+  #url?: URL;
+  #welcomed = false;
 
   constructor(options: RelayClientOptions) {
     if ((options.room === undefined) === (options.inbox === undefined)) {
@@ -187,6 +199,8 @@ export class RelayClient {
       if (this.#epoch !== undefined) url.searchParams.set("epoch", this.#epoch);
     }
     if (this.#stopped) return;
+    this.#url = url;
+    this.#welcomed = false;
     const Socket = options.WebSocket ?? (globalThis as unknown as { WebSocket?: WebSocketFactory }).WebSocket;
     if (!Socket) throw new Error("no WebSocket implementation: pass options.WebSocket");
     const socket = new Socket(url.toString());
@@ -194,7 +208,11 @@ export class RelayClient {
     this.#socket = socket;
     socket.onmessage = (event) => this.#receive(event.data);
     socket.onclose = (event) => this.#closed(socket, event.code, event.reason);
-    socket.onerror = () => {}; // a close event always follows
+    // Browsers follow a failed handshake's error with a close event; Node 22's WebSocket fires
+    // only the error and stays CONNECTING. Either way the attempt is over.
+    socket.onerror = () => {
+      if (!this.#welcomed && socket.readyState !== 1) this.#closed(socket, 1006, "connection failed");
+    };
   }
 
   #receive(data: unknown): void {
@@ -231,6 +249,7 @@ export class RelayClient {
 
   #welcome(frame: WelcomeFrame): void {
     this.#attempt = 0;
+    this.#welcomed = true;
     const since = this.#lastSeq;
     if (frame.room !== undefined) {
       // A new epoch, or a failed resume, starts the numbering over from what the room has now.
@@ -280,9 +299,33 @@ export class RelayClient {
   }
 
   #closed(socket: WebSocketLike, code: number, reason: string): void {
-    if (socket !== this.#socket) return;
+    if (socket !== this.#socket) return; // an attempt already given up on
+    this.#socket = undefined;
     this.#stopHeartbeat();
-    this.#retry({ code, reason });
+    if (this.#welcomed || this.#stopped) return this.#retry({ code, reason });
+    void this.#whyRefused().then((refusal) => {
+      if (!refusal) return this.#retry({ code, reason });
+      this.#stopped = true;
+      this.#emit("refused", refusal);
+      this.#retry({ code, reason: refusal.message });
+    });
+  }
+
+  // A browser does not say why an upgrade failed. The relay answers a plain GET of the same URL
+  // with the status the upgrade got (426 when the upgrade itself would have been fine), so one
+  // request tells a refusal, which retrying cannot fix, from a network failure, which it can.
+  async #whyRefused(): Promise<Refusal | undefined> {
+    if (!this.#url || typeof fetch !== "function") return undefined;
+    const url = new URL(this.#url);
+    url.protocol = url.protocol.replace(/^ws/, "http");
+    try {
+      const res = await fetch(url, { cache: "no-store" });
+      if (![400, 401, 403, 404].includes(res.status)) return undefined;
+      const body = (await res.json().catch(() => ({}))) as Partial<Refusal>;
+      return { status: res.status, error: body.error ?? "refused", message: body.message ?? res.statusText };
+    } catch {
+      return undefined; // unreachable, or a cross-origin relay without CORS: keep retrying
+    }
   }
 
   #retry({ code, reason }: { code: number; reason: string }): void {

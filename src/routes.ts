@@ -25,6 +25,9 @@ function nameParam(c: AppContext, kind: "room" | "user"): string {
   return name;
 }
 
+// Checked after the request is vetted, so a plain GET with the same URL answers what an upgrade
+// would get (400, 401, 403) or 426 when all is well. Browsers hide why an upgrade failed; the
+// client library asks this way to tell a refusal from a network failure.
 function requireUpgrade(c: AppContext): void {
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
     throw new HttpError(426, "upgrade_required", "this route takes a WebSocket upgrade (Upgrade: websocket)");
@@ -69,12 +72,12 @@ app.get("/healthz", (c) => c.json({ ok: true }));
 
 app.get("/rooms/:room/ws", async (c) => {
   const room = nameParam(c, "room");
-  requireUpgrade(c);
   const config = c.get("config");
   const url = c.get("url");
   checkOrigin(c.req.raw, config);
   const { user, exp } = await identify(c.req.raw, url, config, { room });
   const since = countParam(c, "since");
+  requireUpgrade(c);
   const epoch = url.searchParams.get("epoch") ?? undefined;
   return c.env.ROOMS.getByName(room).fetch(
     connectRequest({
@@ -106,11 +109,11 @@ app.get("/rooms/:room/events", async (c) => {
 
 app.get("/users/:user/ws", async (c) => {
   const user = nameParam(c, "user");
-  requireUpgrade(c);
   const config = c.get("config");
   checkOrigin(c.req.raw, config);
   const identity = await identify(c.req.raw, c.get("url"), config, { user });
   if (identity.user !== user) throw new HttpError(403, "forbidden", `${identity.user} may not open the inbox of ${user}`);
+  requireUpgrade(c);
   return c.env.INBOXES.getByName(user).fetch(connectRequest(identity));
 });
 

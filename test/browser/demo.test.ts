@@ -92,13 +92,13 @@ describe("demo page in Chromium", () => {
     const page = await browser.newPage();
     await page.goto(new URL("/", relay.url).toString());
     await page.evaluate((path) => {
-      const w = window as unknown as { received: unknown[]; welcome?: unknown };
+      const w = globalThis as unknown as { received: unknown[]; welcome?: unknown };
       w.received = [];
       const source = new EventSource(path);
       source.addEventListener("welcome", (event) => (w.welcome = JSON.parse((event as MessageEvent).data)));
       source.addEventListener("message", (event) => w.received.push(JSON.parse((event as MessageEvent).data)));
     }, `/rooms/${room}/events`);
-    await expect.poll(() => page.evaluate(() => (window as unknown as { welcome?: unknown }).welcome)).toMatchObject({ seq: 0 });
+    await expect.poll(() => page.evaluate(() => (globalThis as unknown as { welcome?: unknown }).welcome)).toMatchObject({ seq: 0 });
     for (const n of [1, 2]) {
       await relay.fetch(`/rooms/${room}/messages`, {
         method: "POST",
@@ -107,7 +107,7 @@ describe("demo page in Chromium", () => {
       });
     }
     await expect
-      .poll(() => page.evaluate(() => (window as unknown as { received: { seq: number; data: unknown }[] }).received))
+      .poll(() => page.evaluate(() => (globalThis as unknown as { received: { seq: number; data: unknown }[] }).received))
       .toMatchObject([
         { type: "message", seq: 1, data: { n: 1 } },
         { type: "message", seq: 2, data: { n: 2 } },

@@ -146,6 +146,20 @@ describe("RelayClient", () => {
     expect(replayed).toEqual(["live"]);
   });
 
+  it("stops and says why when the relay refuses the connection", async () => {
+    const closedRelay = await startRelay({ vars: { ALLOW_ANONYMOUS: "false", AUTH_SECRET: "client-test-secret" } });
+    try {
+      const client = new RelayClient({ url: closedRelay.url, room: freshRoom(), token: "not-a-token", reconnect: FAST });
+      const states: string[] = [];
+      client.on("state", (state) => states.push(state));
+      expect(await next(client, "refused")).toMatchObject({ status: 401, error: "unauthorized" });
+      expect(client.state).toBe("closed");
+      expect(states).not.toContain("reconnecting");
+    } finally {
+      await closedRelay.close();
+    }
+  });
+
   it("stops instead of reconnecting after a terminal close (1008)", async () => {
     const flood = make({ room: freshRoom(), user: "flooder" });
     await next(flood, "welcome");

@@ -5,7 +5,7 @@ import { ConfigError, configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { log } from "./log";
 import { connectRequest } from "./objects/connect";
-import { isValidName, NAME_RULE, utf8Length, type Json } from "./protocol";
+import { isValidName, NAME_RULE, type Json } from "./protocol";
 
 type App = { Bindings: Env; Variables: { config: Config; url: URL } };
 type AppContext = Context<App>;
@@ -34,13 +34,41 @@ function requireUpgrade(c: AppContext): void {
   }
 }
 
+/** The body as text, read no further than `max` bytes: a chunked body may carry no length. */
+async function readAtMost(request: Request, max: number, tooLarge: HttpError): Promise<string> {
+  if (!request.body) return "";
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel();
+      throw tooLarge;
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw new HttpError(400, "bad_request", "body is not valid UTF-8");
+  }
+}
+
 /** A server publish body, `{"data": <json>, "from"?: "<id>"}`, checked for size before parsing. */
 async function messageBody(c: AppContext): Promise<{ data: Json; from: string }> {
   const max = c.get("config").maxMessageBytes;
   const tooLarge = new HttpError(413, "too_large", `bodies are limited to ${max} bytes`);
   if (Number(c.req.header("Content-Length") ?? 0) > max) throw tooLarge;
-  const text = await c.req.text();
-  if (utf8Length(text) > max) throw tooLarge;
+  const text = await readAtMost(c.req.raw, max, tooLarge);
   let body: unknown;
   try {
     body = JSON.parse(text);

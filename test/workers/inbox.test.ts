@@ -165,6 +165,24 @@ describe("server API", () => {
     }
   });
 
+  it("answers 400 for a body that is not UTF-8, and 413 for a chunked body past the limit", async () => {
+    const invalid = await request(`/rooms/${freshRoom()}/messages`, {
+      method: "POST",
+      headers: KEY,
+      body: new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]),
+    });
+    expect(invalid.status).toBe(400);
+    const chunks = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < 5; i++) controller.enqueue(new TextEncoder().encode("x".repeat(400)));
+        controller.close();
+      },
+    });
+    const chunked = await request(`/rooms/${freshRoom()}/messages`, { method: "POST", headers: KEY, body: chunks });
+    expect(chunked.status).toBe(413);
+    expect(await chunked.json()).toMatchObject({ error: "too_large" });
+  });
+
   it("refuses callers without the API key", async () => {
     const res = await post(`/rooms/${freshRoom()}/messages`, { data: 1 }, { Authorization: "Bearer nope" });
     expect(res.status).toBe(401);

@@ -34,7 +34,7 @@ function requireUpgrade(c: AppContext): void {
   }
 }
 
-/** The body as text, read no further than `max` bytes: a chunked body may carry no length. */
+/** The body as text, keeping no more than `max` bytes: a chunked body may carry no length. */
 async function readAtMost(request: Request, max: number, tooLarge: HttpError): Promise<string> {
   if (!request.body) return "";
   const reader = request.body.getReader();
@@ -44,12 +44,11 @@ async function readAtMost(request: Request, max: number, tooLarge: HttpError): P
     const { done, value } = await reader.read();
     if (done) break;
     size += value.byteLength;
-    if (size > max) {
-      await reader.cancel();
-      throw tooLarge;
-    }
-    chunks.push(value);
+    // Past the limit nothing more is kept, but the rest is still read: many HTTP clients cannot
+    // take an answer before they finished sending, and only API key holders get this far.
+    if (size <= max) chunks.push(value);
   }
+  if (size > max) throw tooLarge;
   const bytes = new Uint8Array(size);
   let offset = 0;
   for (const chunk of chunks) {

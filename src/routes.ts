@@ -107,12 +107,7 @@ app.get("/rooms/:room/ws", async (c) => {
   requireUpgrade(c);
   const epoch = url.searchParams.get("epoch") ?? undefined;
   return c.env.ROOMS.getByName(room).fetch(
-    connectRequest({
-      user,
-      ...(exp !== undefined && { exp }),
-      ...(since !== undefined && { since }),
-      ...(epoch !== undefined && { epoch }),
-    }),
+    connectRequest({ user, exp, since, epoch }),
   );
 });
 
@@ -121,16 +116,13 @@ app.get("/rooms/:room/events", async (c) => {
   const config = c.get("config");
   const url = c.get("url");
   checkOrigin(c.req.raw, config);
-  const { user } = await identify(c.req.raw, url, config, { room });
+  const { user, exp } = await identify(c.req.raw, url, config, { room });
   // An EventSource reconnecting sends Last-Event-ID, which wins over the page's own ?since=.
   const lastEventId = c.req.header("Last-Event-ID");
   const since = lastEventId !== undefined && lastEventId !== "" ? eventId(lastEventId) : countParam(c, "since");
   const epoch = url.searchParams.get("epoch") ?? undefined;
   return c.env.ROOMS.getByName(room).fetch(
-    connectRequest(
-      { user, ...(since !== undefined && { since }), ...(epoch !== undefined && { epoch }) },
-      "events",
-    ),
+    connectRequest({ user, exp, since, epoch }, "events"),
   );
 });
 

@@ -14,6 +14,7 @@ export interface ConnectInfo extends Identity {
 /** A WebSocket, or a Server-Sent Events stream (rooms only). */
 export type ConnectKind = "socket" | "events";
 
+/** Fields left undefined are simply absent on the other side (JSON drops them). */
 export function connectRequest(info: ConnectInfo, kind: ConnectKind = "socket"): Request {
   const headers: Record<string, string> = { [CONNECT_HEADER]: JSON.stringify(info) };
   if (kind === "socket") headers.Upgrade = "websocket";

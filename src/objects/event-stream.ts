@@ -13,11 +13,15 @@ export class EventStream {
   readonly response: Response;
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   #timer: ReturnType<typeof setInterval>;
+  #expiry?: ReturnType<typeof setTimeout>;
   #onEnd: (stream: EventStream) => void;
   #ended = false;
 
-  /** `onEnd` runs once, when the reader goes away or the stream is ended. */
-  constructor(onEnd: (stream: EventStream) => void) {
+  /**
+   * `onEnd` runs once, when the reader goes away or the stream is ended. `endAt` (ms since the
+   * epoch) ends the stream then: a token's expiry ends its stream as it closes its sockets.
+   */
+  constructor(onEnd: (stream: EventStream) => void, endAt?: number) {
     this.#onEnd = onEnd;
     const body = new ReadableStream<Uint8Array>(
       {
@@ -29,6 +33,7 @@ export class EventStream {
       new ByteLengthQueuingStrategy({ highWaterMark: MAX_QUEUED_BYTES }),
     );
     this.#timer = setInterval(() => this.#write(": ping\n\n"), KEEP_ALIVE_MS);
+    if (endAt !== undefined) this.#expiry = setTimeout(() => this.end(), Math.max(0, endAt - Date.now()));
     this.response = new Response(body, {
       headers: { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store" },
     });
@@ -43,17 +48,22 @@ export class EventStream {
     if (this.#ended) return;
     // desiredSize goes negative as the reader falls behind; past the bound the stream ends, and
     // the reader reconnects with Last-Event-ID to resume from history.
-    if ((this.#controller.desiredSize ?? 0) < 0) {
-      this.#controller.close();
-      return this.#end();
-    }
+    if ((this.#controller.desiredSize ?? 0) < 0) return this.end();
     this.#controller.enqueue(encoder.encode(text));
+  }
+
+  /** Ends the stream from our side; the reader sees it close. */
+  end(): void {
+    if (this.#ended) return;
+    this.#controller.close();
+    this.#end();
   }
 
   #end(): void {
     if (this.#ended) return;
     this.#ended = true;
     clearInterval(this.#timer);
+    if (this.#expiry !== undefined) clearTimeout(this.#expiry);
     this.#onEnd(this);
   }
 }

@@ -12,7 +12,7 @@ import {
   type RoomInfo,
   type WelcomeFrame,
 } from "../protocol";
-import { readConnectRequest } from "./connect";
+import { readConnectRequest, type ConnectInfo } from "./connect";
 import { EventStream } from "./event-stream";
 import { SocketHost, type Session } from "./socket-host";
 
@@ -48,7 +48,7 @@ export class Room extends SocketHost {
         `room ${this.name} has ${this.config.maxConnectionsPerRoom} ${what}, its limit`,
       ).toResponse();
     }
-    if (connect.kind === "events") return this.#openStream(connect.since, connect.epoch);
+    if (connect.kind === "events") return this.#openStream(connect);
     const resume = connect.since === undefined ? undefined : this.#resume(connect.since, connect.epoch);
     const { 0: client, 1: server } = new WebSocketPair();
     const { firstOfUser, session } = this.accept(server, connect);
@@ -94,8 +94,8 @@ export class Room extends SocketHost {
   #streams = new Set<EventStream>();
 
   /** A receive-only stream: welcome, the replay `since` asks for, then live messages. */
-  #openStream(since: number | undefined, epoch: string | undefined): Response {
-    const stream = new EventStream((ended) => this.#streams.delete(ended));
+  #openStream({ since, epoch, exp }: ConnectInfo): Response {
+    const stream = new EventStream((ended) => this.#streams.delete(ended), exp === undefined ? undefined : exp * 1000);
     const resume = since === undefined ? undefined : this.#resume(since, epoch);
     const welcome = { seq: this.sequence.current, epoch: this.sequence.epoch, ...(resume && { recovered: resume.recovered }) };
     stream.send("welcome", JSON.stringify(welcome));

@@ -8,8 +8,8 @@ import { connect as tcpConnect } from "node:net";
 import { sign } from "hono/jwt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { TestClient, type Closed, type Received } from "../support/client";
-import { API_KEY, freshRoom, type Relay, SERVER_AUTH, startRelay, UpgradeRefused } from "./relay";
+import type { Closed, Received, TestClient } from "../support/client";
+import { API_KEY, connect, freshRoom, type Relay, SERVER_AUTH, startRelay, UpgradeRefused } from "./relay";
 
 const SECRET = "adversarial-secret";
 const ORIGIN = "https://app.example";
@@ -73,25 +73,12 @@ function socketUrl(path: string): URL {
  * A WebSocket client that may send its own headers (Authorization, Origin, forged ones), which
  * relay.connect cannot. Rejects with UpgradeRefused when the relay answers anything but 101.
  */
-function openWith(path: string, headers: Record<string, string>): Promise<TestClient> {
-  const ws = new WebSocket(socketUrl(path), { headers });
-  ws.binaryType = "arraybuffer";
+async function openWith(path: string, headers: Record<string, string>): Promise<TestClient> {
+  const client = await connect(relay.url, path, headers);
+  const ws = client.ws as WebSocket;
   ownSockets.add(ws);
   ws.once("close", () => ownSockets.delete(ws));
-  const client = new TestClient(ws);
-  return new Promise((resolve, reject) => {
-    ws.once("open", () => resolve(client));
-    ws.on("error", reject);
-    ws.once("unexpected-response", (_request, response) => {
-      let body = "";
-      response.setEncoding("utf8");
-      response.on("data", (chunk: string) => (body += chunk));
-      response.on("end", () => {
-        reject(new UpgradeRefused(response.statusCode ?? 0, body));
-        ws.terminate();
-      });
-    });
-  });
+  return client;
 }
 
 /** The status and parsed JSON body of a refused upgrade; fails if the upgrade was accepted. */

@@ -145,13 +145,13 @@ export class UpgradeRefused extends Error {
 const CLOSE_POLL_MS = 25;
 
 /**
- * Opens a `ws` WebSocket on `path` of the relay at `base` and answers a TestClient once it is
- * open. An upgrade the relay refuses rejects with an UpgradeRefused carrying its status and body.
+ * Opens a `ws` WebSocket on `path` of the relay at `base` (with extra request `headers`, if
+ * any) and answers a TestClient once it is open. An upgrade the relay refuses rejects with an UpgradeRefused carrying its status and body.
  */
-export function connect(base: URL, path: string): Promise<TestClient> {
+export function connect(base: URL, path: string, headers?: Record<string, string>): Promise<TestClient> {
   const url = new URL(path, base);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(url);
+  const ws = new WebSocket(url, headers && { headers });
   ws.binaryType = "arraybuffer";
   // Created at once so no frame or close can arrive before the client listens.
   const client = new TestClient(ws);

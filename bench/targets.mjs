@@ -1,0 +1,136 @@
+// The four servers under test, each started the same way every run: our relay, the floor and the
+// partyserver room on local workerd through wrangler's unstable_startWorker (storage in a temp
+// dir), and the Node `ws` hub as a child process. Each answers the URLs its clients use and the
+// pids whose CPU and memory count as "the server".
+import { execSync, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { unstable_startWorker } from "wrangler";
+import { childrenNamed } from "./proc.mjs";
+
+process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
+
+/** Variables that make our relay benchmarkable: anonymous clients, limits out of the way. */
+export const RELAY_VARS = {
+  ALLOW_ANONYMOUS: "true",
+  RATE_LIMIT_PER_SECOND: "100000",
+  MAX_CONNECTIONS_PER_ROOM: "32768",
+  INBOX_MAX_MESSAGES: "100000",
+};
+
+/** The TCP port `pid` listens on, from `ss` (iproute2). */
+function listeningPort(pid) {
+  const line = execSync("ss -ltnpH", { encoding: "utf8" })
+    .split("\n")
+    .find((l) => l.includes(`pid=${pid},`));
+  const port = line && /127\.0\.0\.1:(\d+)/.exec(line)?.[1];
+  return port ? Number(port) : undefined;
+}
+
+/**
+ * wrangler runs two workerd processes: its dev proxy (a Worker that forwards every request, and
+ * then every WebSocket frame, to the runtime) on the public URL, and the runtime that hosts the
+ * Worker and its objects on a port of its own. By default clients connect to the runtime
+ * directly, so the dev proxy's hop (which production does not have) is not measured;
+ * `viaProxy` sends them through it.
+ */
+async function startWorkerd(configPath, vars, { storageDir, viaProxy }) {
+  const before = new Set(childrenNamed(process.pid, "workerd"));
+  const persist = await mkdtemp(join(storageDir, "edge-relay-bench-"));
+  const bindings = Object.fromEntries(Object.entries(vars).map(([k, value]) => [k, { type: "plain_text", value }]));
+  const worker = await unstable_startWorker({
+    config: configPath,
+    bindings,
+    dev: {
+      server: { hostname: "127.0.0.1", port: 0 },
+      persist,
+      inspector: false,
+      watch: false,
+      logLevel: "warn",
+    },
+  });
+  await worker.ready;
+  const url = await worker.url;
+  // Only processes that listen (wrangler may have replaced a runtime it started first); the
+  // runtime's socket can appear a moment after `ready`, so look for up to 5 s.
+  let pids = [];
+  let proxy;
+  let runtime;
+  for (let tries = 0; tries < 50 && (proxy === undefined || runtime === undefined); tries++) {
+    if (tries > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    pids = childrenNamed(process.pid, "workerd").filter((pid) => !before.has(pid) && listeningPort(pid) !== undefined);
+    proxy = pids.find((pid) => listeningPort(pid) === Number(url.port));
+    runtime = pids.find((pid) => pid !== proxy);
+  }
+  if (proxy === undefined || runtime === undefined) throw new Error(`cannot tell wrangler's proxy from the runtime among ${pids}`);
+  return {
+    base: `ws://127.0.0.1:${viaProxy ? url.port : listeningPort(runtime)}`,
+    pids: viaProxy ? [runtime, proxy] : [runtime],
+    runtimePid: runtime,
+    proxyPid: proxy,
+    async stop() {
+      await worker.dispose();
+      await rm(persist, { recursive: true, force: true });
+    },
+  };
+}
+
+async function startHub() {
+  const child = spawn(process.execPath, [new URL("./ws-hub.mjs", import.meta.url).pathname], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const line = await new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).once("line", resolve);
+    child.once("exit", (code) => reject(new Error(`ws hub exited ${code}`)));
+  });
+  const { port } = JSON.parse(line);
+  return {
+    base: `ws://127.0.0.1:${port}`,
+    pids: [child.pid],
+    async stop() {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+export const TARGETS = {
+  ours: {
+    label: "edge-relay",
+    runtime: "workerd",
+    start: (options) => startWorkerd(options.configPath ?? "wrangler.toml", RELAY_VARS, options),
+    room: (room, user) => `/rooms/${room}/ws?user=${user}`,
+    user: (user) => `/users/${user}/ws?user=${user}`,
+    welcome: true,
+    ackEvery: 50,
+  },
+  floor: {
+    label: "floor DO",
+    runtime: "workerd",
+    start: (options) => startWorkerd("bench/floor/wrangler.toml", {}, options),
+    room: (room) => `/rooms/${room}/ws`,
+    user: (user) => `/users/${user}/ws`,
+    welcome: false,
+    ackEvery: 0,
+  },
+  partyserver: {
+    label: "partyserver",
+    runtime: "workerd",
+    start: (options) => startWorkerd("bench/partyserver/wrangler.toml", {}, options),
+    room: (room) => `/parties/chat/${room}`,
+    user: (user) => `/parties/inbox/${user}`,
+    welcome: false,
+    ackEvery: 0,
+  },
+  hub: {
+    label: "Node ws hub",
+    runtime: "node",
+    start: startHub,
+    room: (room) => `/rooms/${room}/ws`,
+    user: (user) => `/users/${user}/ws`,
+    welcome: false,
+    ackEvery: 0,
+  },
+};

@@ -22,9 +22,27 @@ export class Sequence {
     return this.#seq;
   }
 
-  /** Hands out the next seq; call inside the transaction that stores what it numbers. */
+  /** Hands out the next seq and stores it; call inside the transaction that stores what it numbers. */
   next(): number {
     this.#kv.put("seq", ++this.#seq);
     return this.#seq;
+  }
+
+  /**
+   * Hands out the next seq without storing it yet: for a batch whose transaction calls `save()`
+   * once. Until then the number lives only in memory, as does what it numbers.
+   */
+  reserve(): number {
+    return ++this.#seq;
+  }
+
+  /** Takes back every seq reserved after `seq`, when what they numbered could not be stored. */
+  rewind(seq: number): void {
+    this.#seq = seq;
+  }
+
+  /** Stores the highest seq handed out. */
+  save(): void {
+    this.#kv.put("seq", this.#seq);
   }
 }

@@ -20,7 +20,12 @@ import {
 } from "../protocol";
 import { log } from "../log";
 import { OversizeCounter, RateLimiter } from "./limits";
+import type { Inbox } from "./inbox";
+import type { Room } from "./room";
 import { Sequence } from "./sequence";
+
+/** Stubs kept for reuse; past this many the cache starts over (targets come and go). */
+const MAX_CACHED_STUBS = 1_000;
 
 /** Who a socket belongs to, as the Worker established it. */
 export interface Identity {
@@ -52,8 +57,6 @@ export interface Session {
   savedSeen: number;
   readonly rate: RateLimiter;
   readonly oversize: OversizeCounter;
-  /** This socket's direct messages in flight, chained so they reach inboxes in order. */
-  directs: Promise<void>;
 }
 
 /** The socket's attachment, unless it is missing or marks a socket we already closed. */
@@ -152,7 +155,6 @@ export abstract class SocketHost extends DurableObject<Env> {
       savedSeen: attachment.seen,
       rate: new RateLimiter(this.config.rateLimitPerSecond, now),
       oversize: new OversizeCounter(),
-      directs: Promise.resolve(),
     };
   }
 
@@ -225,28 +227,48 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   // ---- messaging between objects ----
 
-  /**
-   * Forwards a `direct` frame to the recipient's inbox through its stub and acks it. A socket's
-   * directs are chained, so they reach each inbox in the order they were sent even though other
-   * events run while a call is awaited (PLATFORM.md).
-   */
-  protected relayDirect(session: Session, frame: DirectRequestFrame): Promise<void> {
-    const from = session.identity.user;
-    session.directs = session.directs.then(async () => {
-      try {
-        const result = await this.env.INBOXES.getByName(frame.to).deliver(from, frame.data, frame.id);
-        this.send(
-          session.ws,
-          "refused" in result
-            ? errorFrame(result.refused, result.message, frame.id)
-            : ackFrame(frame.id, result.status, result.seq),
-        );
-      } catch (error) {
-        log("error", "direct delivery failed", { object: this.constructor.name, to: frame.to, error });
-        this.send(session.ws, errorFrame("internal", `could not deliver to ${frame.to}; not sent`, frame.id));
-      }
-    });
-    return session.directs;
+  // Calls made on one stub reach their object in the order they were made (E-order); calls on
+  // different stubs may not. So each target object keeps one stub here while it works, which
+  // lets a socket's frames to one target be sent without waiting for each answer and still
+  // arrive in order. A stub that failed once is broken for good and is dropped.
+  #stubs = new Map<string, DurableObjectStub<Room | Inbox>>();
+
+  protected inboxStub(user: string): DurableObjectStub<Inbox> {
+    return this.#stub(`user:${user}`, () => this.env.INBOXES.getByName(user)) as DurableObjectStub<Inbox>;
+  }
+
+  protected roomStub(room: string): DurableObjectStub<Room> {
+    return this.#stub(`room:${room}`, () => this.env.ROOMS.getByName(room)) as DurableObjectStub<Room>;
+  }
+
+  #stub(key: string, make: () => DurableObjectStub<Room | Inbox>): DurableObjectStub<Room | Inbox> {
+    let stub = this.#stubs.get(key);
+    if (!stub) {
+      if (this.#stubs.size >= MAX_CACHED_STUBS) this.#stubs.clear();
+      stub = make();
+      this.#stubs.set(key, stub);
+    }
+    return stub;
+  }
+
+  /** Forgets a stub whose call failed, so the next call makes a fresh one. */
+  protected dropStub(kind: "room" | "user", name: string): void {
+    this.#stubs.delete(`${kind}:${name}`);
+  }
+
+  /** Forwards a `direct` frame to the recipient's inbox through its stub, and acks it. */
+  protected async relayDirect(session: Session, frame: DirectRequestFrame): Promise<void> {
+    try {
+      const result = await this.inboxStub(frame.to).deliver(session.identity.user, frame.data, frame.id);
+      this.send(
+        session.ws,
+        "refused" in result ? errorFrame(result.refused, result.message, frame.id) : ackFrame(frame.id, result.status, result.seq),
+      );
+    } catch (error) {
+      this.dropStub("user", frame.to);
+      log("error", "direct delivery failed", { object: this.constructor.name, to: frame.to, error });
+      this.send(session.ws, errorFrame("internal", `could not deliver to ${frame.to}; not sent`, frame.id));
+    }
   }
 
   // ---- platform events ----

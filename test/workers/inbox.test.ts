@@ -99,6 +99,21 @@ describe("direct messages", () => {
     for (let i = 1; i <= 4; i++) expect(await client.json()).toMatchObject({ type: "direct", data: i });
   });
 
+  it("take new directs again once acks made room, and refuse past the limit", async () => {
+    const to = freshUser("acker");
+    const sender = await join(freshRoom(), "alice");
+    for (let i = 1; i <= 4; i++) sender.client.send({ type: "direct", to, data: i, id: `a${i}` });
+    for (let i = 1; i <= 4; i++) expect(await sender.client.json()).toMatchObject({ type: "ack", id: `a${i}` });
+    const { client } = await inbox(to);
+    for (let i = 1; i <= 4; i++) await client.nextOf("direct");
+    client.send({ type: "ack", seq: 2 });
+    await client.close(); // the ack is handled before the close behind it
+    for (const id of ["b1", "b2", "b3"]) sender.client.send({ type: "direct", to, data: id, id });
+    expect(await sender.client.json()).toMatchObject({ type: "ack", id: "b1" });
+    expect(await sender.client.json()).toMatchObject({ type: "ack", id: "b2" });
+    expect(await sender.client.json()).toMatchObject({ type: "error", code: "inbox_full", id: "b3" });
+  });
+
   it("report a failed call to the recipient's object as an error carrying the id", async () => {
     const to = freshUser("broken");
     // Break the recipient's storage for real, so its deliver() throws inside the object.

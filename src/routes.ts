@@ -1,6 +1,7 @@
 // The HTTP surface: validate, authenticate, then hand over to the room's object by name.
 import { Hono, type Context } from "hono";
-import { authorizeServer, checkOrigin, identify } from "./auth";
+import { authorizeServer, checkOrigin, identify, type Target } from "./auth";
+import type { Identity } from "./objects/socket-host";
 import { ConfigError, configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { log } from "./log";
@@ -97,40 +98,35 @@ function eventId(value: string): number {
 
 app.get("/healthz", (c) => c.json({ ok: true }));
 
+/** Origin and identity of a WebSocket or event-stream client, checked the same way everywhere. */
+function vetClient(c: AppContext, target: Target): Promise<Identity> {
+  const config = c.get("config");
+  checkOrigin(c.req.raw, config);
+  return identify(c.req.raw, c.get("url"), config, target);
+}
+
 app.get("/rooms/:room/ws", async (c) => {
   const room = nameParam(c, "room");
-  const config = c.get("config");
-  const url = c.get("url");
-  checkOrigin(c.req.raw, config);
-  const { user, exp } = await identify(c.req.raw, url, config, { room });
+  const { user, exp } = await vetClient(c, { room });
   const since = countParam(c, "since");
   requireUpgrade(c);
-  const epoch = url.searchParams.get("epoch") ?? undefined;
-  return c.env.ROOMS.getByName(room).fetch(
-    connectRequest({ user, exp, since, epoch }),
-  );
+  const epoch = c.get("url").searchParams.get("epoch") ?? undefined;
+  return c.env.ROOMS.getByName(room).fetch(connectRequest({ user, exp, since, epoch }));
 });
 
 app.get("/rooms/:room/events", async (c) => {
   const room = nameParam(c, "room");
-  const config = c.get("config");
-  const url = c.get("url");
-  checkOrigin(c.req.raw, config);
-  const { user, exp } = await identify(c.req.raw, url, config, { room });
+  const { user, exp } = await vetClient(c, { room });
   // An EventSource reconnecting sends Last-Event-ID, which wins over the page's own ?since=.
   const lastEventId = c.req.header("Last-Event-ID");
   const since = lastEventId !== undefined && lastEventId !== "" ? eventId(lastEventId) : countParam(c, "since");
-  const epoch = url.searchParams.get("epoch") ?? undefined;
-  return c.env.ROOMS.getByName(room).fetch(
-    connectRequest({ user, exp, since, epoch }, "events"),
-  );
+  const epoch = c.get("url").searchParams.get("epoch") ?? undefined;
+  return c.env.ROOMS.getByName(room).fetch(connectRequest({ user, exp, since, epoch }, "events"));
 });
 
 app.get("/users/:user/ws", async (c) => {
   const user = nameParam(c, "user");
-  const config = c.get("config");
-  checkOrigin(c.req.raw, config);
-  const identity = await identify(c.req.raw, c.get("url"), config, { user });
+  const identity = await vetClient(c, { user });
   if (identity.user !== user) throw new HttpError(403, "forbidden", `${identity.user} may not open the inbox of ${user}`);
   requireUpgrade(c);
   return c.env.INBOXES.getByName(user).fetch(connectRequest(identity));

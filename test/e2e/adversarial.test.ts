@@ -62,13 +62,6 @@ const aliceSignature = async (): Promise<string> => signatureOf(await token({ su
 
 // ---- sockets ----
 
-/** `ws://` URL of `path` on the relay. */
-function socketUrl(path: string): URL {
-  const url = new URL(path, relay.url);
-  url.protocol = "ws:";
-  return url;
-}
-
 /**
  * A WebSocket client that may send its own headers (Authorization, Origin, forged ones), which
  * relay.connect cannot. Rejects with UpgradeRefused when the relay answers anything but 101.

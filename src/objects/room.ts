@@ -183,6 +183,10 @@ export class Room extends SocketHost {
     this.#scheduleFlush();
   }
 
+  protected override flushPending(): void {
+    this.#flushAndReport();
+  }
+
   /** Flushes for socket publishes, whose senders a failed flush has already told. */
   #flushAndReport(): void {
     try {

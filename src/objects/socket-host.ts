@@ -106,6 +106,13 @@ export abstract class SocketHost extends DurableObject<Env> {
   /** `session` is gone (closed, errored or timed out); called exactly once per socket. */
   protected onLeave(_session: Session, _lastOfUser: boolean): void {}
 
+  /**
+   * Sends whatever the object holds back for a batch (Room's pending publishes). Runs before
+   * any single frame or close goes out, so a socket still gets everything it was owed, in order,
+   * before an error or a close that came later.
+   */
+  protected flushPending(): void {}
+
   // ---- sessions ----
 
   /** Every open socket's session. */
@@ -195,6 +202,7 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   /** Sends one frame; a socket that cannot take it is left to the close path. */
   protected send(ws: WebSocket, frame: ServerFrame | string): void {
+    this.flushPending();
     try {
       ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
     } catch {
@@ -216,6 +224,7 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   /** Closes `session` from our side and counts it as left at once. */
   protected close(session: Session, code: number, reason: string): void {
+    this.flushPending();
     try {
       this.#save(session, true);
       session.ws.close(code, closeReason(reason));

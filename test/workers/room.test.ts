@@ -147,6 +147,19 @@ describe("publishing in bursts", () => {
     expect(seqs).toEqual([1, 2, 3, 4, 5, 6]);
   });
 
+  it("gives a flooding sender every message it got in, before its rate-limit error and close", async () => {
+    const { client } = await join(freshRoom(), "flooder");
+    for (let i = 0; i < 200; i++) client.send({ type: "publish", data: i });
+    const closed = await client.closed;
+    expect(closed.code).toBe(1008);
+    const frames = client.pending as Record<string, any>[];
+    const firstError = frames.findIndex((frame) => frame.type === "error");
+    const messages = frames.filter((frame) => frame.type === "message");
+    // The burst of 10 (2 x RATE_LIMIT_PER_SECOND=5) is echoed, in order, ahead of the error.
+    expect(messages.slice(0, 10).map((frame) => frame.data)).toEqual(Array.from({ length: 10 }, (_, i) => i));
+    expect(frames.slice(0, firstError).filter((frame) => frame.type === "message").length).toBeGreaterThanOrEqual(10);
+  });
+
   it("tells the sender, with its id, when the room cannot store its message", async () => {
     const room = freshRoom();
     const alice = await join(room, "alice");

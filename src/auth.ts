@@ -4,7 +4,7 @@ import { verify } from "hono/jwt";
 import type { Config } from "./config";
 import { HttpError } from "./http-error";
 import { isValidName, NAME_RULE } from "./protocol";
-import type { Identity } from "./objects/socket-host";
+import type { Identity } from "./objects/session";
 
 /** The most entries a token's `rooms` claim may have. */
 const MAX_ROOM_CLAIMS = 64;

@@ -1,7 +1,7 @@
 // The HTTP surface: validate, authenticate, then hand over to the room's object by name.
 import { Hono, type Context } from "hono";
 import { authorizeServer, checkOrigin, identify, type Target } from "./auth";
-import type { Identity } from "./objects/socket-host";
+import type { Identity } from "./objects/session";
 import { ConfigError, configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { log } from "./log";

@@ -1,6 +1,6 @@
 // How the Worker hands a vetted connection to an object. The identity travels in a header of
 // a request the Worker builds from scratch, so nothing a client sends can reach the object.
-import type { Identity } from "./socket-host";
+import type { Identity } from "./session";
 
 const CONNECT_HEADER = "X-Edge-Relay-Connect";
 

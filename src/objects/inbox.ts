@@ -14,7 +14,8 @@ import {
 } from "../protocol";
 import { roomAllowed } from "../auth";
 import { readConnectRequest } from "./connect";
-import { SocketHost, type Session } from "./socket-host";
+import type { Session } from "./session";
+import { SocketHost } from "./socket-host";
 
 export class Inbox extends SocketHost {
 
@@ -74,9 +75,9 @@ export class Inbox extends SocketHost {
     if (!roomAllowed(session.identity.rooms, room)) throw new FrameError("forbidden", `token does not allow room ${room}`);
     let seq: number;
     try {
-      seq = await this.roomStub(room).publish(session.identity.user, frame.data, frame.id);
+      seq = await this.stubs.room(room).publish(session.identity.user, frame.data, frame.id);
     } catch {
-      this.dropStub("room", room);
+      this.stubs.drop("room", room);
       throw new FrameError("internal", `could not publish to room ${room}; not sent`);
     }
     if (frame.id !== undefined) this.send(session.ws, ackFrame(frame.id, "delivered", seq));

@@ -16,7 +16,8 @@ import {
 } from "../protocol";
 import { readConnectRequest, type ConnectInfo } from "./connect";
 import { EventStream } from "./event-stream";
-import { SocketHost, type Session } from "./socket-host";
+import type { Session } from "./session";
+import { SocketHost } from "./socket-host";
 
 /** A stored message: its seq and the exact frame text clients receive. */
 type Stored = { seq: number; frame: string };

@@ -1,6 +1,6 @@
 // What every socket-holding object shares: accepting hibernatable sockets, per-socket state that
 // survives hibernation, liveness and token-expiry sweeps, abuse limits, the close handshake and
-// a broadcast that one bad socket cannot abort. Room (and later Inbox) override the hooks.
+// a broadcast that one bad socket cannot abort. Room and Inbox override the hooks.
 import { DurableObject } from "cloudflare:workers";
 import { configOf, type Config } from "../config";
 import {
@@ -20,50 +20,9 @@ import {
 } from "../protocol";
 import { log } from "../log";
 import { OversizeCounter, RateLimiter } from "./limits";
-import type { Inbox } from "./inbox";
-import type { Room } from "./room";
+import { liveAttachment, type Attachment, type Identity, type Session } from "./session";
 import { Sequence } from "./sequence";
-
-/** Stubs kept for reuse; past this many the cache starts over (targets come and go). */
-const MAX_CACHED_STUBS = 1_000;
-
-/** Who a socket belongs to, as the Worker established it. */
-export interface Identity {
-  user: string;
-  /** Token expiry, seconds since the epoch. */
-  exp?: number;
-  /** The token's `rooms` claim; undefined means every room. */
-  rooms?: string[];
-}
-
-/** What is stored with each socket (serializeAttachment): all that must survive hibernation. */
-interface Attachment {
-  identity: Identity;
-  connection: string;
-  /** Last activity as of the last save, ms since the epoch. */
-  seen: number;
-  /** Set when we closed the socket: it no longer counts, whatever its readyState says. */
-  closed?: true;
-}
-
-/** One open socket and its live state. */
-export interface Session {
-  readonly ws: WebSocket;
-  readonly identity: Identity;
-  readonly connection: string;
-  /** Latest activity, ms; after a restore an upper bound (see `#restore`). */
-  seen: number;
-  /** `seen` as last written into the attachment. */
-  savedSeen: number;
-  readonly rate: RateLimiter;
-  readonly oversize: OversizeCounter;
-}
-
-/** The socket's attachment, unless it is missing or marks a socket we already closed. */
-function liveAttachment(ws: WebSocket): Attachment | undefined {
-  const attachment = ws.deserializeAttachment() as Attachment | null;
-  return attachment && !attachment.closed ? attachment : undefined;
-}
+import { Stubs } from "./stubs";
 
 export abstract class SocketHost extends DurableObject<Env> {
   protected readonly config: Config;
@@ -71,6 +30,8 @@ export abstract class SocketHost extends DurableObject<Env> {
   protected readonly name: string;
   /** The object's message counter and storage epoch. */
   protected readonly sequence: Sequence;
+  /** Stubs to rooms and inboxes, one per target so calls to each keep their order. */
+  protected readonly stubs: Stubs;
   // Built lazily from the platform's socket list, so it is right after every wake-up.
   #sessions?: Map<WebSocket, Session>;
   #users = new Map<string, number>();
@@ -84,6 +45,7 @@ export abstract class SocketHost extends DurableObject<Env> {
     if (ctx.id.name === undefined) throw new Error(`${new.target.name} must be addressed by name`);
     this.name = ctx.id.name;
     this.sequence = new Sequence(ctx.storage.kv);
+    this.stubs = new Stubs(env);
     // Answered by the runtime itself, even while the object hibernates (PLATFORM.md).
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
   }
@@ -236,45 +198,16 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   // ---- messaging between objects ----
 
-  // Calls made on one stub reach their object in the order they were made (E-order); calls on
-  // different stubs may not. So each target object keeps one stub here while it works, which
-  // lets a socket's frames to one target be sent without waiting for each answer and still
-  // arrive in order. A stub that failed once is broken for good and is dropped.
-  #stubs = new Map<string, DurableObjectStub<Room | Inbox>>();
-
-  protected inboxStub(user: string): DurableObjectStub<Inbox> {
-    return this.#stub(`user:${user}`, () => this.env.INBOXES.getByName(user)) as DurableObjectStub<Inbox>;
-  }
-
-  protected roomStub(room: string): DurableObjectStub<Room> {
-    return this.#stub(`room:${room}`, () => this.env.ROOMS.getByName(room)) as DurableObjectStub<Room>;
-  }
-
-  #stub(key: string, make: () => DurableObjectStub<Room | Inbox>): DurableObjectStub<Room | Inbox> {
-    let stub = this.#stubs.get(key);
-    if (!stub) {
-      if (this.#stubs.size >= MAX_CACHED_STUBS) this.#stubs.clear();
-      stub = make();
-      this.#stubs.set(key, stub);
-    }
-    return stub;
-  }
-
-  /** Forgets a stub whose call failed, so the next call makes a fresh one. */
-  protected dropStub(kind: "room" | "user", name: string): void {
-    this.#stubs.delete(`${kind}:${name}`);
-  }
-
   /** Forwards a `direct` frame to the recipient's inbox through its stub, and acks it. */
   protected async relayDirect(session: Session, frame: DirectRequestFrame): Promise<void> {
     try {
-      const result = await this.inboxStub(frame.to).deliver(session.identity.user, frame.data, frame.id);
+      const result = await this.stubs.inbox(frame.to).deliver(session.identity.user, frame.data, frame.id);
       this.send(
         session.ws,
         "refused" in result ? errorFrame(result.refused, result.message, frame.id) : ackFrame(frame.id, result.status, result.seq),
       );
     } catch (error) {
-      this.dropStub("user", frame.to);
+      this.stubs.drop("user", frame.to);
       log("error", "direct delivery failed", { object: this.constructor.name, to: frame.to, error });
       this.send(session.ws, errorFrame("internal", `could not deliver to ${frame.to}; not sent`, frame.id));
     }

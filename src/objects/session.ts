@@ -1,0 +1,41 @@
+// Per-socket state: who the socket belongs to, what survives hibernation in its attachment, and
+// what the object keeps for it in memory while awake.
+import type { OversizeCounter, RateLimiter } from "./limits";
+
+/** Who a socket belongs to, as the Worker established it. */
+export interface Identity {
+  user: string;
+  /** Token expiry, seconds since the epoch. */
+  exp?: number;
+  /** The token's `rooms` claim; undefined means every room. */
+  rooms?: string[];
+}
+
+/** What is stored with each socket (serializeAttachment): all that must survive hibernation. */
+export interface Attachment {
+  identity: Identity;
+  connection: string;
+  /** Last activity as of the last save, ms since the epoch. */
+  seen: number;
+  /** Set when we closed the socket: it no longer counts, whatever its readyState says. */
+  closed?: true;
+}
+
+/** One open socket and its live state. */
+export interface Session {
+  readonly ws: WebSocket;
+  readonly identity: Identity;
+  readonly connection: string;
+  /** Latest activity, ms; after a restore an upper bound (see `SocketHost#restore`). */
+  seen: number;
+  /** `seen` as last written into the attachment. */
+  savedSeen: number;
+  readonly rate: RateLimiter;
+  readonly oversize: OversizeCounter;
+}
+
+/** The socket's attachment, unless it is missing or marks a socket we already closed. */
+export function liveAttachment(ws: WebSocket): Attachment | undefined {
+  const attachment = ws.deserializeAttachment() as Attachment | null;
+  return attachment && !attachment.closed ? attachment : undefined;
+}

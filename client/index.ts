@@ -10,12 +10,26 @@ import {
   type ErrorFrame,
   type Json,
   type MessageFrame,
+  type PresenceCountFrame,
   type PresenceFrame,
   type ServerFrame,
+  type SubscribedFrame,
+  type UnsubscribedFrame,
   type WelcomeFrame,
 } from "../src/protocol/frames";
 
-export type { AckFrame, DirectFrame, ErrorFrame, Json, MessageFrame, PresenceFrame, WelcomeFrame };
+export type {
+  AckFrame,
+  DirectFrame,
+  ErrorFrame,
+  Json,
+  MessageFrame,
+  PresenceCountFrame,
+  PresenceFrame,
+  SubscribedFrame,
+  UnsubscribedFrame,
+  WelcomeFrame,
+};
 
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 
@@ -76,7 +90,10 @@ export interface RelayEvents {
   /** Resuming failed (`recovered: false`): messages were missed and are gone; reload state. */
   reset: WelcomeFrame;
   message: MessageFrame;
-  presence: PresenceFrame;
+  presence: PresenceFrame | PresenceCountFrame;
+  /** A user socket's subscription stands (after `{"type":"subscribe"}`). */
+  subscribed: SubscribedFrame;
+  unsubscribed: UnsubscribedFrame;
   direct: DirectFrame;
   ack: AckFrame;
   error: ErrorFrame;

@@ -3,8 +3,8 @@
 import { verify } from "hono/jwt";
 import type { Config } from "./config";
 import { HttpError } from "./http-error";
+import { roomAllowed, type Identity } from "./identity";
 import { isValidName, NAME_RULE } from "./protocol";
-import type { Identity } from "./objects/session";
 
 /** The most entries a token's `rooms` claim may have. */
 const MAX_ROOM_CLAIMS = 64;
@@ -44,20 +44,14 @@ async function verifyToken(token: string, config: Config): Promise<Claims> {
   }
   if (!isValidName(payload.sub)) throw new HttpError(401, "unauthorized", `token "sub" must be a user id: ${NAME_RULE}`);
   const { rooms, exp } = payload;
-  // Bounded because user sockets keep the claim in their attachment (16 KiB, PLATFORM.md).
+  // Bounded because user sockets keep the claim in their attachment (16 KiB, docs/platform.md).
   if (
     rooms !== undefined &&
-    !(Array.isArray(rooms) && rooms.length <= MAX_ROOM_CLAIMS && rooms.every((room) => typeof room === "string" && room.length <= 129))
+    !(Array.isArray(rooms) && rooms.length <= MAX_ROOM_CLAIMS && rooms.every((room) => typeof room === "string" && room.length <= 165))
   ) {
     throw new HttpError(401, "unauthorized", `token "rooms" must be a list of at most ${MAX_ROOM_CLAIMS} room ids or prefixes`);
   }
   return { user: payload.sub, ...(typeof exp === "number" && { exp }), ...(rooms !== undefined && { rooms }) };
-}
-
-/** Whether a token's `rooms` claim lets its holder into `room`. */
-export function roomAllowed(rooms: string[] | undefined, room: string): boolean {
-  if (rooms === undefined) return true;
-  return rooms.some((entry) => (entry.endsWith("*") ? room.startsWith(entry.slice(0, -1)) : entry === room));
 }
 
 function authorize(claims: Claims, target: Target): void {

@@ -2,7 +2,7 @@
 // A value that does not parse is a ConfigError naming the variable: the Worker answers 500
 // with that message instead of silently running on a default the operator did not choose.
 
-/** The platform's cap on sockets per Durable Object (PLATFORM.md). */
+/** The platform's cap on sockets per Durable Object (docs/platform.md). */
 export const PLATFORM_MAX_SOCKETS = 32_768;
 
 export interface Config {
@@ -21,7 +21,16 @@ export interface Config {
   inboxMaxMessages: number;
   maxMessageBytes: number;
   rateLimitPerSecond: number;
+  /** A room's sockets and subscriptions, on every object that holds them. */
   maxConnectionsPerRoom: number;
+  /** Sockets one object holds before a room spreads to more objects (docs/design.md). */
+  socketsPerObject: number;
+  /** Rooms one user socket may subscribe to. */
+  maxSubscriptions: number;
+  /** Above this many users a room sends counts, not names (docs/protocol.md "Presence at scale"). */
+  presenceListLimit: number;
+  /** How many hub objects user sockets are spread over (docs/design.md "Placement"). */
+  userHubs: number;
 }
 
 export class ConfigError extends Error {
@@ -74,9 +83,14 @@ export function parseConfig(vars: Vars): Config {
     historyLimit: integer(vars, "HISTORY_LIMIT", 100, 1, 100_000),
     inboxTtlSeconds: integer(vars, "INBOX_TTL_SECONDS", 604_800, 1),
     inboxMaxMessages: integer(vars, "INBOX_MAX_MESSAGES", 1_000, 1, 100_000),
-    maxMessageBytes: integer(vars, "MAX_MESSAGE_BYTES", 65_536, 64, 32 * 1024 * 1024),
+    // A stored message must fit one storage row (docs/platform.md).
+    maxMessageBytes: integer(vars, "MAX_MESSAGE_BYTES", 65_536, 64, 1024 * 1024),
     rateLimitPerSecond: integer(vars, "RATE_LIMIT_PER_SECOND", 20, 1),
-    maxConnectionsPerRoom: integer(vars, "MAX_CONNECTIONS_PER_ROOM", 10_000, 1, PLATFORM_MAX_SOCKETS),
+    maxConnectionsPerRoom: integer(vars, "MAX_CONNECTIONS_PER_ROOM", 1_000_000, 1, 1_000_000_000),
+    socketsPerObject: integer(vars, "SOCKETS_PER_OBJECT", 25_000, 1, PLATFORM_MAX_SOCKETS),
+    maxSubscriptions: integer(vars, "MAX_SUBSCRIPTIONS", 100, 1, 10_000),
+    presenceListLimit: integer(vars, "PRESENCE_LIST_LIMIT", 100, 0, 100_000),
+    userHubs: integer(vars, "USER_HUBS", 32, 1, 10_000),
   };
   // A timeout at or below the ping interval would close every well-behaved client.
   if (config.heartbeatTimeoutMs <= config.heartbeatIntervalMs) {

@@ -1,12 +1,12 @@
 // The HTTP surface: validate, authenticate, then hand over to the room's object by name.
 import { Hono, type Context } from "hono";
 import { authorizeServer, checkOrigin, identify, type Target } from "./auth";
-import type { Identity } from "./objects/session";
 import { ConfigError, configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
+import type { Identity } from "./identity";
 import { log } from "./log";
-import { connectRequest } from "./objects/connect";
-import { isValidName, NAME_RULE, type Json } from "./protocol";
+import { connectRequest, hubFor, placedAt, type ConnectInfo } from "./objects/connect";
+import { isValidName, isValidRoom, NAME_RULE, ROOM_RULE, type Json } from "./protocol";
 
 type App = { Bindings: Env; Variables: { config: Config; url: URL } };
 type AppContext = Context<App>;
@@ -21,8 +21,10 @@ app.use(async (c, next) => {
 });
 
 function nameParam(c: AppContext, kind: "room" | "user"): string {
-  const name = c.req.param(kind);
-  if (!isValidName(name)) throw new HttpError(400, "bad_request", `${kind} id must be ${NAME_RULE}`);
+  const name = c.req.param(kind) ?? "";
+  if (kind === "room" ? !isValidRoom(name) : !isValidName(name)) {
+    throw new HttpError(400, "bad_request", `${kind} id must be ${kind === "room" ? ROOM_RULE : NAME_RULE}`);
+  }
   return name;
 }
 
@@ -111,7 +113,11 @@ app.get("/rooms/:room/ws", async (c) => {
   const since = countParam(c, "since");
   requireUpgrade(c);
   const epoch = c.get("url").searchParams.get("epoch") ?? undefined;
-  return c.env.ROOMS.getByName(room).fetch(connectRequest({ user, exp, since, epoch }));
+  const connect: ConnectInfo = { user, exp, since, epoch, room };
+  // A full Room names the shard to open the socket on instead (docs/design.md "Placement").
+  const answer = await c.env.ROOMS.getByName(room).fetch(connectRequest(connect));
+  const shard = placedAt(answer);
+  return shard === undefined ? answer : c.env.HOLDERS.getByName(shard).fetch(connectRequest(connect));
 });
 
 app.get("/rooms/:room/events", async (c) => {
@@ -121,7 +127,7 @@ app.get("/rooms/:room/events", async (c) => {
   const lastEventId = c.req.header("Last-Event-ID");
   const since = lastEventId !== undefined && lastEventId !== "" ? eventId(lastEventId) : countParam(c, "since");
   const epoch = c.get("url").searchParams.get("epoch") ?? undefined;
-  return c.env.ROOMS.getByName(room).fetch(connectRequest({ user, exp, since, epoch }, "events"));
+  return c.env.ROOMS.getByName(room).fetch(connectRequest({ user, exp, since, epoch, room }, "events"));
 });
 
 app.get("/users/:user/ws", async (c) => {
@@ -129,7 +135,8 @@ app.get("/users/:user/ws", async (c) => {
   const identity = await vetClient(c, { user });
   if (identity.user !== user) throw new HttpError(403, "forbidden", `${identity.user} may not open the inbox of ${user}`);
   requireUpgrade(c);
-  return c.env.INBOXES.getByName(user).fetch(connectRequest(identity));
+  // Every socket of a user is held by the same hub, which the Inbox forwards that user's directs to.
+  return c.env.HOLDERS.getByName(hubFor(user, c.get("config").userHubs)).fetch(connectRequest(identity));
 });
 
 app.post("/rooms/:room/messages", async (c) => {
@@ -152,6 +159,18 @@ app.get("/rooms/:room", async (c) => {
   const room = nameParam(c, "room");
   await authorizeServer(c.req.raw, c.get("url"), c.get("config"));
   return c.json(await c.env.ROOMS.getByName(room).info());
+});
+
+/** Presence pages are at most this long, whatever `limit` asks (docs/protocol.md "Presence at scale"). */
+const MAX_PRESENCE_PAGE = 1_000;
+
+app.get("/rooms/:room/presence", async (c) => {
+  const room = nameParam(c, "room");
+  await authorizeServer(c.req.raw, c.get("url"), c.get("config"));
+  const after = c.get("url").searchParams.get("after") ?? undefined;
+  if (after !== undefined && !isValidName(after)) throw new HttpError(400, "bad_request", `"after" must be a user id: ${NAME_RULE}`);
+  const limit = Math.max(1, Math.min(countParam(c, "limit") ?? 100, MAX_PRESENCE_PAGE));
+  return c.json(await c.env.ROOMS.getByName(room).presencePage(after, limit));
 });
 
 app.get("/rooms/:room/messages", async (c) => {

@@ -1,14 +1,15 @@
-// How the Worker hands a vetted connection to an object. The identity travels in a header of
-// a request the Worker builds from scratch, so nothing a client sends can reach the object.
-import type { Identity } from "./session";
+// How the Worker hands a vetted connection to an object, and where that object is. The identity
+// travels in a header of a request the Worker builds from scratch, so nothing a client sends can
+// reach an object.
+import type { Identity } from "../identity";
+import type { ResumePoint } from "../protocol";
 
 const CONNECT_HEADER = "X-Edge-Relay-Connect";
+const HOLDER_HEADER = "X-Edge-Relay-Holder";
 
-export interface ConnectInfo extends Identity {
-  /** Resume point: the last seq the client saw. */
-  since?: number;
-  /** The epoch the client saw with it; absent skips the epoch check. */
-  epoch?: string;
+export interface ConnectInfo extends Identity, ResumePoint {
+  /** The room of a room socket or event stream; absent for a user socket. */
+  room?: string;
 }
 
 /** A WebSocket, or a Server-Sent Events stream (rooms only). */
@@ -26,4 +27,26 @@ export function readConnectRequest(request: Request): ConnectInfo & { kind: Conn
   if (header === null) throw new Error(`object reached without ${CONNECT_HEADER}`);
   const kind = new URL(request.url).pathname === "/events" ? "events" : "socket";
   return { ...(JSON.parse(header) as ConnectInfo), kind };
+}
+
+/** A full Room's answer: open this socket on the named holder instead (docs/design.md "Placement"). */
+export function placeAt(holder: string): Response {
+  return new Response(null, { status: 307, headers: { [HOLDER_HEADER]: holder } });
+}
+
+/** The holder a Room's answer names, if it placed the socket elsewhere. */
+export function placedAt(response: Response): string | undefined {
+  return response.status === 307 ? (response.headers.get(HOLDER_HEADER) ?? undefined) : undefined;
+}
+
+/** The name of a room's n-th shard; `#` is never part of a room id, so no room is named so. */
+export function shardName(room: string, n: number): string {
+  return `${room}#${n}`;
+}
+
+/** The hub holding `user`'s sockets: every device of a user on one hub (FNV-1a of the id). */
+export function hubFor(user: string, hubs: number): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < user.length; i++) hash = Math.imul(hash ^ user.charCodeAt(i), 0x01000193);
+  return `users-${(hash >>> 0) % hubs}`;
 }

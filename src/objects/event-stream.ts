@@ -1,5 +1,6 @@
 // One Server-Sent Events stream from a room to a receive-only client. Unlike a hibernatable
 // socket, an open stream is an in-flight response: it keeps its object in memory while it lasts.
+import { SSE_KEEP_ALIVE, sseEvent } from "../protocol";
 
 const encoder = new TextEncoder();
 
@@ -32,7 +33,7 @@ export class EventStream {
       },
       new ByteLengthQueuingStrategy({ highWaterMark: MAX_QUEUED_BYTES }),
     );
-    this.#timer = setInterval(() => this.#write(": ping\n\n"), KEEP_ALIVE_MS);
+    this.#timer = setInterval(() => this.#write(SSE_KEEP_ALIVE), KEEP_ALIVE_MS);
     if (endAt !== undefined) this.#expiry = setTimeout(() => this.end(), Math.max(0, endAt - Date.now()));
     this.response = new Response(body, {
       headers: { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store" },
@@ -41,7 +42,7 @@ export class EventStream {
 
   /** Sends one event; `data` is one line of JSON. */
   send(event: string, data: string, id?: number): void {
-    this.#write(`${id === undefined ? "" : `id: ${id}\n`}event: ${event}\ndata: ${data}\n\n`);
+    this.#write(sseEvent(event, data, id));
   }
 
   #write(text: string): void {

@@ -1,100 +1,72 @@
-// Inbox: one Durable Object per user. Holds that user's sockets on every device and stores each
-// direct message durably until the user acks it, replaying the rest on every new connection.
-import {
-  ackFrame,
-  FrameError,
-  PROTOCOL_VERSION,
-  type ClientFrame,
-  type Delivery,
-  type DirectFrame,
-  type Json,
-  type PublishFrame,
-  type Refusal,
-  type WelcomeFrame,
-} from "../protocol";
-import { roomAllowed } from "../auth";
-import { readConnectRequest } from "./connect";
-import type { Session } from "./session";
-import { SocketHost } from "./socket-host";
+// Inbox: one Durable Object per user. Stores each direct message durably until the user acks it,
+// forwards it to the hubs holding the user's sockets, and replays the rest whenever a socket
+// attaches. It holds no socket itself: user sockets live in hubs (docs/design.md).
+import { DurableObject } from "cloudflare:workers";
+import { configOf, type Config } from "../config";
+import type { Delivery, DirectFrame, Json, Refusal } from "../protocol";
+import type { Attachment, FeedEntry } from "./feed";
+import { Links, Streams } from "./links";
+import { Sequence } from "./sequence";
 
-export class Inbox extends SocketHost {
+export class Inbox extends DurableObject<Env> {
+  readonly #config: Config;
+  readonly #name: string;
+  readonly #sequence: Sequence;
+  readonly #hubs: Streams<FeedEntry>;
+  /** Hubs holding this user's sockets, and how many each; kept in storage across hibernation. */
+  readonly #sockets = new Map<string, number>();
+  /** Rows held, expired or not; counted after a wake-up or an ack, then kept in step. */
+  #heldCount?: number;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    ctx.storage.sql.exec(
-      "CREATE TABLE IF NOT EXISTS directs (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL, expires INTEGER NOT NULL)",
-    );
+    this.#config = configOf(env);
+    if (ctx.id.name === undefined) throw new Error("Inbox must be addressed by name");
+    this.#name = ctx.id.name;
+    this.#sequence = new Sequence(ctx.storage.kv);
+    const sql = ctx.storage.sql;
+    sql.exec("CREATE TABLE IF NOT EXISTS directs (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL, expires INTEGER NOT NULL)");
+    sql.exec("CREATE TABLE IF NOT EXISTS hubs (name TEXT PRIMARY KEY, sockets INTEGER NOT NULL)");
+    for (const { name, sockets } of sql.exec<{ name: string; sockets: number }>("SELECT name, sockets FROM hubs")) {
+      this.#sockets.set(name, sockets);
+    }
+    const links = new Links(env);
+    this.#hubs = new Streams((hub, entries) => links.call("holder", hub, (stub) => stub.direct(this.#name, entries)));
   }
 
-  // ---- connections ----
+  // ---- sockets, as their hubs report them ----
 
-  override async fetch(request: Request): Promise<Response> {
-    const connect = readConnectRequest(request);
-    const { 0: client, 1: server } = new WebSocketPair();
-    const { session } = this.accept(server, connect);
-    const welcome: WelcomeFrame = {
-      type: "welcome",
-      protocol: PROTOCOL_VERSION,
-      user: this.name,
-      connection: session.connection,
-      seq: this.sequence.current,
-      epoch: this.sequence.epoch,
-      heartbeat: this.heartbeat,
-    };
-    this.send(server, welcome);
-    // Every unacknowledged direct, oldest first; nothing can be delivered between these sends.
-    for (const { frame } of this.#pending()) this.send(server, frame);
-    return new Response(null, { status: 101, webSocket: client });
-  }
-
-  #pending(): { frame: string }[] {
-    return this.ctx.storage.sql
+  /** A hub now holds `sockets` of this user's sockets, one of them new: answers its welcome and replay. */
+  attach(hub: string, sockets: number): Attachment {
+    this.detach(hub, sockets);
+    const pending = this.ctx.storage.sql
       .exec<{ frame: string }>("SELECT frame FROM directs WHERE expires > ? ORDER BY seq", Date.now())
-      .toArray();
+      .toArray()
+      .map((row) => row.frame);
+    return { seq: this.#sequence.current, epoch: this.#sequence.epoch, pending };
   }
 
-  // ---- frames ----
-
-  protected override async onFrame(session: Session, frame: ClientFrame): Promise<void> {
-    switch (frame.type) {
-      case "publish":
-        return this.#publish(session, frame);
-      case "direct":
-        return this.relayDirect(session, frame);
-      case "ack":
-        this.ctx.storage.sql.exec("DELETE FROM directs WHERE seq <= ?", frame.seq);
-        this.#heldCount = undefined; // recounted at the next delivery
-        return;
+  /** A hub now holds `sockets` of this user's sockets (0: none). */
+  detach(hub: string, sockets: number): void {
+    if ((this.#sockets.get(hub) ?? 0) === sockets) return;
+    if (sockets > 0) {
+      this.#sockets.set(hub, sockets);
+      this.ctx.storage.sql.exec("INSERT OR REPLACE INTO hubs (name, sockets) VALUES (?, ?)", hub, sockets);
+    } else {
+      this.#sockets.delete(hub);
+      this.ctx.storage.sql.exec("DELETE FROM hubs WHERE name = ?", hub);
     }
   }
 
-  /** A publish from a user socket goes to the room it names, through the room's stub. */
-  async #publish(session: Session, frame: PublishFrame): Promise<void> {
-    const { room } = frame;
-    if (room === undefined) throw new FrameError("bad_frame", `"publish" on a user socket needs a "room"`);
-    if (!roomAllowed(session.identity.rooms, room)) throw new FrameError("forbidden", `token does not allow room ${room}`);
-    let seq: number;
-    try {
-      seq = await this.stubs.room(room).publish(session.identity.user, frame.data, frame.id);
-    } catch {
-      this.stubs.drop("room", room);
-      throw new FrameError("internal", `could not publish to room ${room}; not sent`);
-    }
-    if (frame.id !== undefined) this.send(session.ws, ackFrame(frame.id, "delivered", seq));
-  }
-
-  /** Rows held, expired or not; counted after a wake-up or an ack, then kept in step. */
-  #heldCount?: number;
+  // ---- directs ----
 
   #held(): number {
     this.#heldCount ??= this.ctx.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM directs").one().n;
     return this.#heldCount;
   }
 
-  // ---- RPC (from other objects and the Worker) ----
-
   /**
-   * Stores one direct durably, then sends it to every socket of this user. A full inbox refuses
+   * Stores one direct durably, then forwards it to every hub of this user. A full inbox refuses
    * it (answered, not thrown: a refusal is an outcome, not a failure of the call).
    */
   deliver(from: string, data: Json, id?: string): Delivery | Refusal {
@@ -102,26 +74,30 @@ export class Inbox extends SocketHost {
     const sql = this.ctx.storage.sql;
     // Expired rows are never replayed; they are only deleted when they would count against the
     // limit, so a delivery usually costs one INSERT and nothing else.
-    if (this.#held() >= this.config.inboxMaxMessages) {
+    if (this.#held() >= this.#config.inboxMaxMessages) {
       this.#heldCount = undefined;
       sql.exec("DELETE FROM directs WHERE expires <= ?", now);
       const held = this.#held();
-      if (held >= this.config.inboxMaxMessages) {
-        return { refused: "inbox_full", message: `inbox of ${this.name} holds ${held} unacknowledged messages, its limit; not sent` };
+      if (held >= this.#config.inboxMaxMessages) {
+        return { refused: "inbox_full", message: `inbox of ${this.#name} holds ${held} unacknowledged messages, its limit; not sent` };
       }
     }
-    const text = this.ctx.storage.transactionSync(() => {
-      const seq = this.sequence.next();
-      const frame: DirectFrame = { type: "direct", seq, from, data, ts: now };
-      if (id !== undefined) frame.id = id;
+    const { seq, text } = this.ctx.storage.transactionSync(() => {
+      const seq = this.#sequence.next();
+      const frame: DirectFrame = { type: "direct", seq, from, data, ts: now, ...(id !== undefined && { id }) };
       const text = JSON.stringify(frame);
-      sql.exec("INSERT INTO directs (seq, frame, expires) VALUES (?, ?, ?)", seq, text, now + this.config.inboxTtlSeconds * 1000);
-      return text;
+      sql.exec("INSERT INTO directs (seq, frame, expires) VALUES (?, ?, ?)", seq, text, now + this.#config.inboxTtlSeconds * 1000);
+      return { seq, text };
     });
     this.#heldCount = this.#held() + 1;
-    // Output gates hold these sends, and the caller's answer, until the write is durable.
-    this.broadcast(text);
-    return { status: this.sessions.size > 0 ? "delivered" : "queued", seq: this.sequence.current };
+    // The output gate holds these calls, and the caller's answer, until the write is durable.
+    for (const hub of this.#sockets.keys()) this.#hubs.push(hub, [{ frame: text, seq }]);
+    return { status: this.#sockets.size > 0 ? "delivered" : "queued", seq };
+  }
+
+  /** Drops every direct up to `seq`: the user has them. */
+  ack(seq: number): void {
+    this.ctx.storage.sql.exec("DELETE FROM directs WHERE seq <= ?", seq);
+    this.#heldCount = undefined; // recounted at the next delivery
   }
 }
-

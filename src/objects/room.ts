@@ -1,262 +1,301 @@
-// Room: one Durable Object per room. Sequences and broadcasts messages, keeps the last
-// HISTORY_LIMIT of them so clients resume without gaps, and tracks presence per user.
+// Room: one Durable Object per room. It numbers, stores and retains the room's messages (its
+// MessageLog), counts presence over every object holding the room's sockets (its Roster), holds
+// the first SOCKETS_PER_OBJECT sockets itself and forwards each stored batch to the other holders
+// over one ordered stream each. docs/design.md draws the whole path.
 import { HttpError } from "../http-error";
 import { log } from "../log";
 import {
-  errorFrame,
   FrameError,
-  PROTOCOL_VERSION,
-  type ClientFrame,
+  historyBody,
+  presenceCountFrame,
+  presenceFrame,
   type Json,
-  type MessageFrame,
   type PresenceEntry,
-  type PresenceFrame,
+  type PresencePage,
   type RoomInfo,
-  type WelcomeFrame,
+  type StreamWelcome,
 } from "../protocol";
-import { readConnectRequest, type ConnectInfo } from "./connect";
+import { placeAt, readConnectRequest, shardName, type ConnectInfo } from "./connect";
 import { EventStream } from "./event-stream";
-import type { Session } from "./session";
-import { SocketHost } from "./socket-host";
+import type { Admission, FeedEntry, JoinRequest, RoomFull } from "./feed";
+import { Holder } from "./holder";
+import { Streams } from "./links";
+import { MessageLog, type Stored } from "./message-log";
+import { HERE, Roster } from "./roster";
+import { liveAttachment } from "./session";
 
-/** A stored message: its seq and the exact frame text clients receive. */
-type Stored = { seq: number; frame: string };
+/** How long a seat the Room promised a shard stays counted if no join arrives for it. */
+const SEAT_HOLD_MS = 10_000;
 
-/** A message numbered but not yet stored, and who to tell if storing it fails. */
-interface Pending extends Stored {
-  id?: string;
-  sender?: WebSocket;
-}
+/** Count frames above PRESENCE_LIST_LIMIT are sent at most this often (docs/protocol.md). */
+const COUNT_EVERY_MS = 1_000;
 
-/** The outcome of a resume request: whether nothing was missed, and the messages to replay. */
-interface Resume {
-  recovered: boolean;
-  messages: Stored[];
-}
-
-export class Room extends SocketHost {
+export class Room extends Holder {
+  readonly #log: MessageLog;
+  readonly #roster: Roster;
+  readonly #holders: Streams<FeedEntry>;
+  readonly #streams = new Set<EventStream>();
+  /** Seats promised to shards, as the times they were promised. */
+  readonly #seats = new Map<string, number[]>();
+  #count = { sentAt: 0, users: -1, timer: undefined as ReturnType<typeof setTimeout> | undefined };
+  #recounted = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    // Stored frames are the exact text sent to clients, so replay and history never re-encode.
-    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL)");
+    this.#log = new MessageLog(ctx.storage, this.name, this.config.historyLimit, (batch) => this.#stored(batch));
+    this.#roster = new Roster(ctx.storage.sql);
+    this.#holders = new Streams((holder, entries) => this.links.call("holder", holder, (stub) => stub.deliver(this.name, entries)));
+  }
+
+  protected override get joinAs(): string {
+    return HERE;
+  }
+
+  /**
+   * The roster, its counts of this Room's own sockets checked against the platform's list once
+   * after every start: sockets lost with a restart of the runtime never report a close. Closing
+   * sockets still listed keep counting until their close event arrives; a close for a socket no
+   * longer listed then finds nothing left to change, so each leave is announced once.
+   */
+  get #members(): Roster {
+    if (!this.#recounted) {
+      this.#recounted = true;
+      const counts: Record<string, number> = {};
+      for (const ws of this.ctx.getWebSockets()) {
+        const attachment = liveAttachment(ws);
+        if (attachment) counts[attachment.identity.user] = (counts[attachment.identity.user] ?? 0) + 1;
+      }
+      this.#correct(HERE, counts);
+    }
+    return this.#roster;
   }
 
   // ---- connections ----
 
   override async fetch(request: Request): Promise<Response> {
-    this.#flush();
     const connect = readConnectRequest(request);
-    // Streams have a cap of their own: they are not connections (PROTOCOL.md), but unbounded
-    // they would be a way around the room's limit.
-    const open = connect.kind === "events" ? this.#streams.size : this.sessions.size;
-    if (open >= this.config.maxConnectionsPerRoom) {
-      const what = connect.kind === "events" ? "event streams" : "connections";
-      return new HttpError(
-        503,
-        "room_full",
-        `room ${this.name} has ${this.config.maxConnectionsPerRoom} ${what}, its limit`,
-      ).toResponse();
-    }
     if (connect.kind === "events") return this.#openStream(connect);
-    const resume = connect.since === undefined ? undefined : this.#resume(connect.since, connect.epoch);
-    const { 0: client, 1: server } = new WebSocketPair();
-    const { firstOfUser, session } = this.accept(server, connect);
-    const welcome: WelcomeFrame = {
-      type: "welcome",
-      protocol: PROTOCOL_VERSION,
-      room: this.name,
-      user: session.identity.user,
-      connection: session.connection,
-      seq: this.sequence.current,
-      epoch: this.sequence.epoch,
-      presence: this.#presence(),
-      ...(resume && { recovered: resume.recovered }),
-      heartbeat: this.heartbeat,
-    };
-    this.send(server, welcome);
-    // Nothing can be sequenced between these sends (no await), so replay meets live with no gap.
-    for (const { frame } of resume?.messages ?? []) this.send(server, frame);
-    if (firstOfUser) this.#announce("join", session.identity.user, server);
-    return new Response(null, { status: 101, webSocket: client });
+    const members = this.#members;
+    const { maxConnectionsPerRoom, socketsPerObject } = this.config;
+    if (members.connections + this.#seatsHeld() >= maxConnectionsPerRoom) {
+      return new HttpError(503, "room_full", `room ${this.name} has ${maxConnectionsPerRoom} connections, its limit`).toResponse();
+    }
+    if (this.sessions.size < socketsPerObject) return this.openRoomSocket(connect, this.name);
+    return placeAt(this.#place());
   }
 
-  #resume(since: number, epoch: string | undefined): Resume {
-    const lost: Resume = { recovered: false, messages: [] };
-    const seq = this.sequence.current;
-    if (epoch !== undefined && epoch !== this.sequence.epoch) return lost;
-    if (since > seq) return lost;
-    if (since === seq) return { recovered: true, messages: [] };
-    const oldest = this.ctx.storage.sql.exec<{ oldest: number | null }>("SELECT MIN(seq) AS oldest FROM messages").one()
-      .oldest;
-    if (oldest === null || since < oldest - 1) return lost;
-    return { recovered: true, messages: this.#messagesAfter(since, seq - since) };
+  /** The lowest shard with a free seat; new sockets fill the Room first, so a shrinking room drains its shards. */
+  #place(): string {
+    for (let n = 1; ; n++) {
+      const shard = shardName(this.name, n);
+      const seats = this.#heldSeats(shard);
+      if (this.#roster.countAt(shard) + seats.length < this.config.socketsPerObject) {
+        seats.push(Date.now());
+        this.#seats.set(shard, seats);
+        return shard;
+      }
+    }
   }
 
-  #messagesAfter(since: number, limit: number): Stored[] {
-    return this.ctx.storage.sql
-      .exec<Stored>("SELECT seq, frame FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", since, limit)
-      .toArray();
+  #heldSeats(shard: string): number[] {
+    const since = Date.now() - SEAT_HOLD_MS;
+    return (this.#seats.get(shard) ?? []).filter((at) => at > since);
   }
 
-  // ---- Server-Sent Events ----
-
-  #streams = new Set<EventStream>();
+  #seatsHeld(): number {
+    let n = 0;
+    for (const shard of this.#seats.keys()) n += this.#heldSeats(shard).length;
+    return n;
+  }
 
   /** A receive-only stream: welcome, the replay `since` asks for, then live messages. */
   #openStream({ since, epoch, exp }: ConnectInfo): Response {
+    // Streams have a cap of their own: they are not connections (docs/protocol.md), but unbounded
+    // they would be a way around the room's limit.
+    if (this.#streams.size >= this.config.maxConnectionsPerRoom) {
+      return new HttpError(503, "room_full", `room ${this.name} has ${this.config.maxConnectionsPerRoom} event streams, its limit`).toResponse();
+    }
     const stream = new EventStream((ended) => this.#streams.delete(ended), exp === undefined ? undefined : exp * 1000);
-    const resume = since === undefined ? undefined : this.#resume(since, epoch);
-    const welcome = { seq: this.sequence.current, epoch: this.sequence.epoch, ...(resume && { recovered: resume.recovered }) };
+    const resume = since === undefined ? undefined : this.#log.resume(since, epoch);
+    const welcome: StreamWelcome = { seq: this.#log.seq, epoch: this.#log.epoch, ...(resume && { recovered: resume.recovered }) };
     stream.send("welcome", JSON.stringify(welcome));
     for (const { seq, frame } of resume?.messages ?? []) stream.send("message", frame, seq);
     this.#streams.add(stream);
     return stream.response;
   }
 
-  // ---- frames ----
+  // ---- joins and presence ----
 
-  protected override onFrame(session: Session, frame: ClientFrame): void | Promise<void> {
-    switch (frame.type) {
-      case "publish":
-        if (frame.room !== undefined && frame.room !== this.name) {
-          throw new FrameError(
-            "bad_frame",
-            `this socket is in room ${this.name}; publish to other rooms from a user socket`,
-          );
-        }
-        return this.#publishFromSocket(session, frame.data, frame.id);
-      case "direct":
-        return this.relayDirect(session, frame);
-      case "ack":
-        throw new FrameError("bad_frame", `"ack" is only meaningful on a user socket`);
+  protected override async joinRoom(room: string, request: JoinRequest): Promise<Admission | RoomFull> {
+    return room === this.name ? this.join(request) : super.joinRoom(room, request);
+  }
+
+  protected override report(room: string, user: string, connections: number): void {
+    if (room === this.name) this.count(HERE, user, connections);
+    else super.report(room, user, connections);
+  }
+
+  /** Counts a joining socket and answers its welcome (RPC from holders; called directly for our own). */
+  join(request: JoinRequest): Admission | RoomFull {
+    // Store what is pending first: the answer's seq then covers it, and the welcome cannot be
+    // overtaken by a flush that sends the batch before the newcomer is in the feed.
+    this.#log.flush();
+    const members = this.#members;
+    const { holder, user, connections } = request;
+    const more = connections - members.at(holder, user);
+    if (more > 0 && members.connections + more > this.config.maxConnectionsPerRoom) {
+      return { refused: "room_full", message: `room ${this.name} has ${this.config.maxConnectionsPerRoom} connections, its limit` };
+    }
+    if (this.#seats.has(holder)) this.#seats.set(holder, this.#heldSeats(holder).slice(1)); // the promised seat is taken
+    const change = members.set(holder, user, connections);
+    if (holder !== HERE) this.armAlarm(); // the census of other holders runs on the sweep alarm
+    const resume = request.since === undefined ? undefined : this.#log.resume(request.since, request.epoch);
+    const answer: Admission = {
+      seq: this.#log.seq,
+      epoch: this.#log.epoch,
+      ...this.#presence(),
+      ...(resume && { recovered: resume.recovered }),
+      replay: resume?.messages.map((message) => message.frame) ?? [],
+    };
+    if (change === "joined") this.#announce("join", user, request.connection);
+    return answer;
+  }
+
+  /** A holder's new count of `user`'s sockets (RPC; 0 when the last one left). */
+  count(holder: string, user: string, connections: number): void {
+    const change = this.#members.set(holder, user, connections);
+    if (change) this.#announce(change === "joined" ? "join" : "leave", user);
+  }
+
+  /** `users` always, and the list while it is short (docs/protocol.md "Presence at scale"). */
+  #presence(): { users: number; presence?: PresenceEntry[] } {
+    const members = this.#roster;
+    const users = members.users;
+    return users <= this.config.presenceListLimit ? { users, presence: members.list() } : { users };
+  }
+
+  /** Join and leave frames while the room is small (counting after a join, before a leave); counts above. */
+  #announce(event: "join" | "leave", user: string, except?: string): void {
+    const users = this.#roster.users + (event === "leave" ? 1 : 0);
+    if (users <= this.config.presenceListLimit) {
+      this.#emit([{ frame: JSON.stringify(presenceFrame(this.name, event, user)), ...(except !== undefined && { except }) }]);
+    } else this.#countChanged();
+  }
+
+  #countChanged(): void {
+    if (this.#count.timer !== undefined) return;
+    const wait = this.#count.sentAt + COUNT_EVERY_MS - Date.now();
+    if (wait <= 0) return this.#sendCount();
+    this.#count.timer = setTimeout(() => {
+      this.#count.timer = undefined;
+      this.#sendCount();
+    }, wait);
+  }
+
+  #sendCount(): void {
+    const users = this.#roster.users;
+    if (users === this.#count.users || users <= this.config.presenceListLimit) return;
+    this.#count.users = users;
+    this.#count.sentAt = Date.now();
+    this.#emit([{ frame: JSON.stringify(presenceCountFrame(this.name, users)) }]);
+  }
+
+  // ---- the message path ----
+
+  protected override async publishTo(room: string, from: string, data: Json, id?: string): Promise<number> {
+    if (room !== this.name) return super.publishTo(room, from, data, id);
+    try {
+      return await this.publish(from, data, id);
+    } catch (error) {
+      log("error", "room could not store a batch of messages", { room: this.name, error });
+      throw new FrameError("internal", "the room could not store this message; not sent");
     }
   }
 
-  // Binary frames are relayed as-is and not stored (PROTOCOL.md "Frames").
-  protected override onBinary(session: Session, data: ArrayBuffer): void {
-    this.#flush();
-    this.broadcast(data, session.ws);
+  /** Numbers, stores and sends one message; answers its seq once its batch is stored (RPC). */
+  publish(from: string, data: Json, id?: string): Promise<number> {
+    return this.#log.append(from, data, id);
   }
 
-  protected override onLeave(session: Session, lastOfUser: boolean): void {
-    if (lastOfUser) this.#announce("leave", session.identity.user);
+  /** A binary frame from a room socket on any holder: to every other room socket, not stored (RPC). */
+  binary(data: ArrayBuffer, except: string): void {
+    this.#emit([{ frame: data, except }]);
   }
 
-  #announce(event: PresenceFrame["event"], user: string, except?: WebSocket): void {
-    this.#flush();
-    const frame: PresenceFrame = { type: "presence", room: this.name, event, user };
-    const text = JSON.stringify(frame);
-    this.broadcast(text, except);
-    for (const stream of this.#streams) stream.send("presence", text);
+  protected override relayBinary(room: string, data: ArrayBuffer, except: string): void {
+    if (room === this.name) this.binary(data, except);
+    else super.relayBinary(room, data, except);
   }
 
-  #presence(): PresenceEntry[] {
-    return [...this.users].map(([user, connections]) => ({ user, connections }));
+  // A socket is answered in the order it asked: its echoes go out before a later error or close.
+  protected override beforeSend(): void {
+    this.#log.flush();
+  }
+
+  /** The one way out for stored messages (MessageLog calls it after the commit). */
+  #stored(batch: Stored[]): void {
+    this.#emit(batch.map(({ seq, frame }) => ({ frame, seq })));
+  }
+
+  /** Sends entries to this Room's sockets and streams, and queues them for every other holder. */
+  #emit(entries: FeedEntry[]): void {
+    this.deliverRoom(this.name, entries);
+    for (const holder of this.#roster.others()) this.#holders.push(holder, entries);
+    for (const stream of this.#streams) {
+      for (const { frame, seq } of entries) {
+        if (typeof frame === "string") stream.send(seq === undefined ? "presence" : "message", frame, seq);
+      }
+    }
+  }
+
+  // ---- census: counts of other holders, checked on the sweep alarm ----
+
+  protected override wantsAlarm(): boolean {
+    return super.wantsAlarm() || this.#roster.objects > 0;
+  }
+
+  protected override async onAlarm(now: number): Promise<void> {
+    this.sweep(now);
+    await Promise.all(this.#members.others().map((holder) => this.#check(holder)));
+  }
+
+  #correct(holder: string, counts: Record<string, number>): void {
+    for (const { user, change } of this.#roster.replace(holder, counts)) {
+      this.#announce(change === "joined" ? "join" : "leave", user);
+    }
+  }
+
+  /** Replaces a holder's counts with what it reports, unless they changed while it answered. */
+  async #check(holder: string): Promise<void> {
+    const version = this.#roster.version(holder);
+    try {
+      const counts = await this.links.call("holder", holder, (stub) => stub.census(this.name));
+      if (this.#roster.version(holder) === version) this.#correct(holder, counts);
+    } catch (error) {
+      log("warn", "census of a holder failed", { room: this.name, holder, error });
+    }
   }
 
   // ---- RPC (called by the Worker through the stub) ----
 
-  /** Sequences, stores and broadcasts one message; answers its seq once it is stored. */
-  publish(from: string, data: Json, id?: string): number {
-    const seq = this.#sequenceMessage(from, data, id);
-    // The caller's answer must not leave before the message is stored: write now.
-    this.#flush();
-    return seq;
-  }
-
-  // ---- the publish path ----
-  //
-  // Storage is most of what a publish costs (BENCHMARKS.md), and each event's writes commit on
-  // their own. So publishes from sockets are numbered at once but stored and broadcast in
-  // batches: the first schedules a flush (a zero timer, which runs after the events already
-  // queued), and everything published until then shares one transaction and one commit. In a
-  // quiet room a batch is one message and the timer hop costs well under a millisecond; under
-  // load batches grow and throughput triples. Output gates hold every broadcast until its
-  // commit, so no client sees a message that is not yet durable, and anything that reads or
-  // sends room state flushes first, so a forming batch is never observable.
-
-  #pending: Pending[] = [];
-  #flushScheduled = false;
-
-  #publishFromSocket(session: Session, data: Json, id?: string): void {
-    this.#sequenceMessage(session.identity.user, data, id, session.ws);
-    this.#scheduleFlush();
-  }
-
-  protected override flushPending(): void {
-    this.#flushAndReport();
-  }
-
-  /** Flushes for socket publishes, whose senders a failed flush has already told. */
-  #flushAndReport(): void {
-    try {
-      this.#flush();
-    } catch (error) {
-      log("error", "room could not store a batch of messages", { room: this.name, error });
-    }
-  }
-
-  #sequenceMessage(from: string, data: Json, id?: string, sender?: WebSocket): number {
-    const seq = this.sequence.reserve();
-    const frame: MessageFrame = { type: "message", room: this.name, seq, from, data, ts: Date.now() };
-    if (id !== undefined) frame.id = id;
-    this.#pending.push({ seq, frame: JSON.stringify(frame), id, sender });
-    return seq;
-  }
-
-  #scheduleFlush(): void {
-    if (this.#flushScheduled) return;
-    this.#flushScheduled = true;
-    setTimeout(() => {
-      this.#flushScheduled = false;
-      this.#flushAndReport();
-    }, 0);
-  }
-
-  /** Stores every pending message in one transaction, then broadcasts them in seq order. */
-  #flush(): void {
-    const batch = this.#pending;
-    if (batch.length === 0) return;
-    this.#pending = [];
-    const sql = this.ctx.storage.sql;
-    const last = batch[batch.length - 1]!.seq;
-    try {
-      this.ctx.storage.transactionSync(() => {
-        for (const { seq, frame } of batch) sql.exec("INSERT INTO messages (seq, frame) VALUES (?, ?)", seq, frame);
-        sql.exec("DELETE FROM messages WHERE seq <= ?", last - this.config.historyLimit);
-        this.sequence.save();
-      });
-    } catch (error) {
-      // Nothing of the batch was stored or sent: take its numbers back and tell each sender.
-      this.sequence.rewind(batch[0]!.seq - 1);
-      for (const { id, sender } of batch) {
-        if (sender) this.send(sender, errorFrame("internal", "the room could not store this message; not sent", id));
-      }
-      throw error;
-    }
-    for (const { seq, frame } of batch) {
-      this.broadcast(frame);
-      for (const stream of this.#streams) stream.send("message", frame, seq);
-    }
-  }
-
   info(): RoomInfo {
-    this.#flush();
+    const members = this.#members;
     return {
       room: this.name,
-      seq: this.sequence.current,
-      epoch: this.sequence.epoch,
-      connections: this.sessions.size,
-      presence: this.#presence(),
+      seq: this.#log.seq,
+      epoch: this.#log.epoch,
+      connections: members.connections,
+      ...this.#presence(),
+      objects: members.objects,
     };
+  }
+
+  presencePage(after: string | undefined, limit: number): PresencePage {
+    return this.#members.page(after, limit);
   }
 
   /** `{"messages": [...]}` with the first `limit` retained messages after `since`, as JSON text. */
   history(since: number, limit: number): string {
-    this.#flush();
-    return `{"messages":[${this.#messagesAfter(since, limit)
-      .map((message) => message.frame)
-      .join(",")}]}`;
+    return historyBody(this.#log.after(since, limit).map((message) => message.frame));
   }
 }

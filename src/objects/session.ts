@@ -1,20 +1,14 @@
 // Per-socket state: who the socket belongs to, what survives hibernation in its attachment, and
 // what the object keeps for it in memory while awake.
+import type { Identity } from "../identity";
 import type { OversizeCounter, RateLimiter } from "./limits";
-
-/** Who a socket belongs to, as the Worker established it. */
-export interface Identity {
-  user: string;
-  /** Token expiry, seconds since the epoch. */
-  exp?: number;
-  /** The token's `rooms` claim; undefined means every room. */
-  rooms?: string[];
-}
 
 /** What is stored with each socket (serializeAttachment): all that must survive hibernation. */
 export interface Attachment {
   identity: Identity;
   connection: string;
+  /** The room of a room socket; absent on user sockets. */
+  room?: string;
   /** Last activity as of the last save, ms since the epoch. */
   seen: number;
   /** Set when we closed the socket: it no longer counts, whatever its readyState says. */
@@ -26,6 +20,7 @@ export interface Session {
   readonly ws: WebSocket;
   readonly identity: Identity;
   readonly connection: string;
+  readonly room?: string;
   /** Latest activity, ms; after a restore an upper bound (see `SocketHost#restore`). */
   seen: number;
   /** `seen` as last written into the attachment. */

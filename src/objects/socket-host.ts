@@ -1,10 +1,11 @@
 // What every socket-holding object shares: accepting hibernatable sockets, per-socket state that
 // survives hibernation, liveness and token-expiry sweeps, abuse limits, the close handshake and
-// a broadcast that one bad socket cannot abort. Room and Inbox override the hooks.
+// sends that one bad socket cannot abort. Holder (and so Room) overrides the hooks.
 import { DurableObject } from "cloudflare:workers";
 import { configOf, type Config } from "../config";
+import type { Identity } from "../identity";
+import { log } from "../log";
 import {
-  ackFrame,
   CloseCode,
   closeReason,
   decodeClientFrame,
@@ -15,26 +16,18 @@ import {
   PONG,
   sendableCloseCode,
   type ClientFrame,
-  type DirectRequestFrame,
+  type Heartbeat,
   type ServerFrame,
 } from "../protocol";
-import { log } from "../log";
 import { OversizeCounter, RateLimiter } from "./limits";
-import { liveAttachment, type Attachment, type Identity, type Session } from "./session";
-import { Sequence } from "./sequence";
-import { Stubs } from "./stubs";
+import { liveAttachment, type Attachment, type Session } from "./session";
 
 export abstract class SocketHost extends DurableObject<Env> {
   protected readonly config: Config;
   /** The room id or user id this object was addressed by. */
   protected readonly name: string;
-  /** The object's message counter and storage epoch. */
-  protected readonly sequence: Sequence;
-  /** Stubs to rooms and inboxes, one per target so calls to each keep their order. */
-  protected readonly stubs: Stubs;
   // Built lazily from the platform's socket list, so it is right after every wake-up.
   #sessions?: Map<WebSocket, Session>;
-  #users = new Map<string, number>();
   /** Sockets already reported gone, so a close and an error for one socket count once. */
   #departed = new WeakSet<WebSocket>();
   #alarmArmed = false;
@@ -44,14 +37,12 @@ export abstract class SocketHost extends DurableObject<Env> {
     this.config = configOf(env);
     if (ctx.id.name === undefined) throw new Error(`${new.target.name} must be addressed by name`);
     this.name = ctx.id.name;
-    this.sequence = new Sequence(ctx.storage.kv);
-    this.stubs = new Stubs(env);
-    // Answered by the runtime itself, even while the object hibernates (PLATFORM.md).
+    // Answered by the runtime itself, even while the object hibernates (docs/platform.md).
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
   }
 
   /** The heartbeat settings every welcome frame carries. */
-  protected get heartbeat(): { interval: number; timeout: number } {
+  protected get heartbeat(): Heartbeat {
     return { interval: this.config.heartbeatIntervalMs, timeout: this.config.heartbeatTimeoutMs };
   }
 
@@ -66,14 +57,18 @@ export abstract class SocketHost extends DurableObject<Env> {
   }
 
   /** `session` is gone (closed, errored or timed out); called exactly once per socket. */
-  protected onLeave(_session: Session, _lastOfUser: boolean): void {}
+  protected onLeave(_session: Session): void {}
 
   /**
-   * Sends whatever the object holds back for a batch (Room's pending publishes). Runs before
-   * any single frame or close goes out, so a socket still gets everything it was owed, in order,
-   * before an error or a close that came later.
+   * Runs before any single frame or close goes out. Room stores its pending batch here, so a
+   * socket gets the echoes of what it published before an error or close about a later frame.
    */
-  protected flushPending(): void {}
+  protected beforeSend(): void {}
+
+  /** Whether the sweep alarm must keep running; Room also needs it for other holders' census. */
+  protected wantsAlarm(): boolean {
+    return this.#live().size > 0;
+  }
 
   // ---- sessions ----
 
@@ -82,17 +77,11 @@ export abstract class SocketHost extends DurableObject<Env> {
     return this.#live();
   }
 
-  /** Open sockets per user. */
-  protected get users(): ReadonlyMap<string, number> {
-    this.#live();
-    return this.#users;
-  }
-
   #live(): Map<WebSocket, Session> {
     if (this.#sessions) return this.#sessions;
     const sessions = new Map<WebSocket, Session>();
     for (const ws of this.ctx.getWebSockets()) {
-      // The list can still hold closing sockets (PLATFORM.md); their close events follow.
+      // The list can still hold closing sockets (docs/platform.md); their close events follow.
       if (ws.readyState !== WebSocket.OPEN) continue;
       const attachment = liveAttachment(ws);
       if (attachment) this.#add(sessions, ws, attachment, this.#restore(attachment));
@@ -110,7 +99,6 @@ export abstract class SocketHost extends DurableObject<Env> {
   #add(sessions: Map<WebSocket, Session>, ws: WebSocket, attachment: Attachment, seen: number): Session {
     const session = this.#session(ws, attachment, seen);
     sessions.set(ws, session);
-    this.#users.set(session.identity.user, (this.#users.get(session.identity.user) ?? 0) + 1);
     return session;
   }
 
@@ -120,6 +108,7 @@ export abstract class SocketHost extends DurableObject<Env> {
       ws,
       identity: attachment.identity,
       connection: attachment.connection,
+      ...(attachment.room !== undefined && { room: attachment.room }),
       seen,
       savedSeen: attachment.seen,
       rate: new RateLimiter(this.config.rateLimitPerSecond, now),
@@ -127,16 +116,16 @@ export abstract class SocketHost extends DurableObject<Env> {
     };
   }
 
-  /** Accepts `ws` as hibernatable; answers its session and whether it is the user's first socket. */
-  protected accept(ws: WebSocket, identity: Identity): { session: Session; firstOfUser: boolean } {
+  /** Accepts `ws` as hibernatable: a room socket when `room` is given, else a user socket. */
+  protected accept(ws: WebSocket, identity: Identity, connection: string, room?: string): Session {
     const sessions = this.#live();
     this.ctx.acceptWebSocket(ws);
     const now = Date.now();
-    const attachment: Attachment = { identity, connection: crypto.randomUUID(), seen: now };
+    const attachment: Attachment = { identity, connection, ...(room !== undefined && { room }), seen: now };
     ws.serializeAttachment(attachment);
     const session = this.#add(sessions, ws, attachment, now);
-    this.#armAlarm();
-    return { session, firstOfUser: this.#users.get(session.identity.user) === 1 };
+    this.armAlarm();
+    return session;
   }
 
   /** Forgets `ws`; calls onLeave once however many close paths report it. */
@@ -146,9 +135,6 @@ export abstract class SocketHost extends DurableObject<Env> {
     let session = sessions.get(ws);
     if (session) {
       sessions.delete(ws);
-      const left = this.#users.get(session.identity.user)! - 1;
-      if (left === 0) this.#users.delete(session.identity.user);
-      else this.#users.set(session.identity.user, left);
     } else {
       // A close that wakes a hibernated object arrives for a socket the platform no longer
       // lists, so the rebuild above never counted it: it still has to leave.
@@ -157,14 +143,14 @@ export abstract class SocketHost extends DurableObject<Env> {
       session = this.#session(ws, attachment, attachment.seen);
     }
     this.#departed.add(ws);
-    this.onLeave(session, !this.#users.has(session.identity.user));
+    this.onLeave(session);
   }
 
   // ---- sending ----
 
   /** Sends one frame; a socket that cannot take it is left to the close path. */
   protected send(ws: WebSocket, frame: ServerFrame | string): void {
-    this.flushPending();
+    this.beforeSend();
     try {
       ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
     } catch {
@@ -172,21 +158,10 @@ export abstract class SocketHost extends DurableObject<Env> {
     }
   }
 
-  /** Sends already-encoded `payload` to every open socket but `except`. */
-  protected broadcast(payload: string | ArrayBuffer, except?: WebSocket): void {
-    for (const ws of this.#live().keys()) {
-      if (ws === except) continue;
-      try {
-        ws.send(payload);
-      } catch {
-        // One bad socket must not abort the loop; its close event cleans it up.
-      }
-    }
-  }
 
   /** Closes `session` from our side and counts it as left at once. */
   protected close(session: Session, code: number, reason: string): void {
-    this.flushPending();
+    this.beforeSend();
     try {
       this.#save(session, true);
       session.ws.close(code, closeReason(reason));
@@ -194,23 +169,6 @@ export abstract class SocketHost extends DurableObject<Env> {
       // Already closing.
     }
     this.#depart(session.ws);
-  }
-
-  // ---- messaging between objects ----
-
-  /** Forwards a `direct` frame to the recipient's inbox through its stub, and acks it. */
-  protected async relayDirect(session: Session, frame: DirectRequestFrame): Promise<void> {
-    try {
-      const result = await this.stubs.inbox(frame.to).deliver(session.identity.user, frame.data, frame.id);
-      this.send(
-        session.ws,
-        "refused" in result ? errorFrame(result.refused, result.message, frame.id) : ackFrame(frame.id, result.status, result.seq),
-      );
-    } catch (error) {
-      this.stubs.drop("user", frame.to);
-      log("error", "direct delivery failed", { object: this.constructor.name, to: frame.to, error });
-      this.send(session.ws, errorFrame("internal", `could not deliver to ${frame.to}; not sent`, frame.id));
-    }
   }
 
   // ---- platform events ----
@@ -259,7 +217,7 @@ export abstract class SocketHost extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    // Hibernatable sockets do not answer the peer's close by themselves (PLATFORM.md).
+    // Hibernatable sockets do not answer the peer's close by themselves (docs/platform.md).
     try {
       ws.close(sendableCloseCode(code), closeReason(reason));
     } catch {
@@ -302,8 +260,8 @@ export abstract class SocketHost extends DurableObject<Env> {
   }
 
   // One coarse alarm while sockets exist: an alarm every second would keep the object from ever
-  // hibernating (PLATFORM.md).
-  #armAlarm(): void {
+  // hibernating (docs/platform.md).
+  protected armAlarm(): void {
     if (this.#alarmArmed) return;
     this.#alarmArmed = true;
     void this.ctx.storage
@@ -317,11 +275,16 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   override async alarm(): Promise<void> {
     this.#alarmArmed = false;
-    this.sweep(Date.now());
-    if (this.#live().size > 0) {
+    await this.onAlarm(Date.now());
+    if (this.wantsAlarm()) {
       this.#alarmArmed = true;
       await this.ctx.storage.setAlarm(Date.now() + this.#sweepEveryMs);
     }
+  }
+
+  /** Runs on every sweep alarm; Room adds its census of other holders. */
+  protected onAlarm(now: number): void | Promise<void> {
+    this.sweep(now);
   }
 
   /** Closes sockets whose heartbeat stopped (4000) or whose token expired (4001). */

@@ -9,6 +9,8 @@ export type ErrorCode =
   | "forbidden"
   | "not_found"
   | "inbox_full"
+  | "room_full"
+  | "too_many_subscriptions"
   | "internal";
 
 /** WebSocket close codes the relay sends. */

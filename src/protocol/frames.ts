@@ -1,7 +1,7 @@
-// The wire format: every frame shape, and the one decoder for frames sent by clients.
-// Objects receive decoded frames only; the client library imports these same types.
+// Every shape on the wire: frames both ways, HTTP bodies and what objects tell each other about
+// them. Types only; decode.ts reads client frames and encode.ts builds everything the relay sends.
+// The client library imports these same types, so client and relay cannot drift.
 import type { ErrorCode } from "./codes";
-import { isValidName, NAME_RULE } from "./names";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -36,13 +36,36 @@ export interface AckRequestFrame {
   seq: number;
 }
 
-export type ClientFrame = PublishFrame | DirectRequestFrame | AckRequestFrame;
+/** Where a client resumes: the last seq it saw, and the epoch it saw it in (optional). */
+export interface ResumePoint {
+  since?: number;
+  epoch?: string;
+}
+
+export interface SubscribeFrame extends ResumePoint {
+  type: "subscribe";
+  room: string;
+  id?: string;
+}
+
+export interface UnsubscribeFrame {
+  type: "unsubscribe";
+  room: string;
+  id?: string;
+}
+
+export type ClientFrame = PublishFrame | DirectRequestFrame | AckRequestFrame | SubscribeFrame | UnsubscribeFrame;
 
 // ---- relay to client ----
 
 export interface PresenceEntry {
   user: string;
   connections: number;
+}
+
+export interface Heartbeat {
+  interval: number;
+  timeout: number;
 }
 
 export interface WelcomeFrame {
@@ -53,9 +76,10 @@ export interface WelcomeFrame {
   connection: string;
   seq: number;
   epoch: string;
+  users?: number;
   presence?: PresenceEntry[];
   recovered?: boolean;
-  heartbeat: { interval: number; timeout: number };
+  heartbeat: Heartbeat;
 }
 
 export interface MessageFrame {
@@ -73,6 +97,14 @@ export interface PresenceFrame {
   room: string;
   event: "join" | "leave";
   user: string;
+}
+
+/** Above PRESENCE_LIST_LIMIT users, the room tells how many instead of who. */
+export interface PresenceCountFrame {
+  type: "presence";
+  room: string;
+  event: "count";
+  users: number;
 }
 
 export interface DirectFrame {
@@ -94,6 +126,69 @@ export interface AckFrame {
   seq?: number;
 }
 
+export interface SubscribedFrame {
+  type: "subscribed";
+  room: string;
+  seq: number;
+  epoch: string;
+  users: number;
+  presence?: PresenceEntry[];
+  recovered?: boolean;
+  id?: string;
+}
+
+export interface UnsubscribedFrame {
+  type: "unsubscribed";
+  room: string;
+  id?: string;
+}
+
+export interface ErrorFrame {
+  type: "error";
+  code: ErrorCode;
+  message: string;
+  id?: string;
+}
+
+export type ServerFrame =
+  | WelcomeFrame
+  | MessageFrame
+  | PresenceFrame
+  | PresenceCountFrame
+  | DirectFrame
+  | AckFrame
+  | SubscribedFrame
+  | UnsubscribedFrame
+  | ErrorFrame;
+
+// ---- HTTP bodies ----
+
+/** Room info, as answered by `GET /rooms/:room`. */
+export interface RoomInfo {
+  room: string;
+  seq: number;
+  epoch: string;
+  connections: number;
+  users: number;
+  /** Present while `users` is at most PRESENCE_LIST_LIMIT. */
+  presence?: PresenceEntry[];
+  /** How many objects hold the room's sockets now (for operators). */
+  objects: number;
+}
+
+/** One page of `GET /rooms/:room/presence`. */
+export interface PresencePage {
+  presence: PresenceEntry[];
+  next?: string;
+}
+
+/** The welcome event of a Server-Sent Events stream. */
+export interface StreamWelcome {
+  seq: number;
+  epoch: string;
+  recovered?: boolean;
+}
+
 /** What an inbox answers for a direct message it stored. */
 export interface Delivery {
   status: DeliveryStatus;
@@ -104,130 +199,4 @@ export interface Delivery {
 export interface Refusal {
   refused: "inbox_full";
   message: string;
-}
-
-export interface ErrorFrame {
-  type: "error";
-  code: ErrorCode;
-  message: string;
-  id?: string;
-}
-
-export type ServerFrame = WelcomeFrame | MessageFrame | PresenceFrame | DirectFrame | AckFrame | ErrorFrame;
-
-/** Room info, as answered by `GET /rooms/:room`. */
-export interface RoomInfo {
-  room: string;
-  seq: number;
-  epoch: string;
-  connections: number;
-  presence: PresenceEntry[];
-}
-
-// ---- decoding ----
-
-/** A frame the relay refuses: becomes an `error` frame, the connection stays open. */
-export class FrameError extends Error {
-  readonly code: ErrorCode;
-  readonly id?: string;
-  constructor(code: ErrorCode, message: string, id?: string) {
-    super(message);
-    this.name = "FrameError";
-    this.code = code;
-    this.id = id;
-  }
-}
-
-export function ackFrame(id: string | undefined, status: DeliveryStatus, seq: number): AckFrame {
-  return id === undefined ? { type: "ack", status, seq } : { type: "ack", id, status, seq };
-}
-
-export function errorFrame(code: ErrorCode, message: string, id?: string): ErrorFrame {
-  return id === undefined ? { type: "error", code, message } : { type: "error", code, message, id };
-}
-
-/** UTF-8 length of `text`, counted without allocating. */
-export function utf8Length(text: string): number {
-  let bytes = 0;
-  for (let i = 0; i < text.length; i++) {
-    const unit = text.charCodeAt(i);
-    if (unit < 0x80) bytes += 1;
-    else if (unit < 0x800) bytes += 2;
-    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length) {
-      const next = text.charCodeAt(i + 1);
-      if (next >= 0xdc00 && next <= 0xdfff) {
-        bytes += 4;
-        i++;
-      } else bytes += 3;
-    } else bytes += 3;
-  }
-  return bytes;
-}
-
-/** Whether a frame's payload is over `maxBytes`, decided cheaply from its length where possible. */
-export function isOversized(message: string | ArrayBuffer, maxBytes: number): boolean {
-  if (typeof message !== "string") return message.byteLength > maxBytes;
-  // A UTF-16 unit encodes to 1-3 UTF-8 bytes: only the middle band needs counting.
-  if (message.length > maxBytes) return true;
-  if (message.length * 3 <= maxBytes) return false;
-  return utf8Length(message) > maxBytes;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function clientId(frame: Record<string, unknown>): string | undefined {
-  const id = frame.id;
-  if (id === undefined) return undefined;
-  if (typeof id !== "string" || id.length === 0 || id.length > MAX_CLIENT_ID_LENGTH) {
-    throw new FrameError("bad_frame", `"id" must be a string of 1-${MAX_CLIENT_ID_LENGTH} characters`);
-  }
-  return id;
-}
-
-function requireData(frame: Record<string, unknown>, id: string | undefined): Json {
-  if (!("data" in frame)) throw new FrameError("bad_frame", `"${String(frame.type)}" needs a "data" field`, id);
-  return frame.data as Json;
-}
-
-/**
- * Decodes one text frame from a client. Throws FrameError (`bad_json` or `bad_frame`) for
- * anything that is not a known frame; never throws anything else.
- */
-export function decodeClientFrame(text: string): ClientFrame {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new FrameError("bad_json", "frame is not valid JSON");
-  }
-  if (!isRecord(parsed)) throw new FrameError("bad_frame", "frame must be a JSON object");
-  const id = clientId(parsed);
-  switch (parsed.type) {
-    case "publish": {
-      const data = requireData(parsed, id);
-      const room = parsed.room;
-      if (room !== undefined && !isValidName(room)) {
-        throw new FrameError("bad_frame", `"room" must be a room id: ${NAME_RULE}`, id);
-      }
-      return { type: "publish", data, ...(id !== undefined && { id }), ...(room !== undefined && { room }) };
-    }
-    case "direct": {
-      const data = requireData(parsed, id);
-      if (!isValidName(parsed.to)) throw new FrameError("bad_frame", `"to" must be a user id: ${NAME_RULE}`, id);
-      return { type: "direct", to: parsed.to, data, ...(id !== undefined && { id }) };
-    }
-    case "ack": {
-      const seq = parsed.seq;
-      if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 0) {
-        throw new FrameError("bad_frame", `"seq" must be a non-negative integer`, id);
-      }
-      return { type: "ack", seq };
-    }
-    case undefined:
-      throw new FrameError("bad_frame", `frame needs a "type"`, id);
-    default:
-      throw new FrameError("bad_frame", `unknown frame type ${JSON.stringify(parsed.type)}`.slice(0, 200), id);
-  }
 }

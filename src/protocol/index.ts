@@ -1,3 +1,5 @@
 export * from "./codes";
+export * from "./decode";
+export * from "./encode";
 export * from "./frames";
 export * from "./names";

@@ -141,7 +141,7 @@ describe("the HTTP surface", () => {
   });
 
   it("refuses a bad room name with 400 before any upgrade", async () => {
-    const error = await relay.connect("/rooms/-starts-with-a-dash/ws?user=alice").catch((e: unknown) => e);
+    const error = await relay.connect("/rooms/has%20a%20space/ws?user=alice").catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UpgradeRefused);
     expect((error as UpgradeRefused).status).toBe(400);
     expect(JSON.parse((error as UpgradeRefused).body)).toMatchObject({ error: "bad_request", message: expect.any(String) });
@@ -177,7 +177,9 @@ describe("the HTTP surface", () => {
       seq: 2,
       epoch: alice.welcome.epoch,
       connections: 1,
+      users: 1,
       presence: [{ user: "alice", connections: 1 }],
+      objects: 1,
     });
     await alice.client.close();
   });

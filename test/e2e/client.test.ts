@@ -54,7 +54,7 @@ describe("RelayClient", () => {
     const room = freshRoom();
     const alice = make({ room, user: "alice" });
     await next(alice, "welcome");
-    const joined = next(alice, "presence", (frame) => frame.user === "bob");
+    const joined = next(alice, "presence", (frame) => "user" in frame && frame.user === "bob");
     const bob = make({ room, user: "bob" });
     expect((await next(bob, "welcome")).presence).toHaveLength(2);
     await joined;

@@ -44,7 +44,7 @@ describe("after a restart on the same storage", () => {
   it("reports the room's same seq and epoch", async () => {
     const res = await relay!.fetch(`/rooms/${room}`, { headers: SERVER_AUTH });
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ room, seq: 3, epoch: before.info.epoch, connections: 0, presence: [] });
+    expect(await res.json()).toEqual({ room, seq: 3, epoch: before.info.epoch, connections: 0, users: 0, presence: [], objects: 0 });
   });
 
   it("serves the same history", async () => {

@@ -1,6 +1,7 @@
 import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { TestClient } from "../support/client";
+import { hubFor } from "../../src/objects/connect";
 import { connect, freshRoom, join } from "../workers/connect";
 import { itClosesDeadSockets, keepAlive, sleep, TIMEOUT_MS } from "./liveness.case";
 
@@ -17,7 +18,8 @@ async function openUserSocket(as: { user: string } | { token: string }) {
   const query = "token" in as ? `token=${as.token}` : `user=${user}`;
   const client = await connect(`/users/${user}/ws?${query}`);
   expect(await client.json()).toMatchObject({ type: "welcome", user });
-  return { client, stub: env.INBOXES.getByName(user) };
+  // User sockets live in their hub (docs/design.md "Placement"); USER_HUBS is 32 here.
+  return { client, stub: env.HOLDERS.getByName(hubFor(user, 32)) };
 }
 
 /** The frames `client` got while kept alive, plus the next one if those were none. */

@@ -2,7 +2,7 @@
 // refused with one documented code; nothing else is ever thrown.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decodeClientFrame, FrameError, isValidName, MAX_CLIENT_ID_LENGTH, type ClientFrame } from "../../src/protocol";
+import { decodeClientFrame, FrameError, isValidName, isValidRoom, MAX_CLIENT_ID_LENGTH, type ClientFrame } from "../../src/protocol";
 
 function outcome(text: string): ClientFrame | FrameError {
   try {
@@ -26,7 +26,7 @@ function expectWellFormed(result: ClientFrame | FrameError): void {
   switch (result.type) {
     case "publish":
       expect(result.data).not.toBeUndefined();
-      if (result.room !== undefined) expect(isValidName(result.room)).toBe(true);
+      if ("room" in result && result.room !== undefined) expect(isValidRoom(result.room)).toBe(true);
       return;
     case "direct":
       expect(result.data).not.toBeUndefined();
@@ -34,6 +34,10 @@ function expectWellFormed(result: ClientFrame | FrameError): void {
       return;
     case "ack":
       expect(Number.isSafeInteger(result.seq) && result.seq >= 0).toBe(true);
+      return;
+    case "subscribe":
+    case "unsubscribe":
+      expect(isValidRoom(result.room)).toBe(true);
       return;
     default:
       throw new Error(`unexpected frame ${JSON.stringify(result)}`);

@@ -1,0 +1,146 @@
+// What a holder keeps per source it receives: the sockets it holds for one room (room sockets
+// and subscriptions alike) or for one user's inbox, and the sockets waiting for their welcome.
+import type { PresenceEntry, ResumePoint } from "../protocol";
+import type { Session } from "./session";
+
+/** A holder asking a Room to count one more (or fewer) of a user's sockets, and to join it. */
+export interface JoinRequest extends ResumePoint {
+  /** The holder object's name; the Room's own sockets use the roster's `HERE`. */
+  holder: string;
+  user: string;
+  connection: string;
+  /** The user's sockets in the room at this holder, counting the one joining (absolute). */
+  connections: number;
+}
+
+/** What a Room answers a join: a welcome's contents and the frames to replay. */
+export interface Admission {
+  seq: number;
+  epoch: string;
+  users: number;
+  presence?: PresenceEntry[];
+  recovered?: boolean;
+  replay: string[];
+}
+
+export interface RoomFull {
+  refused: "room_full";
+  message: string;
+}
+
+/** What an Inbox answers a hub attaching one of its user's sockets. */
+export interface Attachment {
+  seq: number;
+  epoch: string;
+  /** Every unacknowledged direct, oldest first. */
+  pending: string[];
+}
+
+/** One frame a source sends its holders, in its order. */
+export interface FeedEntry {
+  /** The encoded frame; an ArrayBuffer is a room's binary frame (room sockets only). */
+  frame: string | ArrayBuffer;
+  /** Set on numbered frames (room messages, directs): a holder checks these arrive without a hole. */
+  seq?: number;
+  /** A connection that must not get this entry (a presence join's own newcomer, a binary's sender). */
+  except?: string;
+}
+
+/** A socket between asking its source to join and getting the answer: it keeps what arrives. */
+export interface Joiner {
+  user: string;
+  entries: FeedEntry[];
+}
+
+/** Sends one payload to one socket; never throws. */
+export type Send = (ws: WebSocket, payload: string | ArrayBuffer) => void;
+
+export class Feed {
+  /** Live sockets here, by connection id. */
+  readonly sessions = new Map<string, Session>();
+  readonly #users = new Map<string, number>();
+  readonly #joiners = new Set<Joiner>();
+  /** The highest seq delivered here; unknown after a wake-up until the next entry. */
+  last?: number;
+  /** Whether a hole in the seqs means lost frames (rooms), or is normal (an inbox's refused directs do not). */
+  readonly #gapless: boolean;
+
+  constructor(gapless: boolean) {
+    this.#gapless = gapless;
+  }
+
+  /** This user's sockets here, counting those still joining: what the holder reports. */
+  count(user: string): number {
+    let joining = 0;
+    for (const joiner of this.#joiners) if (joiner.user === user) joining++;
+    return (this.#users.get(user) ?? 0) + joining;
+  }
+
+  /** Users with a socket here, and how many each (joiners included). */
+  census(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const user of this.#users.keys()) counts[user] = this.count(user);
+    for (const joiner of this.#joiners) counts[joiner.user] = this.count(joiner.user);
+    return counts;
+  }
+
+  get empty(): boolean {
+    return this.sessions.size === 0 && this.#joiners.size === 0;
+  }
+
+  startJoin(user: string): Joiner {
+    const joiner: Joiner = { user, entries: [] };
+    this.#joiners.add(joiner);
+    return joiner;
+  }
+
+  /** Ends a join; answers what arrived meanwhile after `seq` (the source's state in its answer). */
+  endJoin(joiner: Joiner, seq: number | undefined): FeedEntry[] {
+    this.#joiners.delete(joiner);
+    if (seq === undefined) return [];
+    this.last = Math.max(this.last ?? seq, seq);
+    return joiner.entries.filter((entry) => entry.seq === undefined || entry.seq > seq);
+  }
+
+  add(session: Session): void {
+    if (this.sessions.has(session.connection)) return;
+    this.sessions.set(session.connection, session);
+    this.#users.set(session.identity.user, (this.#users.get(session.identity.user) ?? 0) + 1);
+  }
+
+  /** Removes `session`; answers whether it was here. */
+  remove(session: Session): boolean {
+    if (!this.sessions.delete(session.connection)) return false;
+    const user = session.identity.user;
+    const left = this.#users.get(user)! - 1;
+    if (left === 0) this.#users.delete(user);
+    else this.#users.set(user, left);
+    return true;
+  }
+
+  /** Distinct users with a live socket here (joiners not counted). */
+  get users(): ReadonlyMap<string, number> {
+    return this.#users;
+  }
+
+  /**
+   * Sends `entries` to every socket here and keeps them for joiners. Answers false when a seq is
+   * missing before them: the sockets here missed a message and must resume from history.
+   */
+  deliver(entries: FeedEntry[], send: Send): boolean {
+    for (const entry of entries) {
+      if (entry.seq !== undefined) {
+        if (this.last !== undefined && entry.seq <= this.last) continue; // already delivered
+        if (this.#gapless && this.last !== undefined && entry.seq > this.last + 1) return false;
+        this.last = entry.seq;
+      }
+      // A binary frame carries no room, so only room sockets can tell where it came from.
+      const binary = typeof entry.frame !== "string";
+      for (const session of this.sessions.values()) {
+        if (session.connection !== entry.except && !(binary && session.room === undefined)) send(session.ws, entry.frame);
+      }
+      for (const joiner of this.#joiners) joiner.entries.push(entry);
+    }
+    return true;
+  }
+}

@@ -1,0 +1,104 @@
+// Every call from one object to another goes through here: one cached stub per target, a retry
+// for errors the platform marks retryable, and ordered queues for streams of deliveries.
+//
+// Calls made on one stub reach their object in the order they were made (E-order); calls on
+// different stubs may not (docs/platform.md). So each target keeps one stub while it works,
+// which lets a socket's frames to one target go out without waiting for each answer and still
+// arrive in order. A stub whose call failed may be broken for good, so it is dropped and the
+// next call makes a fresh one.
+import { log } from "../log";
+import type { Holder } from "./holder";
+import type { Inbox } from "./inbox";
+import type { Room } from "./room";
+
+/** Past this many targets the cache starts over (targets come and go). */
+const MAX_CACHED_STUBS = 1_000;
+
+type Kind = "room" | "holder" | "inbox";
+type StubOf<K extends Kind> = K extends "room"
+  ? DurableObjectStub<Room>
+  : K extends "holder"
+    ? DurableObjectStub<Holder>
+    : DurableObjectStub<Inbox>;
+
+/** Whether the platform says a failed call may succeed if made again. */
+function retryable(error: unknown): boolean {
+  const flags = error as { retryable?: boolean; overloaded?: boolean } | null;
+  return flags?.retryable === true && flags.overloaded !== true;
+}
+
+export class Links {
+  readonly #env: Env;
+  readonly #cache = new Map<string, DurableObjectStub>();
+
+  constructor(env: Env) {
+    this.#env = env;
+  }
+
+  /** Calls `fn` on the target's stub; a retryable failure is tried once more on a fresh stub. */
+  async call<K extends Kind, T>(kind: K, name: string, fn: (stub: StubOf<K>) => Promise<T> | T): Promise<T> {
+    try {
+      return await fn(this.#stub(kind, name));
+    } catch (error) {
+      this.#cache.delete(`${kind}:${name}`);
+      if (!retryable(error)) throw error;
+      return await fn(this.#stub(kind, name));
+    }
+  }
+
+  #stub<K extends Kind>(kind: K, name: string): StubOf<K> {
+    const key = `${kind}:${name}`;
+    let stub = this.#cache.get(key);
+    if (!stub) {
+      if (this.#cache.size >= MAX_CACHED_STUBS) this.#cache.clear();
+      const namespace = kind === "room" ? this.#env.ROOMS : kind === "holder" ? this.#env.HOLDERS : this.#env.INBOXES;
+      stub = namespace.getByName(name) as DurableObjectStub;
+      this.#cache.set(key, stub);
+    }
+    return stub as StubOf<K>;
+  }
+}
+
+/** The most entries waiting for one target; past it the oldest are dropped (docs/design.md "Failures"). */
+const MAX_QUEUED = 10_000;
+
+/**
+ * One ordered stream of entries per target object, with at most one call in flight each: what
+ * arrives while a call is out goes in the next one, so under load one call carries many entries
+ * and the cost grows with the number of targets, not of entries.
+ */
+export class Streams<E> {
+  readonly #send: (target: string, entries: E[]) => Promise<unknown>;
+  readonly #queues = new Map<string, { entries: E[]; busy: boolean }>();
+
+  constructor(send: (target: string, entries: E[]) => Promise<unknown>) {
+    this.#send = send;
+  }
+
+  push(target: string, entries: E[]): void {
+    let queue = this.#queues.get(target);
+    if (!queue) this.#queues.set(target, (queue = { entries: [], busy: false }));
+    queue.entries.push(...entries);
+    // A target that stopped answering must not grow the queue without bound: its receiver
+    // notices the hole in the seqs and has its clients resume from history.
+    if (queue.entries.length > MAX_QUEUED) queue.entries.splice(0, queue.entries.length - MAX_QUEUED);
+    this.#pump(target, queue);
+  }
+
+  #pump(target: string, queue: { entries: E[]; busy: boolean }): void {
+    if (queue.busy) return;
+    if (queue.entries.length === 0) {
+      this.#queues.delete(target);
+      return;
+    }
+    queue.busy = true;
+    const entries = queue.entries;
+    queue.entries = [];
+    this.#send(target, entries)
+      .catch((error: unknown) => log("error", "delivery to another object failed", { target, entries: entries.length, error }))
+      .finally(() => {
+        queue.busy = false;
+        this.#pump(target, queue);
+      });
+  }
+}

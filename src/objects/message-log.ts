@@ -1,0 +1,113 @@
+// A room's messages: numbered at once, stored in batches, retained for resume and history.
+//
+// Storage is most of what a publish costs (BENCHMARKS.md), and each event's writes commit on
+// their own. So the log numbers a message when it arrives but stores it with everything else
+// that arrives before a zero timer fires: one transaction and one commit per batch. In a quiet
+// room a batch is one message; under load batches grow and throughput triples.
+//
+// The rule "stored before sent" holds by construction: nothing outside the log sees a pending
+// message. `seq` is the last *stored* number (what welcomes, info and resume report), and the
+// only way a message leaves is `onStored`, called after its batch's transaction. The platform's
+// output gate then holds whatever `onStored` sends until the commit is durable (docs/platform.md).
+import { messageFrame, type Json } from "../protocol";
+import { Sequence } from "./sequence";
+
+/** A stored message: its seq and the exact frame text clients receive. */
+export type Stored = { seq: number; frame: string };
+
+/** The outcome of a resume request: whether nothing was missed, and the messages to replay. */
+export interface Resume {
+  recovered: boolean;
+  messages: Stored[];
+}
+
+interface Pending extends Stored {
+  resolve: (seq: number) => void;
+  reject: (error: unknown) => void;
+}
+
+export class MessageLog {
+  readonly #storage: DurableObjectStorage;
+  readonly #sequence: Sequence;
+  readonly #room: string;
+  readonly #historyLimit: number;
+  readonly #onStored: (batch: Stored[]) => void;
+  #pending: Pending[] = [];
+  #scheduled = false;
+
+  constructor(storage: DurableObjectStorage, room: string, historyLimit: number, onStored: (batch: Stored[]) => void) {
+    this.#storage = storage;
+    this.#room = room;
+    this.#historyLimit = historyLimit;
+    this.#onStored = onStored;
+    // Stored frames are the exact text sent to clients, so replay and history never re-encode.
+    storage.sql.exec("CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL)");
+    this.#sequence = new Sequence(storage.kv);
+  }
+
+  /** The last stored seq. */
+  get seq(): number {
+    return this.#sequence.current - this.#pending.length;
+  }
+
+  get epoch(): string {
+    return this.#sequence.epoch;
+  }
+
+  /** Numbers a message now; resolves with its seq once its batch is stored, rejects if storing failed. */
+  append(from: string, data: Json, id?: string): Promise<number> {
+    const seq = this.#sequence.reserve();
+    const frame = JSON.stringify(messageFrame(this.#room, seq, from, data, id, Date.now()));
+    const { promise, resolve, reject } = Promise.withResolvers<number>();
+    this.#pending.push({ seq, frame, resolve, reject });
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setTimeout(() => this.flush(), 0);
+    }
+    return promise;
+  }
+
+  /** Stores the pending batch in one transaction, then hands it to `onStored`. Never throws. */
+  flush(): void {
+    this.#scheduled = false;
+    const batch = this.#pending;
+    if (batch.length === 0) return;
+    this.#pending = [];
+    const sql = this.#storage.sql;
+    const last = batch[batch.length - 1]!.seq;
+    try {
+      this.#storage.transactionSync(() => {
+        for (const { seq, frame } of batch) sql.exec("INSERT INTO messages (seq, frame) VALUES (?, ?)", seq, frame);
+        sql.exec("DELETE FROM messages WHERE seq <= ?", last - this.#historyLimit);
+        this.#sequence.save();
+      });
+    } catch (error) {
+      // Nothing of the batch was stored or sent: take its numbers back and fail each publish.
+      this.#sequence.rewind(batch[0]!.seq - 1);
+      for (const pending of batch) pending.reject(error);
+      return;
+    }
+    this.#onStored(batch.map(({ seq, frame }) => ({ seq, frame })));
+    for (const { seq, resolve } of batch) resolve(seq);
+  }
+
+  /** The first `limit` retained messages after `since`. */
+  after(since: number, limit: number): Stored[] {
+    return this.#storage.sql
+      .exec<Stored>("SELECT seq, frame FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", since, this.seq, limit)
+      .toArray();
+  }
+
+  /** What a client that saw `since` (in `epoch`, when given) gets: a gapless replay, or `recovered: false`. */
+  resume(since: number, epoch: string | undefined): Resume {
+    const lost: Resume = { recovered: false, messages: [] };
+    const seq = this.seq;
+    if (epoch !== undefined && epoch !== this.epoch) return lost;
+    if (since > seq) return lost;
+    if (since === seq) return { recovered: true, messages: [] };
+    const oldest = this.#storage.sql.exec<{ oldest: number | null }>("SELECT MIN(seq) AS oldest FROM messages").one().oldest;
+    // Replaying from a later point would skip messages: only a gapless replay counts.
+    if (oldest === null || oldest > since + 1) return lost;
+    return { recovered: true, messages: this.after(since, seq - since) };
+  }
+}

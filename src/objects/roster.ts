@@ -1,0 +1,118 @@
+// Who is in a room, across every object holding its sockets: per holder, each user's number of
+// connections, as rows in the Room's storage. The Room may hibernate while holders keep their
+// sockets, and a socket's close can wake it after the platform stopped listing that socket, so
+// counts are kept, not recounted (docs/design.md "Joining, counting and presence").
+import type { PresenceEntry } from "../protocol";
+
+/** The Room's own sockets, in the roster's holder column. */
+export const HERE = "";
+
+/** How a user's presence changed with one report. */
+export type Change = "joined" | "left" | undefined;
+
+export class Roster {
+  readonly #sql: SqlStorage;
+  readonly #holders = new Map<string, Map<string, number>>();
+  readonly #totals = new Map<string, number>();
+  #connections = 0;
+  /** Bumped on every change of a holder's counts, so a census answer that raced one is ignored. */
+  readonly #versions = new Map<string, number>();
+
+  constructor(sql: SqlStorage) {
+    this.#sql = sql;
+    sql.exec(
+      "CREATE TABLE IF NOT EXISTS members (holder TEXT NOT NULL, user TEXT NOT NULL, connections INTEGER NOT NULL, PRIMARY KEY (holder, user))",
+    );
+    for (const row of sql.exec<{ holder: string; user: string; connections: number }>("SELECT holder, user, connections FROM members")) {
+      this.#apply(row.holder, row.user, row.connections);
+    }
+  }
+
+  /** Every connection of the room, on every holder. */
+  get connections(): number {
+    return this.#connections;
+  }
+
+  /** Distinct users present. */
+  get users(): number {
+    return this.#totals.size;
+  }
+
+  /** One user's connections on one holder. */
+  at(holder: string, user: string): number {
+    return this.#holders.get(holder)?.get(user) ?? 0;
+  }
+
+  /** Connections on one holder. */
+  countAt(holder: string): number {
+    let n = 0;
+    for (const count of this.#holders.get(holder)?.values() ?? []) n += count;
+    return n;
+  }
+
+  /** Holders other than the Room itself that have at least one connection. */
+  others(): string[] {
+    return [...this.#holders.keys()].filter((holder) => holder !== HERE);
+  }
+
+  /** Holders with connections, the Room itself included when it has any. */
+  get objects(): number {
+    return this.#holders.size;
+  }
+
+  version(holder: string): number {
+    return this.#versions.get(holder) ?? 0;
+  }
+
+  /** Sets `user`'s connections on `holder` (an absolute count, so a repeated report is harmless). */
+  set(holder: string, user: string, connections: number): Change {
+    const before = this.#totals.has(user);
+    if (connections === this.at(holder, user)) return undefined;
+    if (connections > 0) {
+      this.#sql.exec("INSERT OR REPLACE INTO members (holder, user, connections) VALUES (?, ?, ?)", holder, user, connections);
+    } else {
+      this.#sql.exec("DELETE FROM members WHERE holder = ? AND user = ?", holder, user);
+    }
+    this.#versions.set(holder, this.version(holder) + 1);
+    this.#apply(holder, user, connections);
+    const after = this.#totals.has(user);
+    return before === after ? undefined : after ? "joined" : "left";
+  }
+
+  /** Replaces every count of `holder` (a census): answers each user whose presence changed. */
+  replace(holder: string, counts: Record<string, number>): { user: string; change: Change }[] {
+    const changes: { user: string; change: Change }[] = [];
+    const users = new Set([...(this.#holders.get(holder)?.keys() ?? []), ...Object.keys(counts)]);
+    for (const user of users) {
+      const change = this.set(holder, user, counts[user] ?? 0);
+      if (change) changes.push({ user, change });
+    }
+    return changes;
+  }
+
+  #apply(holder: string, user: string, connections: number): void {
+    let users = this.#holders.get(holder);
+    const old = users?.get(user) ?? 0;
+    if (old === connections) return;
+    if (!users) this.#holders.set(holder, (users = new Map()));
+    if (connections > 0) users.set(user, connections);
+    else users.delete(user);
+    if (users.size === 0) this.#holders.delete(holder);
+    const total = (this.#totals.get(user) ?? 0) - old + connections;
+    if (total > 0) this.#totals.set(user, total);
+    else this.#totals.delete(user);
+    this.#connections += connections - old;
+  }
+
+  /** Every user and their connections, in user id order. */
+  list(): PresenceEntry[] {
+    return [...this.#totals.keys()].sort().map((user) => ({ user, connections: this.#totals.get(user)! }));
+  }
+
+  /** Up to `limit` users after `after`, in user id order, and the cursor for the next page. */
+  page(after: string | undefined, limit: number): { presence: PresenceEntry[]; next?: string } {
+    const users = [...this.#totals.keys()].filter((user) => after === undefined || user > after).sort();
+    const presence = users.slice(0, limit).map((user) => ({ user, connections: this.#totals.get(user)! }));
+    return users.length > limit ? { presence, next: presence[presence.length - 1]!.user } : { presence };
+  }
+}

@@ -1,6 +1,8 @@
 // Three kinds of tests, each a vitest project:
 // - workers:  object and Worker logic inside workerd (@cloudflare/vitest-plugin), default timings;
 // - liveness: the same runtime with short heartbeat timings, for timeout and sweep tests;
+// - scale:    the same runtime with tiny SOCKETS_PER_OBJECT, PRESENCE_LIST_LIMIT and MAX_SUBSCRIPTIONS,
+//             so rooms spread over several objects and presence switches to counts with a few sockets;
 // - e2e:      the whole relay started by wrangler's test harness, real `ws` clients over TCP;
 // - browser:  the demo page and client library in Debian's Chromium, driven by playwright-core.
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
@@ -47,6 +49,26 @@ export default defineConfig({
           }),
         ],
         test: { name: "liveness", include: ["test/liveness/**/*.test.ts"] },
+      },
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler,
+            miniflare: {
+              bindings: {
+                ALLOW_ANONYMOUS: "true",
+                AUTH_SECRET: "scale-secret",
+                API_KEY: "test-api-key",
+                SOCKETS_PER_OBJECT: "3",
+                PRESENCE_LIST_LIMIT: "3",
+                MAX_SUBSCRIPTIONS: "3",
+                MAX_CONNECTIONS_PER_ROOM: "12",
+                USER_HUBS: "4",
+              },
+            },
+          }),
+        ],
+        test: { name: "scale", include: ["test/scale/**/*.test.ts"], testTimeout: 30_000 },
       },
       {
         test: {

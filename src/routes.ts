@@ -130,13 +130,24 @@ app.get("/rooms/:room/events", async (c) => {
   return c.env.ROOMS.getByName(room).fetch(connectRequest({ user, exp, since, epoch, room }, "events"));
 });
 
+/** How many full hubs a user socket is handed past before it is refused. */
+const MAX_HUB_HOPS = 16;
+
 app.get("/users/:user/ws", async (c) => {
   const user = nameParam(c, "user");
   const identity = await vetClient(c, { user });
   if (identity.user !== user) throw new HttpError(403, "forbidden", `${identity.user} may not open the inbox of ${user}`);
   requireUpgrade(c);
-  // Every socket of a user is held by the same hub, which the Inbox forwards that user's directs to.
-  return c.env.HOLDERS.getByName(hubFor(user, c.get("config").userHubs)).fetch(connectRequest(identity));
+  // A user's sockets go to their hub, or to the overflow hub a full one names; the Inbox forwards
+  // the user's directs to every hub that holds one (docs/design.md "Placement").
+  let hub = hubFor(user, c.get("config").userHubs);
+  for (let hops = 0; hops < MAX_HUB_HOPS; hops++) {
+    const answer = await c.env.HOLDERS.getByName(hub).fetch(connectRequest(identity));
+    const next = placedAt(answer);
+    if (next === undefined) return answer;
+    hub = next;
+  }
+  throw new HttpError(503, "room_full", "every hub this user's sockets may use is full; try again later");
 });
 
 app.post("/rooms/:room/messages", async (c) => {

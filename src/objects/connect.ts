@@ -44,9 +44,18 @@ export function shardName(room: string, n: number): string {
   return `${room}#${n}`;
 }
 
-/** The hub holding `user`'s sockets: every device of a user on one hub (FNV-1a of the id). */
+/** The hub a user's sockets go to first: the devices of a user meet there (FNV-1a of the id). */
 export function hubFor(user: string, hubs: number): string {
   let hash = 0x811c9dc5;
   for (let i = 0; i < user.length; i++) hash = Math.imul(hash ^ user.charCodeAt(i), 0x01000193);
   return `users-${(hash >>> 0) % hubs}`;
+}
+
+/**
+ * Where a full hub sends new sockets: `users-3`, then `users-3~2`, `users-3~3`... The Inbox learns
+ * every hub its user's sockets are on when they attach, so any hub will do for a direct.
+ */
+export function overflowHub(hub: string): string {
+  const match = /^(.*)~(\d+)$/.exec(hub);
+  return match ? `${match[1]}~${Number(match[2]) + 1}` : `${hub}~2`;
 }

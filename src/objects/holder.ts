@@ -20,7 +20,7 @@ import {
   type ResumePoint,
   type SubscribeFrame,
 } from "../protocol";
-import { readConnectRequest, type ConnectInfo } from "./connect";
+import { overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
 import { Feed, type Admission, type FeedEntry, type JoinRequest, type RoomFull, type Send } from "./feed";
 import { Links } from "./links";
 import type { Session } from "./session";
@@ -139,6 +139,8 @@ export class Holder extends SocketHost {
   override async fetch(request: Request): Promise<Response> {
     const connect = readConnectRequest(request);
     if (this.sessions.size >= this.config.socketsPerObject) {
+      // A full hub hands the user socket on; a full shard (seats the Room promised raced) refuses.
+      if (connect.room === undefined) return placeAt(overflowHub(this.name));
       return new HttpError(503, "room_full", `this object holds ${this.config.socketsPerObject} sockets, its limit`).toResponse();
     }
     return connect.room === undefined ? this.#openUserSocket(connect) : this.openRoomSocket(connect, connect.room);

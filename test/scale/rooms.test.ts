@@ -1,0 +1,171 @@
+// Rooms past one object and presence at scale (docs/protocol.md "Rooms past one object",
+// "Presence at scale"), with SOCKETS_PER_OBJECT=3 and PRESENCE_LIST_LIMIT=3.
+import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { shardName } from "../../src/objects/connect";
+import type { TestClient } from "../support/client";
+import { freshRoom, info, join, KEY, openUser, request, serverPublish, subscribe } from "./connect";
+
+/** Joins `count` users to `room` one after another; answers their clients and welcomes. */
+async function fill(room: string, count: number, prefix = "u") {
+  const joined = [];
+  for (let i = 0; i < count; i++) joined.push(await join(room, `${prefix}${i}`));
+  return joined;
+}
+
+/** The next `count` message frames of `client`, skipping presence. */
+async function messages(client: TestClient, count: number): Promise<Record<string, any>[]> {
+  const out = [];
+  while (out.length < count) out.push(await client.nextOf("message"));
+  return out;
+}
+
+describe("a room past one object", () => {
+  it("spreads sockets over shards and delivers every message to all of them once, in order", async () => {
+    const room = freshRoom();
+    const members = await fill(room, 8);
+    expect(await info(room)).toMatchObject({ connections: 8, users: 8, objects: 3 });
+    // Publishers on the Room (u0), on a shard (u7) and the server API, interleaved.
+    for (let i = 0; i < 5; i++) {
+      members[0]!.client.send({ type: "publish", data: `a${i}` });
+      members[7]!.client.send({ type: "publish", data: `b${i}` });
+      await serverPublish(room, `c${i}`);
+    }
+    const seen = await Promise.all(members.map(({ client }) => messages(client, 15)));
+    for (const frames of seen) {
+      expect(frames.map((frame) => frame.seq)).toEqual(Array.from({ length: 15 }, (_, i) => i + 1));
+      expect(frames).toEqual(seen[0]);
+    }
+    // Each sender's own messages keep the order they were sent in.
+    expect(seen[0]!.filter((frame) => frame.from === "u7").map((frame) => frame.data)).toEqual(["b0", "b1", "b2", "b3", "b4"]);
+  });
+
+  it("welcomes a socket on a shard like one on the Room: seq, epoch, users and a gapless resume", async () => {
+    const room = freshRoom();
+    const [first] = await fill(room, 3);
+    for (let i = 0; i < 4; i++) await serverPublish(room, i);
+    const late = await join(room, "late", `&since=2&epoch=${first!.welcome.epoch}`);
+    expect(late.welcome).toMatchObject({ room, seq: 4, epoch: first!.welcome.epoch, users: 4, recovered: true });
+    expect(late.welcome.presence).toBeUndefined(); // 4 users > PRESENCE_LIST_LIMIT
+    expect((await messages(late.client, 2)).map((frame) => frame.seq)).toEqual([3, 4]);
+    expect(await info(room)).toMatchObject({ objects: 2 });
+  });
+
+  it("relays binary frames to room sockets on every object, not back to the sender", async () => {
+    const room = freshRoom();
+    const members = await fill(room, 4);
+    members[3]!.client.send(new Uint8Array([1, 2, 3]));
+    for (const { client } of members.slice(0, 3)) {
+      let frame;
+      do frame = await client.next();
+      while (!(frame instanceof Uint8Array));
+      expect([...frame]).toEqual([1, 2, 3]);
+    }
+  });
+
+  it("counts closes on every object, and fills the Room first again as it shrinks", async () => {
+    const room = freshRoom();
+    const members = await fill(room, 7);
+    expect(await info(room)).toMatchObject({ connections: 7, objects: 3 });
+    await members[1]!.client.close(); // on the Room
+    await members[6]!.client.close(); // on the second shard
+    await expect.poll(() => info(room)).toMatchObject({ connections: 5, users: 5 });
+    await members[4]!.client.close();
+    await members[5]!.client.close();
+    await expect.poll(() => info(room)).toMatchObject({ connections: 3, objects: 2 });
+    await join(room, "back"); // the Room has a free seat again
+    expect(await info(room)).toMatchObject({ connections: 4, objects: 2 });
+  });
+
+  it("keeps forwarding after the Room and a shard hibernate", async () => {
+    const room = freshRoom();
+    const members = await fill(room, 5);
+    await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+    await evictDurableObject(env.HOLDERS.getByName(shardName(room, 1)), { webSockets: "hibernate" });
+    members[4]!.client.send({ type: "publish", data: "after" });
+    for (const { client } of members) expect(await client.nextOf("message")).toMatchObject({ seq: 1, data: "after" });
+    expect(await info(room)).toMatchObject({ connections: 5, objects: 2 });
+  });
+
+  it("answers concurrent server publishes with distinct seqs, all delivered in order", async () => {
+    const room = freshRoom();
+    const members = await fill(room, 4);
+    const seqs = await Promise.all(Array.from({ length: 20 }, (_, i) => serverPublish(room, i)));
+    expect([...seqs].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    for (const { client } of members) {
+      expect((await messages(client, 20)).map((frame) => frame.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    }
+  });
+
+  it("corrects counts a shard no longer has when the Room's alarm takes its census", async () => {
+    const room = freshRoom();
+    await fill(room, 4);
+    const shard = env.HOLDERS.getByName(shardName(room, 1));
+    // As after a crash that closed the shard's socket without telling the Room.
+    await evictDurableObject(shard, { webSockets: "close" });
+    await runDurableObjectAlarm(env.ROOMS.getByName(room));
+    await expect.poll(() => info(room)).toMatchObject({ connections: 3, objects: 1 });
+  });
+});
+
+describe("presence at scale", () => {
+  it("lists users while there are at most PRESENCE_LIST_LIMIT, and only counts them above", async () => {
+    const room = freshRoom();
+    const [, , third] = await fill(room, 3);
+    expect(third!.welcome).toMatchObject({ users: 3, presence: expect.any(Array) });
+    expect(third!.welcome.presence).toHaveLength(3);
+    const fourth = await join(room, "fourth");
+    expect(fourth.welcome.users).toBe(4);
+    expect(fourth.welcome).not.toHaveProperty("presence");
+    const roomInfo = await info(room);
+    expect(roomInfo).toMatchObject({ users: 4, connections: 4 });
+    expect(roomInfo).not.toHaveProperty("presence");
+  });
+
+  it("sends join and leave up to the limit, then count frames at most once a second", async () => {
+    const room = freshRoom();
+    const watcher = await join(room, "watcher");
+    await fill(room, 2, "early");
+    expect(await watcher.client.json()).toEqual({ type: "presence", room, event: "join", user: "early0" });
+    expect(await watcher.client.json()).toEqual({ type: "presence", room, event: "join", user: "early1" });
+    // The fourth, fifth and sixth users arrive within a second: counts, not names, and fewer frames than joins.
+    const started = Date.now();
+    await fill(room, 3, "late");
+    const first = await watcher.client.json();
+    expect(first).toEqual({ type: "presence", room, event: "count", users: expect.any(Number) });
+    let last = first;
+    while (last.users !== 6) last = await watcher.client.json();
+    expect(last).toEqual({ type: "presence", room, event: "count", users: 6 });
+    if (last !== first) expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+  });
+
+  it("counts a subscription as a user like a room socket", async () => {
+    const room = freshRoom();
+    const watcher = await join(room, "watcher");
+    const { client, user } = await openUser();
+    const subscribed = await subscribe(client, room);
+    expect(subscribed).toMatchObject({ users: 2 });
+    expect(await watcher.client.json()).toEqual({ type: "presence", room, event: "join", user });
+  });
+
+  it("pages every user in id order with next, at most limit a page", async () => {
+    const room = freshRoom();
+    await fill(room, 5, "p");
+    const page = async (query: string) => (await request(`/rooms/${room}/presence${query}`, { headers: KEY })).json() as Promise<any>;
+    const first = await page("?limit=2");
+    expect(first).toEqual({ presence: [{ user: "p0", connections: 1 }, { user: "p1", connections: 1 }], next: "p1" });
+    const second = await page(`?after=${first.next}&limit=2`);
+    expect(second.presence.map((entry: any) => entry.user)).toEqual(["p2", "p3"]);
+    const last = await page(`?after=${second.next}&limit=2`);
+    expect(last).toEqual({ presence: [{ user: "p4", connections: 1 }] });
+    expect((await page("")).presence).toHaveLength(5);
+  });
+
+  it("refuses the presence route without the API key, and a bad cursor with 400", async () => {
+    const room = freshRoom();
+    expect((await request(`/rooms/${room}/presence`)).status).toBe(401);
+    const res = await request(`/rooms/${room}/presence?after=a/b`, { headers: KEY });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: "bad_request" });
+  });
+});

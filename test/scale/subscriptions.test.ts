@@ -1,0 +1,207 @@
+// User sockets that carry many rooms (docs/protocol.md "User sockets subscribe to rooms").
+import { env, evictDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { hubFor } from "../../src/objects/connect";
+import { freshRoom, freshUser, info, join, openUser, serverPublish, subscribe, token } from "./connect";
+
+describe("subscribing a user socket to rooms", () => {
+  it("answers subscribed with the room's state and the frame's id, then delivers the room's messages", async () => {
+    const room = freshRoom();
+    const alice = await join(room, "alice");
+    const { client, user } = await openUser();
+    const subscribed = await subscribe(client, room, { id: "s1" });
+    expect(subscribed).toEqual({
+      type: "subscribed",
+      room,
+      seq: 0,
+      epoch: alice.welcome.epoch,
+      users: 2,
+      presence: [
+        { user: "alice", connections: 1 },
+        { user, connections: 1 },
+      ],
+      id: "s1",
+    });
+    expect(await alice.client.json()).toEqual({ type: "presence", room, event: "join", user });
+    alice.client.send({ type: "publish", data: "hello" });
+    expect(await client.json()).toMatchObject({ type: "message", room, seq: 1, from: "alice", data: "hello" });
+    expect(await info(room)).toMatchObject({ connections: 2, users: 2 });
+  });
+
+  it("carries several rooms on one socket, each frame naming its room", async () => {
+    const [first, second] = [freshRoom(), freshRoom()];
+    const { client } = await openUser();
+    await subscribe(client, first);
+    await subscribe(client, second);
+    await serverPublish(first, 1);
+    await serverPublish(second, 2);
+    const got = [await client.nextOf("message"), await client.nextOf("message")];
+    expect(got.map((frame) => [frame.room, frame.data]).sort()).toEqual([
+      [first, 1],
+      [second, 2],
+    ]);
+  });
+
+  it("echoes a publish to a subscribed room and acks it with the room's seq", async () => {
+    const room = freshRoom();
+    const { client, user } = await openUser();
+    await subscribe(client, room);
+    client.send({ type: "publish", room, data: "mine", id: "p1" });
+    const frames = [await client.json(), await client.json()];
+    expect(frames).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ type: "message", room, seq: 1, from: user, data: "mine", id: "p1" }),
+        { type: "ack", id: "p1", status: "delivered", seq: 1 },
+      ]),
+    );
+  });
+
+  it("replays what was missed after since and epoch, then live messages, with no gap", async () => {
+    const room = freshRoom();
+    for (let i = 1; i <= 3; i++) await serverPublish(room, i);
+    const { epoch } = await info(room);
+    const { client } = await openUser();
+    expect(await subscribe(client, room, { since: 1, epoch })).toMatchObject({ seq: 3, recovered: true });
+    await serverPublish(room, 4);
+    const seqs = [];
+    for (let i = 0; i < 3; i++) seqs.push((await client.nextOf("message")).seq);
+    expect(seqs).toEqual([2, 3, 4]);
+  });
+
+  it("says recovered: false for another epoch and replays nothing", async () => {
+    const room = freshRoom();
+    await serverPublish(room, 1);
+    const { client } = await openUser();
+    expect(await subscribe(client, room, { since: 0, epoch: "another" })).toMatchObject({ seq: 1, recovered: false });
+    await serverPublish(room, 2);
+    expect(await client.nextOf("message")).toMatchObject({ seq: 2 });
+  });
+
+  it("answers a repeated subscribe again, without delivering anything twice", async () => {
+    const room = freshRoom();
+    const { client } = await openUser();
+    await subscribe(client, room);
+    await serverPublish(room, 1);
+    expect(await client.nextOf("message")).toMatchObject({ seq: 1 });
+    expect(await subscribe(client, room, { id: "again" })).toMatchObject({ room, seq: 1, users: 1, id: "again" });
+    await serverPublish(room, 2);
+    expect(await client.json()).toMatchObject({ type: "message", seq: 2 });
+    expect(await info(room)).toMatchObject({ connections: 1 });
+  });
+
+  it("replays again for a repeated subscribe with since, then goes on live", async () => {
+    const room = freshRoom();
+    const { client } = await openUser();
+    const { epoch } = await subscribe(client, room);
+    await serverPublish(room, 1);
+    await client.nextOf("message");
+    expect(await subscribe(client, room, { since: 0, epoch })).toMatchObject({ recovered: true, seq: 1 });
+    expect(await client.json()).toMatchObject({ type: "message", seq: 1 });
+    await serverPublish(room, 2);
+    expect(await client.json()).toMatchObject({ type: "message", seq: 2 });
+  });
+
+  it("unsubscribes: answers unsubscribed, sends nothing more of the room, and counts the user as left", async () => {
+    const room = freshRoom();
+    const alice = await join(room, "alice");
+    const { client, user } = await openUser();
+    await subscribe(client, room);
+    await alice.client.nextOf("presence");
+    client.send({ type: "unsubscribe", room, id: "u1" });
+    expect(await client.json()).toEqual({ type: "unsubscribed", room, id: "u1" });
+    expect(await alice.client.json()).toEqual({ type: "presence", room, event: "leave", user });
+    alice.client.send({ type: "publish", data: "after" });
+    await alice.client.nextOf("message");
+    client.send({ type: "unsubscribe", room });
+    // Nothing of the room arrived in between: the next frame answers the second unsubscribe.
+    expect(await client.json()).toEqual({ type: "unsubscribed", room });
+    expect(await info(room)).toMatchObject({ connections: 1, users: 1 });
+  });
+
+  it("counts a closed user socket as leaving every room it had", async () => {
+    const [first, second] = [freshRoom(), freshRoom()];
+    const watcher = await join(first, "watcher");
+    const { client, user } = await openUser();
+    await subscribe(client, first);
+    await subscribe(client, second);
+    await watcher.client.nextOf("presence");
+    await client.close();
+    expect(await watcher.client.json()).toEqual({ type: "presence", room: first, event: "leave", user });
+    await expect.poll(() => info(second)).toMatchObject({ connections: 0, users: 0 });
+  });
+
+  it("keeps subscriptions across hibernation of the hub", async () => {
+    const room = freshRoom();
+    const { client, user } = await openUser();
+    await subscribe(client, room);
+    await evictDurableObject(env.HOLDERS.getByName(hubFor(user, 4)), { webSockets: "hibernate" });
+    await serverPublish(room, "after");
+    expect(await client.nextOf("message")).toMatchObject({ room, data: "after" });
+    client.send({ type: "unsubscribe", room });
+    expect(await client.nextOf("unsubscribed")).toMatchObject({ room });
+    expect(await info(room)).toMatchObject({ connections: 0 });
+  });
+
+  it("still receives directs on a socket that subscribes", async () => {
+    const room = freshRoom();
+    const { client, user } = await openUser();
+    await subscribe(client, room);
+    const sender = await openUser();
+    sender.client.send({ type: "direct", to: user, data: "psst", id: "d1" });
+    expect(await client.nextOf("direct")).toMatchObject({ from: sender.user, data: "psst", id: "d1" });
+  });
+});
+
+describe("refusing subscriptions", () => {
+  it("refuses a room the token does not allow with forbidden and the frame's id", async () => {
+    const user = freshUser();
+    const jwt = await token({ sub: user, rooms: ["allowed-*"] });
+    const { client } = await openUser(user, `token=${jwt}`);
+    client.send({ type: "subscribe", room: "secret", id: "x" });
+    expect(await client.json()).toMatchObject({ type: "error", code: "forbidden", id: "x" });
+    expect(await subscribe(client, "allowed-1")).toMatchObject({ room: "allowed-1" });
+  });
+
+  it.each([
+    ["an invalid room name", { type: "subscribe", room: "a/b", id: "b1" }],
+    ["a missing room", { type: "subscribe", id: "b1" }],
+    ["a negative since", { type: "subscribe", room: "r", since: -1, id: "b1" }],
+    ["an unsubscribe without room", { type: "unsubscribe", id: "b1" }],
+  ])("answers %s with bad_frame and the frame's id", async (_, frame) => {
+    const { client } = await openUser();
+    client.send(frame);
+    expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame", id: "b1" });
+  });
+
+  it("refuses one room past MAX_SUBSCRIPTIONS with too_many_subscriptions; re-subscribing a held room is not one more", async () => {
+    const { client } = await openUser();
+    const rooms = [freshRoom(), freshRoom(), freshRoom()];
+    for (const room of rooms) await subscribe(client, room);
+    await subscribe(client, rooms[0]!);
+    client.send({ type: "subscribe", room: freshRoom(), id: "fourth" });
+    expect(await client.json()).toMatchObject({ type: "error", code: "too_many_subscriptions", id: "fourth" });
+    client.send({ type: "unsubscribe", room: rooms[1] });
+    await client.nextOf("unsubscribed");
+    expect(await subscribe(client, freshRoom())).toMatchObject({ type: "subscribed" });
+  });
+
+  it("refuses a full room with room_full", async () => {
+    const room = freshRoom();
+    // MAX_CONNECTIONS_PER_ROOM is 12 here: four subscriptions and eight room sockets fill it.
+    for (let i = 0; i < 4; i++) await subscribe((await openUser()).client, room);
+    for (let i = 0; i < 8; i++) await join(room, `member-${i}`);
+    expect(await info(room)).toMatchObject({ connections: 12 });
+    const late = await openUser();
+    late.client.send({ type: "subscribe", room, id: "late" });
+    expect(await late.client.json()).toMatchObject({ type: "error", code: "room_full", id: "late" });
+  });
+
+  it("refuses subscribe and unsubscribe on a room socket with bad_frame", async () => {
+    const room = freshRoom();
+    const { client } = await join(room, "alice");
+    client.send({ type: "subscribe", room: freshRoom(), id: "s" });
+    expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame", id: "s" });
+    client.send({ type: "unsubscribe", room, id: "u" });
+    expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame", id: "u" });
+  });
+});

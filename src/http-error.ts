@@ -1,5 +1,6 @@
 // Every HTTP refusal is an HttpError: status, stable code and a human message, answered as
-// `{"error": code, "message": message}` by the one error handler in index.ts.
+// `{"error": code, "message": message}` by the one error handler in routes.ts.
+import { errorBody } from "./protocol";
 
 export type HttpErrorCode =
   | "bad_request"
@@ -24,6 +25,6 @@ export class HttpError extends Error {
   }
 
   toResponse(): Response {
-    return Response.json({ error: this.code, message: this.message }, { status: this.status });
+    return Response.json(errorBody(this.code, this.message), { status: this.status });
   }
 }

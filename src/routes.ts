@@ -6,7 +6,7 @@ import { HttpError } from "./http-error";
 import type { Identity } from "./identity";
 import { log } from "./log";
 import { connectRequest, hubFor, placedAt, type ConnectInfo } from "./objects/connect";
-import { isValidName, isValidRoom, NAME_RULE, ROOM_RULE, type Json } from "./protocol";
+import { HEALTHY, isValidName, isValidRoom, NAME_RULE, publishedBody, ROOM_RULE, type Json } from "./protocol";
 
 type App = { Bindings: Env; Variables: { config: Config; url: URL } };
 type AppContext = Context<App>;
@@ -98,7 +98,7 @@ function eventId(value: string): number {
   return Number(value);
 }
 
-app.get("/healthz", (c) => c.json({ ok: true }));
+app.get("/healthz", (c) => c.json(HEALTHY));
 
 /** Origin and identity of a WebSocket or event-stream client, checked the same way everywhere. */
 function vetClient(c: AppContext, target: Target): Promise<Identity> {
@@ -154,7 +154,7 @@ app.post("/rooms/:room/messages", async (c) => {
   const room = nameParam(c, "room");
   await authorizeServer(c.req.raw, c.get("url"), c.get("config"));
   const { data, from } = await messageBody(c);
-  return c.json({ seq: await c.env.ROOMS.getByName(room).publish(from, data) });
+  return c.json(publishedBody(await c.env.ROOMS.getByName(room).publish(from, data)));
 });
 
 app.post("/users/:user/messages", async (c) => {

@@ -3,7 +3,7 @@
 // attaches. It holds no socket itself: user sockets live in hubs (docs/design.md).
 import { DurableObject } from "cloudflare:workers";
 import { configOf, type Config } from "../config";
-import type { Delivery, DirectFrame, Json, Refusal } from "../protocol";
+import { directFrame, type Delivery, type Json, type Refusal } from "../protocol";
 import type { Attachment, FeedEntry } from "./feed";
 import { Links, Streams } from "./links";
 import { Sequence } from "./sequence";
@@ -84,8 +84,7 @@ export class Inbox extends DurableObject<Env> {
     }
     const { seq, text } = this.ctx.storage.transactionSync(() => {
       const seq = this.#sequence.next();
-      const frame: DirectFrame = { type: "direct", seq, from, data, ts: now, ...(id !== undefined && { id }) };
-      const text = JSON.stringify(frame);
+      const text = JSON.stringify(directFrame(seq, from, data, id, now));
       sql.exec("INSERT INTO directs (seq, frame, expires) VALUES (?, ?, ?)", seq, text, now + this.#config.inboxTtlSeconds * 1000);
       return { seq, text };
     });

@@ -1,4 +1,4 @@
-// Per-socket abuse limits (PROTOCOL.md "Limits and close codes"). Plain state machines over
+// Per-socket abuse limits (docs/protocol.md "Limits and close codes"). Plain state machines over
 // timestamps so they are cheap per frame and need no timers. They live in memory only: an
 // object is evicted only after ~10 s without events, by which time every window below has
 // emptied and the bucket has refilled, so starting afresh after hibernation is exact.

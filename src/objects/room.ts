@@ -12,8 +12,8 @@ import {
   type Json,
   type PresenceEntry,
   type PresencePage,
+  streamWelcome,
   type RoomInfo,
-  type StreamWelcome,
 } from "../protocol";
 import { placeAt, readConnectRequest, shardName, type ConnectInfo } from "./connect";
 import { EventStream } from "./event-stream";
@@ -44,7 +44,7 @@ export class Room extends Holder {
     super(ctx, env);
     this.#log = new MessageLog(ctx.storage, this.name, this.config.historyLimit, (batch) => this.#stored(batch));
     this.#roster = new Roster(ctx.storage.sql);
-    this.#holders = new Streams((holder, entries) => this.links.call("holder", holder, (stub) => stub.deliver(this.name, entries)));
+    this.#holders = new Streams((holder, entries) => this.#forward(holder, entries));
   }
 
   protected override get joinAs(): string {
@@ -117,8 +117,7 @@ export class Room extends Holder {
     }
     const stream = new EventStream((ended) => this.#streams.delete(ended), exp === undefined ? undefined : exp * 1000);
     const resume = since === undefined ? undefined : this.#log.resume(since, epoch);
-    const welcome: StreamWelcome = { seq: this.#log.seq, epoch: this.#log.epoch, ...(resume && { recovered: resume.recovered }) };
-    stream.send("welcome", JSON.stringify(welcome));
+    stream.send("welcome", JSON.stringify(streamWelcome(this.#log.seq, this.#log.epoch, resume?.recovered)));
     for (const { seq, frame } of resume?.messages ?? []) stream.send("message", frame, seq);
     this.#streams.add(stream);
     return stream.response;
@@ -246,6 +245,16 @@ export class Room extends Holder {
         if (typeof frame === "string") stream.send(seq === undefined ? "presence" : "message", frame, seq);
       }
     }
+  }
+
+  /**
+   * Sends entries to one holder. A holder that answers it has none of the room's sockets lost
+   * them without a close (a restart): its counts go at once, unless it reported since the call.
+   */
+  async #forward(holder: string, entries: FeedEntry[]): Promise<void> {
+    const version = this.#roster.version(holder);
+    const held = await this.links.call("holder", holder, (stub) => stub.deliver(this.name, entries));
+    if (held === 0 && this.#roster.version(holder) === version) this.#correct(holder, {});
   }
 
   // ---- census: counts of other holders, checked on the sweep alarm ----

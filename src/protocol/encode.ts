@@ -4,11 +4,13 @@ import type { ErrorCode } from "./codes";
 import type {
   AckFrame,
   DeliveryStatus,
+  DirectFrame,
   ErrorFrame,
   Json,
   MessageFrame,
   PresenceCountFrame,
   PresenceFrame,
+  StreamWelcome,
   SubscribedFrame,
   UnsubscribedFrame,
   WelcomeFrame,
@@ -35,6 +37,10 @@ export function messageFrame(room: string, seq: number, from: string, data: Json
   return withId({ type: "message", room, seq, from, data, ts } as MessageFrame, id);
 }
 
+export function directFrame(seq: number, from: string, data: Json, id: string | undefined, ts: number): DirectFrame {
+  return withId({ type: "direct", seq, from, data, ts } as DirectFrame, id);
+}
+
 export function presenceFrame(room: string, event: "join" | "leave", user: string): PresenceFrame {
   return { type: "presence", room, event, user };
 }
@@ -51,6 +57,11 @@ export function unsubscribedFrame(room: string, id?: string): UnsubscribedFrame 
   return withId({ type: "unsubscribed", room } as UnsubscribedFrame, id);
 }
 
+/** The first event of a stream: where the room is, and whether a resume found everything. */
+export function streamWelcome(seq: number, epoch: string, recovered?: boolean): StreamWelcome {
+  return recovered === undefined ? { seq, epoch } : { seq, epoch, recovered };
+}
+
 /** One Server-Sent Event; `data` is one line of JSON. */
 export function sseEvent(event: string, data: string, id?: number): string {
   return `${id === undefined ? "" : `id: ${id}\n`}event: ${event}\ndata: ${data}\n\n`;
@@ -63,3 +74,16 @@ export const SSE_KEEP_ALIVE = ": ping\n\n";
 export function historyBody(frames: string[]): string {
   return `{"messages":[${frames.join(",")}]}`;
 }
+
+/** Every refusal over HTTP: a stable code and a message for people. */
+export function errorBody(code: string, message: string): { error: string; message: string } {
+  return { error: code, message };
+}
+
+/** `POST /rooms/:room/messages`: the stored message's seq. */
+export function publishedBody(seq: number): { seq: number } {
+  return { seq };
+}
+
+/** `GET /healthz`. */
+export const HEALTHY = { ok: true } as const;

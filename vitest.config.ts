@@ -4,7 +4,7 @@
 // - scale:    the same runtime with tiny SOCKETS_PER_OBJECT, PRESENCE_LIST_LIMIT and MAX_SUBSCRIPTIONS,
 //             so rooms spread over several objects and presence switches to counts with a few sockets;
 // - e2e:      the whole relay started by wrangler's test harness, real `ws` clients over TCP;
-// - browser:  the demo page and client library in Debian's Chromium, driven by playwright-core.
+// - browser:  the demo page and client library in Chromium (see test/browser/chromium.ts), driven by playwright-core.
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 

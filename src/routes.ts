@@ -1,5 +1,6 @@
 // The HTTP surface: validate, authenticate, then hand over to the room's object by name.
 import { Hono, type Context } from "hono";
+import { cors } from "hono/cors";
 import { authorizeServer, checkOrigin, identify, type Target } from "./auth";
 import { ConfigError, configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
@@ -12,6 +13,28 @@ type App = { Bindings: Env; Variables: { config: Config; url: URL } };
 type AppContext = Context<App>;
 
 export const app = new Hono<App>();
+
+// Browsers on other origins read history, room info, event streams and the reason an upgrade was
+// refused (docs/protocol.md "Cross-origin browsers"). Refusals carry the headers too. WebSocket
+// upgrades are left alone: browsers do not apply CORS to them (the Origin check in auth.ts does
+// that job), and an upgrade's answer must pass through untouched.
+const withCors = cors({
+  origin: (origin, c) => {
+    let allowed: string[];
+    try {
+      allowed = configOf(c.env).allowedOrigins;
+    } catch {
+      return "*"; // a bad variable answers 500 naming it; any page may read that
+    }
+    if (allowed.length === 0) return "*";
+    return allowed.includes(origin) ? origin : null;
+  },
+  allowMethods: ["GET", "POST", "OPTIONS"],
+  allowHeaders: ["Authorization", "Content-Type", "Last-Event-ID"],
+  maxAge: 600,
+});
+
+app.use((c, next) => (c.req.header("Upgrade")?.toLowerCase() === "websocket" ? next() : withCors(c, next)));
 
 // Parse the variables before anything else, so a bad one answers 500 naming it.
 app.use(async (c, next) => {

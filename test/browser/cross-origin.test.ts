@@ -1,0 +1,90 @@
+// A page on another origin uses the relay's HTTP routes (docs/protocol.md "Cross-origin
+// browsers"): history, room info, an event stream, and the reason a connection was refused.
+import { readFile } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Browser, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { API_KEY, freshRoom, SERVER_AUTH, startRelay, type Relay } from "../e2e/relay";
+import { launch } from "./chromium";
+
+/** Serves an empty page and the client bundle from its own origin (a port of its own). */
+async function startOtherOrigin(): Promise<{ server: Server; url: string }> {
+  const bundle = await readFile("public/edge-relay-client.js");
+  const server = createServer((req, res) => {
+    if (req.url === "/edge-relay-client.js") {
+      res.writeHead(200, { "Content-Type": "text/javascript" }).end(bundle);
+    } else res.writeHead(200, { "Content-Type": "text/html" }).end("<!doctype html><title>another origin</title>");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+describe("a page on another origin", () => {
+  let relay: Relay;
+  let browser: Browser;
+  let other: { server: Server; url: string };
+  let page: Page;
+
+  beforeAll(async () => {
+    [relay, browser, other] = await Promise.all([startRelay({ vars: { ALLOW_ANONYMOUS: "true" } }), launch(), startOtherOrigin()]);
+    page = await browser.newPage();
+    await page.goto(other.url);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await relay?.close();
+    other?.server.close();
+  });
+
+  const relayUrl = () => relay.url.toString().replace(/\/$/, "");
+
+  it("reads a room's history and info with the API key (a preflighted request)", async () => {
+    const room = freshRoom();
+    await relay.fetch(`/rooms/${room}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data: "hi" }) });
+    const answers = await page.evaluate(
+      async ({ base, room, key }) => {
+        const headers = { Authorization: `Bearer ${key}` };
+        const history = (await (await fetch(`${base}/rooms/${room}/messages`, { headers })).json()) as { messages: unknown[] };
+        const info = (await (await fetch(`${base}/rooms/${room}`, { headers })).json()) as Record<string, unknown>;
+        return { history, info, origin: (globalThis as unknown as { location: URL }).location.origin };
+      },
+      { base: relayUrl(), room, key: API_KEY },
+    );
+    expect(answers.origin).not.toBe(new URL(relayUrl()).origin);
+    expect(answers.history.messages).toEqual([expect.objectContaining({ seq: 1, data: "hi" })]);
+    expect(answers.info).toMatchObject({ room, seq: 1 });
+  });
+
+  it("follows a room through an EventSource", async () => {
+    const room = freshRoom();
+    // Opens the stream and waits for its welcome, keeping what arrives after it on the page.
+    await page.evaluate(
+      ({ base, room }) =>
+        new Promise<void>((resolve, reject) => {
+          const source = new EventSource(`${base}/rooms/${room}/events?user=reader`);
+          const messages: unknown[] = [];
+          Object.assign(globalThis, { stream: { source, messages } });
+          source.addEventListener("welcome", () => resolve());
+          source.addEventListener("message", (event) => messages.push(JSON.parse((event as MessageEvent).data)));
+          source.onerror = () => reject(new Error("event stream failed"));
+        }),
+      { base: relayUrl(), room },
+    );
+    await relay.fetch(`/rooms/${room}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data: "live" }) });
+    const messages = () => page.evaluate(() => (globalThis as unknown as { stream: { messages: unknown[] } }).stream.messages);
+    await expect.poll(messages, { timeout: 15_000 }).toEqual([expect.objectContaining({ type: "message", room, data: "live" })]);
+    await page.evaluate(() => (globalThis as unknown as { stream: { source: EventSource } }).stream.source.close());
+  });
+
+  it("tells the client library why its connection was refused", async () => {
+    // A string, so the test runner's bundler leaves the page's own import alone.
+    const refusal = await page.evaluate(`
+      import("/edge-relay-client.js").then(({ RelayClient }) => new Promise((resolve) => {
+        const client = new RelayClient({ url: ${JSON.stringify(relayUrl())}, room: "no spaces allowed", user: "alice", reconnect: false });
+        client.on("refused", (why) => { client.close(); resolve(why); });
+      }))
+    `);
+    expect(refusal).toMatchObject({ status: 400, error: "bad_request", message: expect.stringContaining("room id") });
+  });
+});

@@ -191,13 +191,14 @@ export class RelayClient {
     }
     this.#startHeartbeat(frame.heartbeat.interval);
     this.#setState("open");
-    this.#emit("welcome", frame);
-    if (frame.recovered === false) this.#emit("reset", frame);
     // A resume replays what was missed right after the welcome. Our own unconfirmed messages may
     // be among them, so hold sending until the replay reached the welcome's seq, then resend only
-    // what the replay did not confirm.
+    // what the replay did not confirm. Either way this happens before the listeners run: a frame
+    // a `welcome` listener sends must go out once, after what waited.
     if (frame.recovered === true && since !== undefined && frame.seq > since) this.#replayUntil = frame.seq;
     else this.#flush();
+    this.#emit("welcome", frame);
+    if (frame.recovered === false) this.#emit("reset", frame);
   }
 
   /** Sends what waited: unconfirmed frames from the last connection first, then the queue. */

@@ -1,6 +1,8 @@
 // The whole relay (Worker, objects, assets) started from ./wrangler.toml by wrangler's own APIs,
 // reached over real loopback TCP: `fetch` for HTTP, the `ws` package for WebSockets.
 import { randomUUID } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,6 +22,8 @@ export const SERVER_AUTH = { Authorization: `Bearer ${API_KEY}` } as const;
 export interface RelayOptions {
   /** Overrides of wrangler.toml `[vars]`. */
   vars?: Record<string, string>;
+  /** A fixed port (persistent relays only), so clients reconnect to the same URL after a restart. */
+  port?: number;
 }
 
 /** A running relay and every socket opened to it, so one `close()` ends them all. */
@@ -39,6 +43,12 @@ export class Relay {
   async dropRoom(room: string): Promise<void> {
     if (!this.#evict) throw new Error("this relay cannot evict objects");
     await this.#evict("Room", room);
+  }
+
+  /** Evicts any object by class ("Room", "Holder", "Inbox") and name, closing its sockets. */
+  async evict(className: string, name: string): Promise<void> {
+    if (!this.#evict) throw new Error("this relay cannot evict objects");
+    await this.#evict(className, name);
   }
 
   /** An HTTP request to `path` over TCP. */
@@ -101,7 +111,7 @@ export async function startPersistentRelay(persistDir: string, options: RelayOpt
     bindings: { ...vars, API_KEY: { type: "secret_text", value: API_KEY } },
     dev: {
       // Port 0: any free port, so parallel test files never collide.
-      server: { hostname: "127.0.0.1", port: 0 },
+      server: { hostname: "127.0.0.1", port: options.port ?? 0 },
       persist: persistDir,
       inspector: false,
       watch: false,
@@ -116,6 +126,15 @@ export async function startPersistentRelay(persistDir: string, options: RelayOpt
     await worker.dispose();
     throw error;
   }
+}
+
+/** A port that was free a moment ago, for a relay that must come back on the same URL. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 /** A fresh temporary directory and its removal. */

@@ -60,6 +60,8 @@ export class Feed {
   readonly sessions = new Map<string, Session>();
   readonly #users = new Map<string, number>();
   readonly #joiners = new Set<Joiner>();
+  /** Sockets that joined ahead of what has arrived here: the seq each already has. */
+  readonly #floors = new Map<string, number>();
   /** The highest seq delivered here; unknown after a wake-up until the next entry. */
   last?: number;
   /** Whether a hole in the seqs means lost frames (rooms), or is normal (an inbox's refused directs do not). */
@@ -98,12 +100,20 @@ export class Feed {
   endJoin(joiner: Joiner, seq: number | undefined): FeedEntry[] {
     this.#joiners.delete(joiner);
     if (seq === undefined) return [];
-    this.last = Math.max(this.last ?? seq, seq);
+    // With nobody here yet, the source's answer is where this feed starts: a batch still on its
+    // way from before this holder was a target again must not look like a hole. With sockets
+    // here, `last` is theirs; the newcomer gets a floor instead (see `add`).
+    if (this.sessions.size === 0) this.last = Math.max(this.last ?? seq, seq);
     return joiner.entries.filter((entry) => entry.seq === undefined || entry.seq > seq);
   }
 
-  add(session: Session): void {
+  /**
+   * Adds `session`, which has everything up to `floor` (its welcome's seq). Entries at or below
+   * it that are still on their way to the sockets already here are not sent to it again.
+   */
+  add(session: Session, floor?: number): void {
     if (this.sessions.has(session.connection)) return;
+    if (floor !== undefined && (this.last === undefined || this.last < floor)) this.#floors.set(session.connection, floor);
     this.sessions.set(session.connection, session);
     this.#users.set(session.identity.user, (this.#users.get(session.identity.user) ?? 0) + 1);
   }
@@ -111,6 +121,7 @@ export class Feed {
   /** Removes `session`; answers whether it was here. */
   remove(session: Session): boolean {
     if (!this.sessions.delete(session.connection)) return false;
+    this.#floors.delete(session.connection);
     const user = session.identity.user;
     const left = this.#users.get(user)! - 1;
     if (left === 0) this.#users.delete(user);
@@ -137,9 +148,14 @@ export class Feed {
       // A binary frame carries no room, so only room sockets can tell where it came from.
       const binary = typeof entry.frame !== "string";
       for (const session of this.sessions.values()) {
-        if (session.connection !== entry.except && !(binary && session.room === undefined)) send(session.ws, entry.frame);
+        if (session.connection === entry.except || (binary && session.room === undefined)) continue;
+        if (entry.seq !== undefined && entry.seq <= (this.#floors.get(session.connection) ?? 0)) continue;
+        send(session.ws, entry.frame);
       }
       for (const joiner of this.#joiners) joiner.entries.push(entry);
+    }
+    if (this.#floors.size > 0 && this.last !== undefined) {
+      for (const [connection, floor] of this.#floors) if (floor <= this.last) this.#floors.delete(connection);
     }
     return true;
   }

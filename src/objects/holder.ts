@@ -161,7 +161,7 @@ export class Holder extends SocketHost {
     );
     for (const frame of replay) this.send(server, frame);
     this.#sendKept(session, kept);
-    feed.add(session);
+    feed.add(session, answer.seq);
     this.#feeds().rooms.set(room, feed);
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -188,7 +188,7 @@ export class Holder extends SocketHost {
     this.send(server, welcomeFrame({ user, connection, seq: attached.seq, epoch: attached.epoch, heartbeat: this.heartbeat }));
     for (const frame of attached.pending) this.send(server, frame);
     this.#sendKept(session, kept);
-    feed.add(session);
+    feed.add(session, attached.seq);
     inboxes.set(user, feed);
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -319,7 +319,7 @@ export class Holder extends SocketHost {
     this.send(session.ws, subscribedFrame({ room, ...state, ...(recovered !== undefined && { recovered }) }, id));
     for (const text of replay) this.send(session.ws, text);
     this.#sendKept(session, kept);
-    feed.add(session);
+    feed.add(session, answer.seq);
     rooms.set(room, feed);
   }
 

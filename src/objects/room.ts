@@ -177,6 +177,8 @@ export class Room extends Holder {
   #announce(event: "join" | "leave", user: string, except?: string): void {
     const users = this.#roster.users + (event === "leave" ? 1 : 0);
     if (users <= this.config.presenceListLimit) {
+      // Clients count from names again: the next count frame must go out whatever it says.
+      this.#count.users = -1;
       this.#emit([{ frame: JSON.stringify(presenceFrame(this.name, event, user)), ...(except !== undefined && { except }) }]);
     } else this.#countChanged();
   }
@@ -192,8 +194,9 @@ export class Room extends Holder {
   }
 
   #sendCount(): void {
+    // Sent even at or below the limit: a leave from limit + 1 is announced by its count.
     const users = this.#roster.users;
-    if (users === this.#count.users || users <= this.config.presenceListLimit) return;
+    if (users === this.#count.users) return;
     this.#count.users = users;
     this.#count.sentAt = Date.now();
     this.#emit([{ frame: JSON.stringify(presenceCountFrame(this.name, users)) }]);

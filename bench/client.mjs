@@ -3,7 +3,8 @@
 // run at once so the receiving side is not one Node thread.
 //
 // A frame counts as a delivery when it contains `"t":` (the timestamp every benchmark payload
-// carries), so welcome, presence and ack frames of any server are never counted. Timestamps are
+// carries), so welcome, presence and ack frames of any server are never counted; `bytes` and
+// `frames` count every frame received (payload bytes, welcome and presence included). Timestamps are
 // CLOCK_MONOTONIC microseconds (process.hrtime), which every process on the machine shares.
 import WebSocket from "ws";
 
@@ -20,6 +21,12 @@ function nowUs() {
 /** @type {WebSocket[]} */
 let sockets = [];
 let received = 0;
+let bytes = 0;
+let frames = 0;
+/** When on, each socket checks that the `seq`s of counted frames rise by one: gaps and repeats. */
+let checkSeq = false;
+let seqGaps = 0;
+let seqRepeats = 0;
 let recordLatency = false;
 let ackEvery = 0;
 /** @type {number[]} latencies in ms */
@@ -40,9 +47,20 @@ function parseT(data, at) {
 }
 
 function onMessage(ws, data) {
+  frames++;
+  bytes += data.length;
   const at = data.indexOf(T_KEY);
   if (at < 0) return;
   received++;
+  if (checkSeq) {
+    const seq = Number(SEQ.exec(data.toString())?.[1]);
+    if (seq > 0) {
+      const last = ws.benchSeq ?? 0;
+      if (seq <= last) seqRepeats++;
+      else if (last > 0 && seq > last + 1) seqGaps++;
+      ws.benchSeq = Math.max(last, seq);
+    }
+  }
   if (recordLatency && latencies.length < 2_000_000) latencies.push((nowUs() - parseT(data, at)) / 1000);
   if (ackEvery > 0 && data.subarray(0, DIRECT_PREFIX.length).equals(DIRECT_PREFIX)) {
     ws.benchDirects = (ws.benchDirects ?? 0) + 1;
@@ -53,7 +71,7 @@ function onMessage(ws, data) {
   }
 }
 
-function openOne(url, waitWelcome) {
+function openOne(url, waitWelcome, timeoutMs) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { perMessageDeflate: false });
     let done = false;
@@ -66,16 +84,17 @@ function openOne(url, waitWelcome) {
         reject(error);
       } else resolve(ws);
     };
-    const timer = setTimeout(() => finish(new Error("open timed out")), 30_000);
+    const timer = setTimeout(() => finish(new Error("open timed out")), timeoutMs);
     ws.on("error", (error) => finish(error));
     ws.once("unexpected-response", (_req, res) => finish(new Error(`upgrade answered ${res.statusCode}`)));
     ws.on("message", (data) => onMessage(ws, data));
+    ws.on("close", (code) => (ws.benchCloseCode = code));
     if (waitWelcome) ws.once("message", () => finish());
     else ws.once("open", () => finish());
   });
 }
 
-async function open({ urls, concurrency, waitWelcome }) {
+async function open({ urls, concurrency, waitWelcome, timeoutMs = 30_000 }) {
   const start = nowUs();
   let next = 0;
   let failed = 0;
@@ -85,7 +104,7 @@ async function open({ urls, concurrency, waitWelcome }) {
     while (next < urls.length) {
       const index = next++;
       try {
-        opened[index] = await openOne(urls[index], waitWelcome);
+        opened[index] = await openOne(urls[index], waitWelcome, timeoutMs);
       } catch (error) {
         failed++;
         if (errors.length < 3) errors.push(String(error?.message ?? error));
@@ -98,8 +117,13 @@ async function open({ urls, concurrency, waitWelcome }) {
   return { opened: urls.length - failed, failed, errors, startUs: start, endUs: end, total: sockets.length };
 }
 
-function track({ latency = false, ack = 0 }) {
+function track({ latency = false, ack = 0, seq = false }) {
   received = 0;
+  bytes = 0;
+  frames = 0;
+  checkSeq = seq;
+  seqGaps = 0;
+  seqRepeats = 0;
   latencies = [];
   recordLatency = latency;
   ackEvery = ack;
@@ -112,7 +136,7 @@ function track({ latency = false, ack = 0 }) {
 function report({ stop = false }) {
   timeline.push([nowUs(), received]);
   if (stop) clearInterval(sampler);
-  return { received, timeline, latencies };
+  return { received, bytes, frames, seqGaps, seqRepeats, timeline, latencies };
 }
 
 /**
@@ -150,7 +174,21 @@ async function closeAll() {
   return { closed: count };
 }
 
-const commands = { open, track, report, send, closeAll };
+/** Sockets this process holds that are not open (closed by the server, or failing). */
+function census() {
+  const states = { open: 0, notOpen: 0, closeCodes: {} };
+  for (const ws of sockets) {
+    if (ws.readyState === WebSocket.OPEN) states.open++;
+    else {
+      states.notOpen++;
+      const code = ws.benchCloseCode ?? "none";
+      states.closeCodes[code] = (states.closeCodes[code] ?? 0) + 1;
+    }
+  }
+  return states;
+}
+
+const commands = { open, track, report, send, closeAll, census };
 
 process.on("message", async (message) => {
   const { id, cmd, ...args } = message;

@@ -35,7 +35,7 @@ function listeningPort(pid) {
  * directly, so the dev proxy's hop (which production does not have) is not measured;
  * `viaProxy` sends them through it.
  */
-async function startWorkerd(configPath, vars, { storageDir, viaProxy }) {
+export async function startWorkerd(configPath, vars, { storageDir, viaProxy }) {
   const before = new Set(childrenNamed(process.pid, "workerd"));
   const persist = await mkdtemp(join(storageDir, "edge-relay-bench-"));
   const bindings = Object.fromEntries(Object.entries(vars).map(([k, value]) => [k, { type: "plain_text", value }]));
@@ -134,3 +134,11 @@ export const TARGETS = {
     ackEvery: 0,
   },
 };
+
+/**
+ * Our relay under another label: another build (`configPath`, e.g. a worktree of an older commit)
+ * and/or extra variables on top of RELAY_VARS (e.g. SOCKETS_PER_OBJECT).
+ */
+export function relayTarget(label, { configPath = "wrangler.toml", vars = {} } = {}) {
+  return { ...TARGETS.ours, label, start: (options) => startWorkerd(configPath, { ...RELAY_VARS, ...vars }, options) };
+}

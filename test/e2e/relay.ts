@@ -24,6 +24,8 @@ export interface RelayOptions {
   vars?: Record<string, string>;
   /** A fixed port (persistent relays only), so clients reconnect to the same URL after a restart. */
   port?: number;
+  /** Secrets besides API_KEY (PUSHER_APP_SECRET, say). */
+  secrets?: Record<string, string>;
 }
 
 /** A running relay and every socket opened to it, so one `close()` ends them all. */
@@ -84,7 +86,7 @@ export class Relay {
 /** A relay with in-memory storage, for one test file: start it in beforeAll, close it in afterAll. */
 export async function startRelay(options: RelayOptions = {}): Promise<Relay> {
   const server = createTestHarness({
-    workers: [{ configPath: "./wrangler.toml", vars: options.vars ?? {}, secrets: { API_KEY } }],
+    workers: [{ configPath: "./wrangler.toml", vars: options.vars ?? {}, secrets: { ...options.secrets, API_KEY } }],
   });
   try {
     const { url } = await server.listen();
@@ -106,9 +108,12 @@ export async function startPersistentRelay(persistDir: string, options: RelayOpt
   const vars = Object.fromEntries(
     Object.entries(options.vars ?? {}).map(([name, value]) => [name, { type: "plain_text", value }]),
   );
+  const secrets = Object.fromEntries(
+    Object.entries({ ...options.secrets, API_KEY }).map(([name, value]) => [name, { type: "secret_text", value }]),
+  );
   const worker = await unstable_startWorker({
     config: "wrangler.toml",
-    bindings: { ...vars, API_KEY: { type: "secret_text", value: API_KEY } },
+    bindings: { ...vars, ...secrets },
     dev: {
       // Port 0: any free port, so parallel test files never collide.
       server: { hostname: "127.0.0.1", port: options.port ?? 0 },

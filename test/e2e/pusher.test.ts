@@ -1,0 +1,607 @@
+// Pusher Channels compatibility (docs/pusher.md): pusher-js, the `pusher` server SDK and Laravel
+// Echo, unchanged, against the relay over real TCP; a raw socket for the relay's own additions.
+import Echo from "laravel-echo";
+import Pusher, { type ChannelAuthorizationCallback, type Members } from "pusher-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  APP,
+  nextPusherEvent,
+  nextPusherFrame,
+  PUSHER_RELAY,
+  PusherClient,
+  type Queue,
+  type Heard,
+  type Member,
+  type PusherFrame,
+  rawPusher,
+  restRequest,
+  serverSdk,
+  signedPath,
+  signingHandler,
+  withTimeout,
+  WAIT_MS,
+  pusherSocketPath,
+} from "./pusher-support";
+import { freshRoom, type Relay, SERVER_AUTH, startRelay, UpgradeRefused } from "./relay";
+
+let relay: Relay;
+let sdk: ReturnType<typeof serverSdk>;
+const clients: PusherClient[] = [];
+
+beforeAll(async () => {
+  relay = await startRelay(PUSHER_RELAY);
+  sdk = serverSdk(relay);
+});
+
+afterAll(async () => {
+  for (const client of clients) client.close();
+  await relay?.close();
+});
+
+/** A pusher-js client that signs subscriptions as `member` (if given) and is closed after the file. */
+async function connectClient(member?: Member, secret?: string): Promise<PusherClient> {
+  const client = new PusherClient(relay, { authorize: signingHandler(secret ? serverSdk(relay, secret) : sdk, member) });
+  clients.push(client);
+  await client.connected();
+  return client;
+}
+
+/** A channel name no other test uses. */
+function channel(prefix = ""): string {
+  return freshRoom(`${prefix}ch`);
+}
+
+/** Reads `queue` until an event named `event` comes, answering it and everything read before it. */
+async function until(queue: Queue<Heard>, event: string): Promise<{ found: Heard; before: Heard[] }> {
+  const before: Heard[] = [];
+  for (;;) {
+    const heard = await queue.next();
+    if (heard.event === event) return { found: heard, before };
+    before.push(heard);
+  }
+}
+
+async function json(response: { json(): Promise<unknown> }): Promise<any> {
+  return response.json();
+}
+
+describe("connecting", () => {
+  it("gives pusher-js a socket id the server SDK accepts", async () => {
+    const client = await connectClient();
+    expect(client.pusher.connection.state).toBe("connected");
+    expect(client.socketId).toMatch(/^\d+\.\d+$/);
+  });
+
+  it("sends connection_established with activity_timeout, the heartbeat interval in seconds, and answers pusher:ping", async () => {
+    const { client, socketId, activityTimeout } = await rawPusher(relay);
+    expect(socketId).toMatch(/^\d+\.\d+$/);
+    expect(activityTimeout).toBe(30);
+    client.send({ event: "pusher:ping", data: {} });
+    expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:pong" });
+    await client.close();
+  });
+
+  it("refuses an unknown app key with pusher:error 4001 and close 4001, and pusher-js stops", async () => {
+    const raw = await relay.connect(pusherSocketPath("not-the-key"));
+    expect(await nextPusherFrame(raw)).toMatchObject({ event: "pusher:error", data: { code: 4001 } });
+    expect((await raw.closed).code).toBe(4001);
+
+    const client = new PusherClient(relay, { key: "not-the-key" });
+    clients.push(client);
+    const error = await client.errors.next();
+    expect(JSON.stringify(error)).toContain("4001");
+    // 4000-4099: pusher-js gives up instead of reconnecting.
+    for (;;) if ((await client.states.next()) === "disconnected") break;
+  });
+});
+
+describe("public channels", () => {
+  it("delivers a REST event to a subscriber, objects and strings as pusher-js hands them over", async () => {
+    const name = channel();
+    const client = await connectClient();
+    const heard = client.listen(name, "greet");
+    await client.subscribe(name);
+
+    const response = await sdk.trigger(name, "greet", { hello: "world" });
+    expect(response.status).toBe(200);
+    expect(await json(response)).toEqual({});
+    expect(await heard.next()).toMatchObject({ event: "greet", data: { hello: "world" } });
+    await sdk.trigger(name, "greet", "plain text");
+    expect((await heard.next()).data).toBe("plain text");
+  });
+
+  it("triggers one event to several channels", async () => {
+    const names = [channel(), channel(), channel()];
+    const client = await connectClient();
+    const queues = names.map((name) => client.listen(name, "multi"));
+    for (const name of names) await client.subscribe(name);
+    await sdk.trigger(names, "multi", { n: 1 });
+    for (const queue of queues) expect((await queue.next()).data).toEqual({ n: 1 });
+  });
+
+  it("leaves out the socket named by socket_id", async () => {
+    const name = channel();
+    const [alice, bob] = await Promise.all([connectClient(), connectClient()]);
+    const aliceHeard = alice.listen(name, "news", "marker");
+    const bobHeard = bob.listen(name, "news", "marker");
+    await Promise.all([alice.subscribe(name), bob.subscribe(name)]);
+
+    await sdk.trigger(name, "news", { for: "bob only" }, { socket_id: alice.socketId });
+    await sdk.trigger(name, "marker", {});
+    expect((await bobHeard.next()).data).toEqual({ for: "bob only" });
+    expect(await until(bobHeard, "marker")).toMatchObject({ before: [] });
+    // Events of one channel arrive in order: had alice got "news", it would come before the marker.
+    expect(await until(aliceHeard, "marker")).toMatchObject({ before: [] });
+  });
+
+  it("delivers batch_events in order", async () => {
+    const [one, two] = [channel(), channel()];
+    const client = await connectClient();
+    const heardOne = client.listen(one, "a", "b");
+    const heardTwo = client.listen(two, "c");
+    await Promise.all([client.subscribe(one), client.subscribe(two)]);
+    const response = await sdk.triggerBatch([
+      { channel: one, name: "a", data: { i: 1 } },
+      { channel: two, name: "c", data: { i: 2 } },
+      { channel: one, name: "b", data: "three" },
+    ]);
+    expect(response.status).toBe(200);
+    expect(await heardOne.next()).toMatchObject({ event: "a", data: { i: 1 } });
+    expect(await heardOne.next()).toMatchObject({ event: "b", data: "three" });
+    expect(await heardTwo.next()).toMatchObject({ event: "c", data: { i: 2 } });
+  });
+
+  it("stops delivering after pusher:unsubscribe", async () => {
+    const name = channel();
+    const client = await connectClient();
+    await client.subscribe(name);
+    client.pusher.unsubscribe(name);
+    await expect
+      .poll(async () => (await json(await sdk.get({ path: `/channels/${name}`, params: {} }))).occupied, { timeout: WAIT_MS })
+      .toBe(false);
+    await sdk.trigger(name, "missed", {});
+    const again = client.listen(name, "missed", "after");
+    await client.subscribe(name);
+    await sdk.trigger(name, "after", {});
+    // "missed" has the lower seq: delivered, it would come first.
+    expect(await until(again, "after")).toMatchObject({ before: [] });
+  });
+
+  it("resubscribes pusher-js's channels after a reconnect, on a new socket id", async () => {
+    const name = channel();
+    const client = await connectClient();
+    const heard = client.listen(name, "back");
+    await client.subscribe(name);
+    const firstId = client.socketId;
+
+    const resubscribed = withTimeout(
+      new Promise<void>((resolve) => client.pusher.channel(name).bind("pusher:subscription_succeeded", () => resolve())),
+      WAIT_MS,
+      "no resubscription",
+    );
+    client.pusher.disconnect();
+    client.pusher.connect();
+    await client.connected();
+    await resubscribed;
+    expect(client.socketId).not.toBe(firstId);
+    await sdk.trigger(name, "back", { again: true });
+    expect((await heard.next()).data).toEqual({ again: true });
+  });
+
+  it("refuses a client event on a public channel with pusher:error, keeping the connection", async () => {
+    const name = channel();
+    const { client } = await rawPusher(relay);
+    client.send({ event: "pusher:subscribe", data: { channel: name } });
+    await nextPusherEvent(client, "pusher_internal:subscription_succeeded");
+    client.send({ event: "client-nope", channel: name, data: {} });
+    expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:error" });
+    client.send({ event: "pusher:ping", data: {} });
+    expect(await nextPusherEvent(client, "pusher:pong")).toBeDefined();
+    await client.close();
+  });
+});
+
+describe("private channels", () => {
+  it("subscribes with a valid signature and receives REST events", async () => {
+    const name = channel("private-");
+    const client = await connectClient();
+    const heard = client.listen(name, "secret");
+    await client.subscribe(name);
+    await sdk.trigger(name, "secret", { s: 1 });
+    expect((await heard.next()).data).toEqual({ s: 1 });
+  });
+
+  it("refuses a bad signature with an error pusher-js surfaces, and delivers nothing", async () => {
+    const name = channel("private-");
+    const client = await connectClient(undefined, "not-the-secret");
+    const heard = client.listen(name, "secret", "marker");
+    const outcome = await client.subscribeOutcome(name);
+    expect(outcome.ok).toBe(false);
+    expect(client.pusher.channel(name).subscribed).toBe(false);
+    // Pusher keeps the connection open after a refused subscription.
+    expect(client.pusher.connection.state).toBe("connected");
+    await sdk.trigger(name, "secret", { s: 1 });
+    const info = await json(await sdk.get({ path: `/channels/${name}`, params: { info: "subscription_count" } }));
+    expect(info).toMatchObject({ occupied: false });
+    expect(heard.received).toEqual([]);
+  });
+
+  it("refuses a subscription signed for another socket, or unsigned, and then accepts the right one (raw protocol)", async () => {
+    const name = channel("private-");
+    const { client, socketId } = await rawPusher(relay);
+    client.send({ event: "pusher:subscribe", data: { channel: name, auth: sdk.authorizeChannel("123.456", name).auth } });
+    client.send({ event: "pusher:subscribe", data: { channel: name } });
+    client.send({ event: "pusher:subscribe", data: { channel: name, auth: sdk.authorizeChannel(socketId, name).auth } });
+    const refusals: PusherFrame[] = [];
+    for (;;) {
+      const frame = await nextPusherFrame(client);
+      if (frame.event === "pusher_internal:subscription_succeeded") break;
+      refusals.push(frame);
+    }
+    // Each refusal: a subscription_error on the channel (pusher-js emits it there), then pusher:error 4009.
+    expect(refusals).toHaveLength(4);
+    for (const [error, general] of [refusals.slice(0, 2), refusals.slice(2)]) {
+      expect(error).toMatchObject({ event: "pusher:subscription_error", channel: name, data: { type: "AuthError", status: 401 } });
+      expect(general).toMatchObject({ event: "pusher:error", data: { code: 4009, message: expect.any(String) } });
+    }
+    await client.close();
+  });
+
+  it("relays client events to the other subscribers only", async () => {
+    const name = channel("private-");
+    const [alice, bob] = await Promise.all([connectClient(), connectClient()]);
+    const aliceHeard = alice.listen(name, "client-ping", "client-pong");
+    const bobHeard = bob.listen(name, "client-ping", "client-pong");
+    await Promise.all([alice.subscribe(name), bob.subscribe(name)]);
+
+    alice.pusher.channel(name).trigger("client-ping", { from: "alice" });
+    expect(await bobHeard.next()).toMatchObject({ event: "client-ping", data: { from: "alice" } });
+    bob.pusher.channel(name).trigger("client-pong", { from: "bob" });
+    // Alice's own event never comes back to her: the first thing she hears is bob's answer.
+    expect(await until(aliceHeard, "client-pong")).toMatchObject({ before: [], found: { data: { from: "bob" } } });
+  });
+});
+
+describe("presence channels", () => {
+  const alice = { user_id: "alice", user_info: { name: "Alice" } };
+  const bob = { user_id: "bob", user_info: { name: "Bob" } };
+
+  it("lists members, announces arrivals and departures", async () => {
+    const name = channel("presence-");
+    const first = await connectClient(alice);
+    const firstChannel = first.pusher.channel(name) ?? first.pusher.subscribe(name);
+    const added: any[] = [];
+    const removed: any[] = [];
+    firstChannel.bind("pusher:member_added", (member: unknown) => added.push(member));
+    firstChannel.bind("pusher:member_removed", (member: unknown) => removed.push(member));
+    const mine = (await first.subscribeOutcome(name)) as { ok: true; data: Members };
+    expect(mine.ok).toBe(true);
+    expect(mine.data.count).toBe(1);
+    expect(mine.data.me).toEqual({ id: "alice", info: { name: "Alice" } });
+
+    const second = await connectClient(bob);
+    const theirs = (await second.subscribeOutcome(name)) as { ok: true; data: Members };
+    expect(theirs.data.count).toBe(2);
+    expect(theirs.data.me).toEqual({ id: "bob", info: { name: "Bob" } });
+    expect(theirs.data.members).toEqual({ alice: { name: "Alice" }, bob: { name: "Bob" } });
+    await expect.poll(() => added, { timeout: WAIT_MS }).toEqual([{ id: "bob", info: { name: "Bob" } }]);
+
+    second.close();
+    await expect.poll(() => removed, { timeout: WAIT_MS }).toEqual([{ id: "bob", info: { name: "Bob" } }]);
+    expect((firstChannel as unknown as { members: Members }).members.count).toBe(1);
+  });
+
+  it("sends subscription_succeeded with presence {ids, hash, count}, seq and epoch (raw protocol)", async () => {
+    const name = channel("presence-");
+    const { client, socketId } = await rawPusher(relay);
+    const signed = sdk.authorizeChannel(socketId, name, alice);
+    client.send({ event: "pusher:subscribe", data: { channel: name, ...signed } });
+    const succeeded = await nextPusherEvent(client, "pusher_internal:subscription_succeeded");
+    expect(succeeded).toMatchObject({
+      channel: name,
+      data: { presence: { ids: ["alice"], hash: { alice: { name: "Alice" } }, count: 1 } },
+      seq: expect.any(Number),
+      epoch: expect.any(String),
+    });
+    await client.close();
+  });
+
+  it("refuses presence channel_data that the signature does not cover", async () => {
+    const name = channel("presence-");
+    const { client, socketId } = await rawPusher(relay);
+    const signed = sdk.authorizeChannel(socketId, name, alice);
+    client.send({ event: "pusher:subscribe", data: { channel: name, auth: signed.auth, channel_data: JSON.stringify(bob) } });
+    expect(await nextPusherFrame(client)).toMatchObject({ event: expect.stringMatching(/^pusher:(error|subscription_error)$/) });
+    await client.close();
+  });
+
+  it("marks client events with the sender's user_id, and counts users once however many sockets", async () => {
+    const name = channel("presence-");
+    const [a1, a2, b] = await Promise.all([connectClient(alice), connectClient(alice), connectClient(bob)]);
+    const bobHeard = b.listen(name, "client-wave");
+    await Promise.all([a1.subscribe(name), a2.subscribe(name), b.subscribe(name)]);
+    a1.pusher.channel(name).trigger("client-wave", { hi: 1 });
+    expect(await bobHeard.next()).toMatchObject({ data: { hi: 1 }, metadata: { user_id: "alice" } });
+
+    const info = await json(await sdk.get({ path: `/channels/${name}`, params: { info: "user_count,subscription_count" } }));
+    expect(info).toEqual({ occupied: true, user_count: 2, subscription_count: 3 });
+    const users = await json(await sdk.get({ path: `/channels/${name}/users`, params: {} }));
+    expect(users.users.map((user: { id: string }) => user.id).sort()).toEqual(["alice", "bob"]);
+  });
+});
+
+describe("REST channel queries", () => {
+  it("lists occupied channels by prefix, with user_count for presence channels", async () => {
+    const prefix = `presence-${freshRoom("q")}-`;
+    const client = await connectClient({ user_id: "quinn" });
+    await client.subscribe(`${prefix}a`);
+    await client.subscribe(`${prefix}b`);
+    const counted = await json(await sdk.get({ path: "/channels", params: { filter_by_prefix: prefix, info: "user_count" } }));
+    expect(counted).toEqual({ channels: { [`${prefix}a`]: { user_count: 1 }, [`${prefix}b`]: { user_count: 1 } } });
+    const plain = await json(await sdk.get({ path: "/channels", params: { filter_by_prefix: prefix } }));
+    expect(plain).toEqual({ channels: { [`${prefix}a`]: {}, [`${prefix}b`]: {} } });
+
+    client.pusher.unsubscribe(`${prefix}a`);
+    await expect
+      .poll(async () => Object.keys((await json(await sdk.get({ path: "/channels", params: { filter_by_prefix: prefix } }))).channels), {
+        timeout: WAIT_MS,
+      })
+      .toEqual([`${prefix}b`]);
+  });
+
+  it("answers a public channel's occupancy and subscription_count", async () => {
+    const name = channel();
+    const empty = await json(await sdk.get({ path: `/channels/${name}`, params: { info: "subscription_count" } }));
+    expect(empty).toMatchObject({ occupied: false });
+    const [a, b] = await Promise.all([connectClient(), connectClient()]);
+    await Promise.all([a.subscribe(name), b.subscribe(name)]);
+    const full = await json(await sdk.get({ path: `/channels/${name}`, params: { info: "subscription_count" } }));
+    expect(full).toEqual({ occupied: true, subscription_count: 2 });
+  });
+
+  it("follows Pusher's rules: user_count only for presence channels, /users of an empty presence channel is []", async () => {
+    const name = channel();
+    await expect(sdk.get({ path: "/channels", params: { info: "user_count" } })).rejects.toMatchObject({ status: 400 });
+    await expect(sdk.get({ path: `/channels/${name}`, params: { info: "user_count" } })).rejects.toMatchObject({ status: 400 });
+    const users = await json(await sdk.get({ path: `/channels/${channel("presence-")}/users`, params: {} }));
+    expect(users).toEqual({ users: [] });
+  });
+
+  it("refuses an event larger than MAX_MESSAGE_BYTES with 413", async () => {
+    await expect(sdk.trigger(channel(), "big", "x".repeat(70_000))).rejects.toMatchObject({ status: 413 });
+  });
+});
+
+describe("the REST signature", () => {
+  const name = "sig-channel";
+  const body = JSON.stringify({ name: "e", channels: [name], data: "{}" });
+  const batch = JSON.stringify({ batch: [{ channel: name, name: "e", data: "{}" }] });
+  const routes = [
+    { method: "POST", path: "/events", body },
+    { method: "POST", path: "/batch_events", body: batch },
+    { method: "GET", path: "/channels" },
+    { method: "GET", path: `/channels/${name}`, params: { info: "subscription_count" } },
+    { method: "GET", path: `/channels/presence-${name}/users` },
+  ] as const;
+
+  it.each(routes)("$method $path answers 200 when signed right", async (route) => {
+    const response = await restRequest(relay, { ...route });
+    expect(response.status).toBe(200);
+  });
+
+  it.each(routes)("$method $path refuses a wrong signature, key, timestamp or body_md5 with 401", async (route) => {
+    const good = signedPath({ ...route });
+    const wrongSignature = good.replace(/auth_signature=[0-9a-f]+$/, `auth_signature=${"0".repeat(64)}`);
+    const tries = [
+      wrongSignature,
+      signedPath({ ...route, secret: "not-the-secret" }),
+      signedPath({ ...route, key: "not-the-key" }),
+      signedPath({ ...route, timestamp: Math.floor(Date.now() / 1000) - 1_000 }),
+      good.replace(/&auth_signature=.*$/, ""),
+      ...("body" in route ? [signedPath({ ...route, bodyMd5: "0".repeat(32) })] : []),
+    ];
+    for (const path of tries) {
+      const response = await relay.fetch(path, {
+        method: route.method,
+        ...("body" in route && { body: route.body, headers: { "Content-Type": "application/json" } }),
+      });
+      expect({ path, status: response.status }).toEqual({ path, status: 401 });
+    }
+    // A body other than the one signed.
+    if ("body" in route) {
+      const response = await relay.fetch(good, { method: "POST", body: `${route.body} `, headers: { "Content-Type": "application/json" } });
+      expect(response.status).toBe(401);
+    }
+  });
+
+  it("rejects the server SDK configured with the wrong secret", async () => {
+    const wrong = serverSdk(relay, "not-the-secret");
+    await expect(wrong.trigger(name, "e", {})).rejects.toMatchObject({ status: 401 });
+    await expect(wrong.get({ path: "/channels", params: {} })).rejects.toMatchObject({ status: 401 });
+  });
+
+  it("does not know another app id", async () => {
+    const response = await restRequest(relay, { method: "GET", path: "/channels", appId: "another-app" });
+    expect(response.status).toBeGreaterThanOrEqual(400);
+    expect(response.status).toBeLessThan(500);
+  });
+});
+
+describe("Pusher channels are rooms", () => {
+  it("shows a Pusher REST event to a room socket as a message with {event, data}", async () => {
+    const name = channel();
+    const { client } = await relay.join(name, "watcher");
+    await sdk.trigger(name, "greet", { hello: "room" });
+    expect(await client.nextOf("message")).toMatchObject({
+      type: "message",
+      room: name,
+      seq: expect.any(Number),
+      from: "server",
+      data: { event: "greet", data: { hello: "room" } },
+    });
+    await sdk.trigger(name, "greet", "not json");
+    expect((await client.nextOf("message")).data).toEqual({ event: "greet", data: "not json" });
+    await client.close();
+  });
+
+  it("shows a room socket's publish to pusher-js as the event data.event names, else as 'message'", async () => {
+    const name = channel();
+    const listener = await connectClient();
+    const heard = listener.listen(name, "news", "message");
+    await listener.subscribe(name);
+    const { client } = await relay.join(name, "writer");
+    client.send({ type: "publish", data: { event: "news", data: { n: 1 } } });
+    expect(await heard.next()).toMatchObject({ event: "news", data: { n: 1 } });
+    client.send({ type: "publish", data: "plain" });
+    expect(await heard.next()).toMatchObject({ event: "message", data: "plain" });
+    client.send({ type: "publish", data: { event: "pusher:subscribe", data: 1 } });
+    expect(await heard.next()).toMatchObject({ event: "message", data: { event: "pusher:subscribe", data: 1 } });
+    await client.close();
+  });
+
+  it("puts top-level seq on channel events, the room's seq", async () => {
+    const name = channel();
+    const { client } = await rawPusher(relay);
+    client.send({ event: "pusher:subscribe", data: { channel: name } });
+    const succeeded = await nextPusherEvent(client, "pusher_internal:subscription_succeeded");
+    expect(succeeded).toMatchObject({ seq: 0, epoch: expect.any(String) });
+    const history = await (await relay.fetch(`/rooms/${name}`, { headers: SERVER_AUTH })).json();
+    expect(history).toMatchObject({ seq: 0 });
+    await sdk.trigger(name, "one", {});
+    expect(await nextPusherFrame(client)).toMatchObject({ event: "one", channel: name, seq: 1 });
+    await client.close();
+  });
+
+  it("keeps private and presence rooms away from anonymous v1 sockets and streams", async () => {
+    for (const name of [channel("private-"), channel("presence-")]) {
+      await expect(relay.join(name, "snoop")).rejects.toBeInstanceOf(UpgradeRefused);
+      const stream = await relay.fetch(`/rooms/${name}/events?user=snoop`);
+      expect([401, 403]).toContain(stream.status);
+      await stream.body?.cancel();
+      expect((await relay.fetch(`/rooms/${name}`, { headers: SERVER_AUTH })).status).toBe(200);
+    }
+  });
+});
+
+describe("resuming a channel (beyond Pusher)", () => {
+  it("replays the events missed since `since`, in order, then live ones", async () => {
+    const name = channel();
+    const first = await rawPusher(relay);
+    first.client.send({ event: "pusher:subscribe", data: { channel: name } });
+    const { epoch } = await nextPusherEvent(first.client, "pusher_internal:subscription_succeeded");
+    await sdk.trigger(name, "e", { i: 1 });
+    const seen = await nextPusherEvent(first.client, "e");
+    await first.client.close();
+
+    for (const i of [2, 3, 4]) await sdk.trigger(name, "e", { i });
+    const back = await rawPusher(relay);
+    back.client.send({ event: "pusher:subscribe", data: { channel: name, since: seen.seq, epoch } });
+    expect(await nextPusherFrame(back.client)).toMatchObject({ event: "pusher_internal:subscription_succeeded", seq: 4, epoch });
+    for (const i of [2, 3, 4]) expect(await nextPusherFrame(back.client)).toMatchObject({ event: "e", data: { i }, seq: i });
+    await sdk.trigger(name, "e", { i: 5 });
+    expect(await nextPusherFrame(back.client)).toMatchObject({ event: "e", data: { i: 5 }, seq: 5 });
+    await back.client.close();
+  });
+
+  it("replays nothing for another epoch, nor without `since`", async () => {
+    const name = channel();
+    for (const i of [1, 2]) await sdk.trigger(name, "e", { i });
+    let seq = 2;
+    for (const extra of [{ since: 0, epoch: "not-the-epoch" }, {}]) {
+      const { client } = await rawPusher(relay);
+      client.send({ event: "pusher:subscribe", data: { channel: name, ...extra } });
+      expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher_internal:subscription_succeeded", seq });
+      await sdk.trigger(name, "live", {});
+      expect(await nextPusherFrame(client)).toMatchObject({ event: "live", seq: ++seq });
+      await client.close();
+    }
+  });
+});
+
+describe("Laravel Echo", () => {
+  it("listens on a public and a private channel with broadcaster pusher", async () => {
+    const [pub, priv] = [channel(), channel()];
+    const echo = new Echo({
+      broadcaster: "pusher",
+      key: APP.key,
+      cluster: "relay",
+      wsHost: relay.url.hostname,
+      wsPort: Number(relay.url.port),
+      forceTLS: false,
+      enabledTransports: ["ws"],
+      Pusher,
+      // What a Laravel backend's /broadcasting/auth answers, computed here with the server SDK.
+      authorizer: (ch: { name: string }) => ({
+        authorize: (socketId: string, callback: ChannelAuthorizationCallback) =>
+          callback(null, sdk.authorizeChannel(socketId, ch.name)),
+      }),
+    });
+    try {
+      const shipped = new Promise<unknown>((resolve) => echo.channel(pub).listen("OrderShipped", resolve));
+      const status = new Promise<unknown>((resolve) => echo.private(priv).listen(".status", resolve));
+      await Promise.all([
+        new Promise<void>((resolve) => echo.channel(pub).subscribed(() => resolve())),
+        new Promise<void>((resolve) => echo.private(priv).subscribed(() => resolve())),
+      ]);
+      // Laravel names an event by its class; a leading dot in listen() opts out of the namespace.
+      await sdk.trigger(pub, "App\\Events\\OrderShipped", { order: 7 });
+      await sdk.trigger(`private-${priv}`, "status", { ok: true });
+      expect(await withTimeout(shipped, WAIT_MS, "no OrderShipped")).toEqual({ order: 7 });
+      expect(await withTimeout(status, WAIT_MS, "no status")).toEqual({ ok: true });
+      expect(echo.socketId()).toMatch(/^\d+\.\d+$/);
+    } finally {
+      echo.disconnect();
+    }
+  });
+});
+
+describe("a relay without the Pusher app", () => {
+  let bare: Relay;
+  beforeAll(async () => {
+    bare = await startRelay({ vars: { ALLOW_ANONYMOUS: "true" } });
+  });
+  afterAll(async () => {
+    await bare?.close();
+  });
+
+  it("answers 404 on the Pusher routes", async () => {
+    await expect(bare.connect(pusherSocketPath())).rejects.toMatchObject({ status: 404 });
+    for (const route of [
+      { method: "POST", path: "/events", body: JSON.stringify({ name: "e", channels: ["c"], data: "{}" }) },
+      { method: "GET", path: "/channels" },
+    ] as const) {
+      expect((await restRequest(bare, route)).status).toBe(404);
+    }
+  });
+});
+
+describe("a relay with short heartbeats", () => {
+  let quick: Relay;
+  beforeAll(async () => {
+    quick = await startRelay({
+      vars: { ...PUSHER_RELAY.vars, HEARTBEAT_INTERVAL_MS: "1000", HEARTBEAT_TIMEOUT_MS: "3000" },
+      secrets: PUSHER_RELAY.secrets,
+    });
+  });
+  afterAll(async () => {
+    await quick?.close();
+  });
+
+  it("closes a silent Pusher socket with 4201, which pusher-js answers by reconnecting at once", async () => {
+    const { client, activityTimeout } = await rawPusher(quick);
+    expect(activityTimeout).toBe(1);
+    expect((await client.closed).code).toBe(4201);
+  });
+
+  it("keeps pusher-js connected: its pusher:ping counts as activity", async () => {
+    const client = new PusherClient(quick);
+    try {
+      const id = await client.connected();
+      await new Promise((resolve) => setTimeout(resolve, 7_000));
+      expect(client.pusher.connection.state).toBe("connected");
+      expect(client.socketId).toBe(id);
+    } finally {
+      client.close();
+    }
+  });
+});

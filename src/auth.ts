@@ -3,7 +3,7 @@
 import { verify } from "hono/jwt";
 import type { Config } from "./config";
 import { HttpError } from "./http-error";
-import { roomAllowed, type Identity } from "./identity";
+import { isPrivateRoom, roomAllowed, type Identity } from "./identity";
 import { isValidName, NAME_RULE } from "./protocol";
 
 /** The most entries a token's `rooms` claim may have. */
@@ -72,6 +72,9 @@ export async function identify(request: Request, url: URL, config: Config, targe
     return claims;
   }
   if (config.allowAnonymous) {
+    if (target.room !== undefined && isPrivateRoom(target.room)) {
+      throw new HttpError(403, "forbidden", `room ${target.room} is private: it takes a token whose "rooms" claim names it`);
+    }
     const asked = url.searchParams.get("user");
     if (asked !== null) {
       if (!isValidName(asked)) throw new HttpError(400, "bad_request", `"user" must be a user id: ${NAME_RULE}`);

@@ -31,6 +31,8 @@ export interface Config {
   presenceListLimit: number;
   /** How many hub objects user sockets are spread over (docs/design.md "Placement"). */
   userHubs: number;
+  /** The one Pusher app the relay answers as (docs/pusher.md); undefined turns the Pusher routes off. */
+  pusher?: { appId: string; key: string; secret: string };
 }
 
 export class ConfigError extends Error {
@@ -92,6 +94,10 @@ export function parseConfig(vars: Vars): Config {
     presenceListLimit: integer(vars, "PRESENCE_LIST_LIMIT", 100, 0, 100_000),
     userHubs: integer(vars, "USER_HUBS", 32, 1, 10_000),
   };
+  const pusher = { appId: text(vars, "PUSHER_APP_ID"), key: text(vars, "PUSHER_APP_KEY"), secret: text(vars, "PUSHER_APP_SECRET") };
+  if (pusher.appId !== undefined && pusher.key !== undefined && pusher.secret !== undefined) {
+    config.pusher = { appId: pusher.appId, key: pusher.key, secret: pusher.secret };
+  }
   // A timeout at or below the ping interval would close every well-behaved client.
   if (config.heartbeatTimeoutMs <= config.heartbeatIntervalMs) {
     throw new ConfigError(

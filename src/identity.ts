@@ -10,8 +10,21 @@ export interface Identity {
   rooms?: string[];
 }
 
-/** Whether a token's `rooms` claim lets its holder into `room`. */
+/** Rooms named like Pusher's private and presence channels: only a claim that names them opens them. */
+export function isPrivateRoom(room: string): boolean {
+  return room.startsWith("private-") || room.startsWith("presence-");
+}
+
+/**
+ * Whether a token's `rooms` claim lets its holder into `room`. A private or presence room needs
+ * an entry that names it: the exact id, or a prefix that itself starts with `private-` or
+ * `presence-` (docs/protocol.md "Pusher Channels compatibility"); an absent claim is not enough.
+ */
 export function roomAllowed(rooms: string[] | undefined, room: string): boolean {
-  if (rooms === undefined) return true;
-  return rooms.some((entry) => (entry.endsWith("*") ? room.startsWith(entry.slice(0, -1)) : entry === room));
+  if (rooms === undefined) return !isPrivateRoom(room);
+  return rooms.some((entry) => {
+    if (!entry.endsWith("*")) return entry === room;
+    const prefix = entry.slice(0, -1);
+    return room.startsWith(prefix) && (!isPrivateRoom(room) || isPrivateRoom(prefix));
+  });
 }

@@ -6,6 +6,7 @@ import { ConfigError, configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
 import type { Identity } from "./identity";
 import { log } from "./log";
+import { pusher } from "./pusher-routes";
 import { connectRequest, hubFor, placedAt, type ConnectInfo } from "./objects/connect";
 import { HEALTHY, isValidName, isValidRoom, NAME_RULE, publishedBody, ROOM_RULE, type Json } from "./protocol";
 
@@ -216,6 +217,9 @@ app.get("/rooms/:room/messages", async (c) => {
   const body = await c.env.ROOMS.getByName(room).history(since, limit);
   return c.body(body, 200, { "Content-Type": "application/json" });
 });
+
+// Pusher Channels compatibility: its socket at /app/:key and its REST API under /apps/:app_id.
+app.route("/", pusher);
 
 app.notFound((c) => new HttpError(404, "not_found", `no route for ${c.req.method} ${c.get("url")?.pathname ?? c.req.path}`).toResponse());
 

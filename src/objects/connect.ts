@@ -10,6 +10,8 @@ const HOLDER_HEADER = "X-Edge-Relay-Holder";
 export interface ConnectInfo extends Identity, ResumePoint {
   /** The room of a room socket or event stream; absent for a user socket. */
   room?: string;
+  /** A Pusher protocol socket's socket_id (docs/pusher.md). */
+  pusher?: string;
 }
 
 /** A WebSocket, or a Server-Sent Events stream (rooms only). */
@@ -42,6 +44,12 @@ export function placedAt(response: Response): string | undefined {
 /** The name of a room's n-th shard; `#` is never part of a room id, so no room is named so. */
 export function shardName(room: string, n: number): string {
   return `${room}#${n}`;
+}
+
+/** Where a Pusher socket goes: any hub (it has no user to group by), and a socket_id for it. */
+export function pusherPlacement(hubs: number): { hub: string; socketId: string } {
+  const [a, b] = crypto.getRandomValues(new Uint32Array(2));
+  return { hub: `users-${a! % hubs}`, socketId: `${a}.${b}` };
 }
 
 /** The hub a user's sockets go to first: the devices of a user meet there (FNV-1a of the id). */

@@ -7,7 +7,10 @@ import type { Session } from "./session";
 export interface JoinRequest extends ResumePoint {
   /** The holder object's name; the Room's own sockets use the roster's `HERE`. */
   holder: string;
+  /** Who joins: the socket's user, or a Pusher presence member's user_id. */
   user: string;
+  /** A Pusher presence member's user_info (JSON; typed unknown to keep RPC stub types shallow). */
+  info?: unknown;
   connection: string;
   /** The user's sockets in the room at this holder, counting the one joining (absolute). */
   connections: number;
@@ -19,6 +22,8 @@ export interface Admission {
   epoch: string;
   users: number;
   presence?: PresenceEntry[];
+  /** user_info of the listed users that gave one (presence- rooms, for Pusher clients). */
+  infos?: Record<string, unknown>;
   recovered?: boolean;
   replay: string[];
 }
@@ -44,6 +49,10 @@ export interface FeedEntry {
   seq?: number;
   /** A connection that must not get this entry (a presence join's own newcomer, a binary's sender). */
   except?: string;
+  /** For Pusher clients only: a client event, already in Pusher's format. */
+  pusherOnly?: true;
+  /** A joining member's user_info, for Pusher's member_added. */
+  info?: unknown;
 }
 
 /** A socket between asking its source to join and getting the answer: it keeps what arrives. */
@@ -52,13 +61,15 @@ export interface Joiner {
   entries: FeedEntry[];
 }
 
-/** Sends one payload to one socket; never throws. */
-export type Send = (ws: WebSocket, payload: string | ArrayBuffer) => void;
+/** Sends one entry to one socket, in the socket's own dialect; never throws. */
+export type Send = (session: Session, entry: FeedEntry) => void;
 
 export class Feed {
   /** Live sockets here, by connection id. */
   readonly sessions = new Map<string, Session>();
   readonly #users = new Map<string, number>();
+  /** Who each socket is here, where that is not its own user (a Pusher presence member). */
+  readonly #members = new Map<string, string>();
   readonly #joiners = new Set<Joiner>();
   /** Sockets that joined ahead of what has arrived here: the seq each already has. */
   readonly #floors = new Map<string, number>();
@@ -111,18 +122,25 @@ export class Feed {
    * Adds `session`, which has everything up to `floor` (its welcome's seq). Entries at or below
    * it that are still on their way to the sockets already here are not sent to it again.
    */
-  add(session: Session, floor?: number): void {
+  add(session: Session, floor?: number, member = session.identity.user): void {
     if (this.sessions.has(session.connection)) return;
     if (floor !== undefined && (this.last === undefined || this.last < floor)) this.#floors.set(session.connection, floor);
     this.sessions.set(session.connection, session);
-    this.#users.set(session.identity.user, (this.#users.get(session.identity.user) ?? 0) + 1);
+    if (member !== session.identity.user) this.#members.set(session.connection, member);
+    this.#users.set(member, (this.#users.get(member) ?? 0) + 1);
+  }
+
+  /** Who `session` is in this feed. */
+  memberOf(session: Session): string {
+    return this.#members.get(session.connection) ?? session.identity.user;
   }
 
   /** Removes `session`; answers whether it was here. */
   remove(session: Session): boolean {
+    const user = this.memberOf(session);
     if (!this.sessions.delete(session.connection)) return false;
     this.#floors.delete(session.connection);
-    const user = session.identity.user;
+    this.#members.delete(session.connection);
     const left = this.#users.get(user)! - 1;
     if (left === 0) this.#users.delete(user);
     else this.#users.set(user, left);
@@ -145,12 +163,10 @@ export class Feed {
         if (this.#gapless && this.last !== undefined && entry.seq > this.last + 1) return false;
         this.last = entry.seq;
       }
-      // A binary frame carries no room, so only room sockets can tell where it came from.
-      const binary = typeof entry.frame !== "string";
       for (const session of this.sessions.values()) {
-        if (session.connection === entry.except || (binary && session.room === undefined)) continue;
+        if (session.connection === entry.except) continue;
         if (entry.seq !== undefined && entry.seq <= (this.#floors.get(session.connection) ?? 0)) continue;
-        send(session.ws, entry.frame);
+        send(session, entry);
       }
       for (const joiner of this.#joiners) joiner.entries.push(entry);
     }

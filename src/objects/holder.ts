@@ -10,7 +10,11 @@ import {
   CloseCode,
   errorFrame,
   FrameError,
+  connectionEstablished,
+  pusherCloseCode,
+  pusherError,
   subscribedFrame,
+  toPusher,
   unsubscribedFrame,
   welcomeFrame,
   type ClientFrame,
@@ -23,13 +27,31 @@ import {
 import { overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
 import { Feed, type Admission, type FeedEntry, type JoinRequest, type RoomFull, type Send } from "./feed";
 import { Links } from "./links";
+import { PusherSockets } from "./pusher-sockets";
 import type { Session } from "./session";
 import { SocketHost } from "./socket-host";
 
-/** Sends without throwing: a socket that cannot take a frame is left to its close event. */
-const sendQuietly: Send = (ws, payload) => {
+/** Pusher's text for each entry, made once however many Pusher sockets get it. */
+const inPusherFormat = new WeakMap<FeedEntry, string | null>();
+
+/**
+ * Sends one entry to one socket in the socket's dialect, without throwing (a socket that cannot
+ * take it is left to its close event): the relay's frames as they are; Pusher events translated
+ * (docs/pusher.md); binary frames to room sockets only, which alone can tell their room.
+ */
+const sendEntry: Send = (session, entry) => {
+  let payload: string | ArrayBuffer | undefined = entry.frame;
+  if (session.pusher) {
+    if (typeof entry.frame !== "string") return;
+    if (!entry.pusherOnly) {
+      let text = inPusherFormat.get(entry);
+      if (text === undefined) inPusherFormat.set(entry, (text = toPusher(entry.frame, entry.info) ?? null));
+      payload = text ?? undefined;
+    }
+  } else if (entry.pusherOnly || (typeof entry.frame !== "string" && session.room === undefined)) return;
+  if (payload === undefined) return;
   try {
-    ws.send(payload);
+    session.ws.send(payload);
   } catch {
     // Closing or gone.
   }
@@ -37,6 +59,7 @@ const sendQuietly: Send = (ws, payload) => {
 
 export class Holder extends SocketHost {
   protected readonly links: Links;
+  readonly #pusher: PusherSockets;
   // Built lazily from the sockets and the subscriptions table, so they are right after a wake-up.
   #rooms?: Map<string, Feed>;
   #inboxes?: Map<string, Feed>;
@@ -44,10 +67,19 @@ export class Holder extends SocketHost {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.links = new Links(env);
+    this.#pusher = new PusherSockets({
+      config: this.config,
+      send: (session, text) => this.send(session.ws, text),
+      subscribe: (session, room, resume, answer, member, info) => this.subscribe(session, room, resume, answer, member, info),
+      unsubscribe: (session, room) => this.unsubscribe(session, room),
+      memberOf: (session, room) => (this.subscribed(session, room) ? (this.#feeds().rooms.get(room)?.memberOf(session) ?? null) : null),
+      clientEvent: (room, frame, except) => this.links.call("room", room, (stub) => stub.clientEvent(frame, except)),
+    });
     // User sockets' subscriptions outlive hibernation here: a socket's attachment (16 KiB) could
     // not hold MAX_SUBSCRIPTIONS room ids (docs/platform.md).
     ctx.storage.sql.exec(
-      "CREATE TABLE IF NOT EXISTS subscriptions (connection TEXT NOT NULL, room TEXT NOT NULL, PRIMARY KEY (connection, room))",
+      // `member` is set where the socket is someone else in that room (a Pusher presence user_id).
+      "CREATE TABLE IF NOT EXISTS subscriptions (connection TEXT NOT NULL, room TEXT NOT NULL, member TEXT, PRIMARY KEY (connection, room))",
     );
   }
 
@@ -66,21 +98,26 @@ export class Holder extends SocketHost {
     for (const session of this.sessions.values()) {
       if (session.room !== undefined) feedIn(rooms, session.room).add(session);
       else {
-        feedIn(inboxes, session.identity.user, false).add(session);
+        if (!session.pusher) feedIn(inboxes, session.identity.user, false).add(session);
         userSockets.set(session.connection, session);
       }
     }
     if (userSockets.size > 0) {
-      for (const { connection, room } of this.ctx.storage.sql.exec<{ connection: string; room: string }>(
-        "SELECT connection, room FROM subscriptions",
-      )) {
+      for (const { connection, room, member } of this.#subscriptionRows()) {
         const session = userSockets.get(connection);
-        if (session) feedIn(rooms, room).add(session);
+        if (session) feedIn(rooms, room).add(session, undefined, member ?? undefined);
       }
     }
     this.#rooms = rooms;
     this.#inboxes = inboxes;
     return { rooms, inboxes };
+  }
+
+  #subscriptionRows(connection?: string): { connection: string; room: string; member: string | null }[] {
+    const sql = this.ctx.storage.sql;
+    const columns = "SELECT connection, room, member FROM subscriptions";
+    type Row = { connection: string; room: string; member: string | null };
+    return (connection === undefined ? sql.exec<Row>(columns) : sql.exec<Row>(`${columns} WHERE connection = ?`, connection)).toArray();
   }
 
   /** The sockets held here for `room`; a Room uses this for its own. */
@@ -111,12 +148,14 @@ export class Holder extends SocketHost {
    * handed back after the answer's seq, so the welcome, the replay and live frames meet with no
    * gap and no duplicate (docs/design.md "Joining, counting and presence").
    */
-  async #admit(room: string, user: string, connection: string, resume: ResumePoint) {
+  async #admit(room: string, user: string, connection: string, resume: ResumePoint, info?: unknown) {
     const { rooms } = this.#feeds();
     const feed = feedIn(rooms, room);
     const joiner = feed.startJoin(user);
     try {
-      const answer = await this.joinRoom(room, { holder: this.joinAs, user, connection, connections: feed.count(user), ...resume });
+      const request: JoinRequest = { holder: this.joinAs, user, connection, connections: feed.count(user), ...resume };
+      if (info !== undefined) request.info = info;
+      const answer = await this.joinRoom(room, request);
       const kept = feed.endJoin(joiner, "refused" in answer ? undefined : answer.seq);
       return { feed, answer, kept };
     } catch (error) {
@@ -127,11 +166,9 @@ export class Holder extends SocketHost {
     }
   }
 
-  /** What arrived while `session` was joining, after its welcome; binary frames to room sockets only. */
+  /** What arrived while `session` was joining, after its welcome. */
   #sendKept(session: Session, kept: FeedEntry[]): void {
-    for (const { frame, except } of kept) {
-      if (except !== session.connection && (typeof frame === "string" || session.room !== undefined)) sendQuietly(session.ws, frame);
-    }
+    for (const entry of kept) if (entry.except !== session.connection) sendEntry(session, entry);
   }
 
   // ---- connections ----
@@ -143,6 +180,7 @@ export class Holder extends SocketHost {
       if (connect.room === undefined) return placeAt(overflowHub(this.name));
       return new HttpError(503, "room_full", `this object holds ${this.config.socketsPerObject} sockets, its limit`).toResponse();
     }
+    if (connect.pusher !== undefined) return this.#openPusherSocket(connect, connect.pusher);
     return connect.room === undefined ? this.#openUserSocket(connect) : this.openRoomSocket(connect, connect.room);
   }
 
@@ -153,7 +191,7 @@ export class Holder extends SocketHost {
     const { feed, answer, kept } = await this.#admit(room, identity.user, connection, connect);
     if ("refused" in answer) return new HttpError(503, "room_full", answer.message).toResponse();
     const { 0: client, 1: server } = new WebSocketPair();
-    const session = this.accept(server, identity, connection, room);
+    const session = this.accept(server, identity, connection, { room });
     const { replay, recovered, ...state } = answer;
     this.send(
       server,
@@ -193,15 +231,22 @@ export class Holder extends SocketHost {
     return new Response(null, { status: 101, webSocket: client });
   }
 
+  /** A Pusher socket (docs/pusher.md): no inbox; its connection id is its socket_id. */
+  #openPusherSocket(connect: ConnectInfo, socketId: string): Response {
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.accept(server, identityOf(connect), socketId, { pusher: true });
+    this.send(server, connectionEstablished(socketId, Math.ceil(this.config.heartbeatIntervalMs / 1000)));
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
   protected override onLeave(session: Session): void {
+    if (session.room !== undefined) return this.#leaveRoom(session, session.room);
+    const subscribed = this.#subscriptionRows(session.connection);
+    this.ctx.storage.sql.exec("DELETE FROM subscriptions WHERE connection = ?", session.connection);
+    for (const { room, member } of subscribed) this.#leaveRoom(session, room, member ?? undefined);
+    if (session.pusher) return;
     const { inboxes } = this.#feeds();
     const { user } = session.identity;
-    if (session.room !== undefined) return this.#leaveRoom(session, session.room);
-    const subscribed = this.ctx.storage.sql
-      .exec<{ room: string }>("SELECT room FROM subscriptions WHERE connection = ?", session.connection)
-      .toArray();
-    this.ctx.storage.sql.exec("DELETE FROM subscriptions WHERE connection = ?", session.connection);
-    for (const { room } of subscribed) this.#leaveRoom(session, room);
     const feed = inboxes.get(user);
     feed?.remove(session);
     const left = feed?.count(user) ?? 0;
@@ -211,16 +256,31 @@ export class Holder extends SocketHost {
       .catch((error: unknown) => log("error", "could not detach from an inbox", { holder: this.name, user, error }));
   }
 
-  #leaveRoom(session: Session, room: string): void {
+  /** `session` leaves `room` here; the Room hears how many of that member's sockets are left. */
+  #leaveRoom(session: Session, room: string, member?: string): void {
     const { rooms } = this.#feeds();
     const feed = rooms.get(room);
+    const who = member ?? feed?.memberOf(session) ?? session.identity.user;
     feed?.remove(session);
-    const left = feed?.count(session.identity.user) ?? 0;
+    const left = feed?.count(who) ?? 0;
     this.#dropIfEmpty(rooms, room);
-    this.report(room, session.identity.user, left);
+    this.report(room, who, left);
   }
 
   // ---- frames ----
+
+  protected override onText(session: Session, text: string): Promise<void> {
+    return session.pusher ? this.#pusher.onText(session, text) : super.onText(session, text);
+  }
+
+  protected override refuse(session: Session, error: FrameError): void {
+    if (session.pusher) this.send(session.ws, pusherError(error.code, error.message));
+    else super.refuse(session, error);
+  }
+
+  protected override closeCodeFor(session: Session, code: number): number {
+    return session.pusher ? pusherCloseCode(code) : code;
+  }
 
   protected override async onFrame(session: Session, frame: ClientFrame): Promise<void> {
     const { user } = session.identity;
@@ -299,36 +359,70 @@ export class Holder extends SocketHost {
   async #subscribe(session: Session, frame: SubscribeFrame): Promise<void> {
     const { room, id } = frame;
     if (!roomAllowed(session.identity.rooms, room)) throw new FrameError("forbidden", `token does not allow room ${room}`);
+    await this.subscribe(session, room, frame, (answer) => {
+      const { replay: _, recovered, infos: __, ...state } = answer;
+      this.send(session.ws, subscribedFrame({ room, ...state, ...(recovered !== undefined && { recovered }) }, id));
+    });
+  }
+
+  /**
+   * Subscribes a user or Pusher socket to `room` as `member`: `answer` sends the dialect's own
+   * acknowledgement, then the replay `resume` asks for and live frames follow, with no gap.
+   * Throws FrameError `too_many_subscriptions` or `room_full`.
+   */
+  protected async subscribe(
+    session: Session,
+    room: string,
+    resume: ResumePoint,
+    answer: (admission: Admission) => void,
+    member = session.identity.user,
+    info?: unknown,
+  ): Promise<void> {
     const { rooms } = this.#feeds();
     const again = rooms.get(room)?.sessions.has(session.connection) ?? false;
     if (!again) {
       let held = 0;
       for (const feed of rooms.values()) if (feed.sessions.has(session.connection)) held++;
       if (held >= this.config.maxSubscriptions) {
-        throw new FrameError("too_many_subscriptions", `a user socket holds at most ${this.config.maxSubscriptions} rooms`);
+        throw new FrameError("too_many_subscriptions", `a socket holds at most ${this.config.maxSubscriptions} rooms`);
       }
     }
     // A repeated subscribe joins again with the socket set aside, so its replay and the live
     // frames meet as for a first one; the count it reports is unchanged.
     if (again) rooms.get(room)!.remove(session);
-    const { feed, answer, kept } = await this.#admit(room, session.identity.user, session.connection, frame);
-    if (!this.sessions.has(session.ws)) return this.report(room, session.identity.user, feed.count(session.identity.user));
-    if ("refused" in answer) throw new FrameError("room_full", answer.message);
-    if (!again) this.ctx.storage.sql.exec("INSERT OR IGNORE INTO subscriptions (connection, room) VALUES (?, ?)", session.connection, room);
-    const { replay, recovered, ...state } = answer;
-    this.send(session.ws, subscribedFrame({ room, ...state, ...(recovered !== undefined && { recovered }) }, id));
-    for (const text of replay) this.send(session.ws, text);
+    const { feed, answer: admission, kept } = await this.#admit(room, member, session.connection, resume, info);
+    if (!this.sessions.has(session.ws)) return this.report(room, member, feed.count(member));
+    if ("refused" in admission) throw new FrameError("room_full", admission.message);
+    if (!again) {
+      this.ctx.storage.sql.exec(
+        "INSERT OR REPLACE INTO subscriptions (connection, room, member) VALUES (?, ?, ?)",
+        session.connection,
+        room,
+        member === session.identity.user ? null : member,
+      );
+    }
+    answer(admission);
+    for (const frame of admission.replay) sendEntry(session, { frame });
     this.#sendKept(session, kept);
-    feed.add(session, answer.seq);
+    feed.add(session, admission.seq, member);
     rooms.set(room, feed);
   }
 
+  /** Whether `session` has subscribed to `room` here. */
+  protected subscribed(session: Session, room: string): boolean {
+    return this.#feeds().rooms.get(room)?.sessions.has(session.connection) ?? false;
+  }
+
+  /** Ends a subscription; answers whether there was one. */
+  protected unsubscribe(session: Session, room: string): boolean {
+    if (!this.subscribed(session, room)) return false;
+    this.ctx.storage.sql.exec("DELETE FROM subscriptions WHERE connection = ? AND room = ?", session.connection, room);
+    this.#leaveRoom(session, room);
+    return true;
+  }
+
   #unsubscribe(session: Session, room: string, id?: string): void {
-    const feed = this.#feeds().rooms.get(room);
-    if (feed?.sessions.has(session.connection)) {
-      this.ctx.storage.sql.exec("DELETE FROM subscriptions WHERE connection = ? AND room = ?", session.connection, room);
-      this.#leaveRoom(session, room);
-    }
+    this.unsubscribe(session, room);
     this.send(session.ws, unsubscribedFrame(room, id));
   }
 
@@ -342,7 +436,7 @@ export class Holder extends SocketHost {
   protected deliverRoom(room: string, entries: FeedEntry[]): number {
     const feed = this.#feeds().rooms.get(room);
     if (!feed) return 0;
-    if (!feed.deliver(entries, sendQuietly)) {
+    if (!feed.deliver(entries, sendEntry)) {
       // A batch never arrived (docs/design.md "Failures"): these sockets resume from history.
       log("warn", "missed messages of a room; closing its sockets here so they resume", { holder: this.name, room });
       for (const session of [...feed.sessions.values()]) this.close(session, CloseCode.internal, "missed messages; reconnect and resume");
@@ -354,7 +448,7 @@ export class Holder extends SocketHost {
   direct(user: string, entries: FeedEntry[]): number {
     const feed = this.#feeds().inboxes.get(user);
     if (!feed) return 0;
-    feed.deliver(entries, sendQuietly);
+    feed.deliver(entries, sendEntry);
     return feed.sessions.size;
   }
 

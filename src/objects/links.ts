@@ -7,6 +7,7 @@
 // arrive in order. A stub whose call failed may be broken for good, so it is dropped and the
 // next call makes a fresh one.
 import { log } from "../log";
+import type { Directory } from "./directory";
 import type { Holder } from "./holder";
 import type { Inbox } from "./inbox";
 import type { Room } from "./room";
@@ -14,12 +15,14 @@ import type { Room } from "./room";
 /** Past this many targets the cache starts over (targets come and go). */
 const MAX_CACHED_STUBS = 1_000;
 
-type Kind = "room" | "holder" | "inbox";
+type Kind = "room" | "holder" | "inbox" | "directory";
 type StubOf<K extends Kind> = K extends "room"
   ? DurableObjectStub<Room>
   : K extends "holder"
     ? DurableObjectStub<Holder>
-    : DurableObjectStub<Inbox>;
+    : K extends "inbox"
+      ? DurableObjectStub<Inbox>
+      : DurableObjectStub<Directory>;
 
 /** Whether the platform says a failed call may succeed if made again. */
 function retryable(error: unknown): boolean {
@@ -51,7 +54,8 @@ export class Links {
     let stub = this.#cache.get(key);
     if (!stub) {
       if (this.#cache.size >= MAX_CACHED_STUBS) this.#cache.clear();
-      const namespace = kind === "room" ? this.#env.ROOMS : kind === "holder" ? this.#env.HOLDERS : this.#env.INBOXES;
+      const namespaces = { room: this.#env.ROOMS, holder: this.#env.HOLDERS, inbox: this.#env.INBOXES, directory: this.#env.DIRECTORY };
+      const namespace: DurableObjectNamespace = namespaces[kind];
       stub = namespace.getByName(name) as DurableObjectStub;
       this.#cache.set(key, stub);
     }

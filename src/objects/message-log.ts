@@ -15,13 +15,16 @@ import { Sequence } from "./sequence";
 /** A stored message: its seq and the exact frame text clients receive. */
 export type Stored = { seq: number; frame: string };
 
+/** A message just stored, and the connection it must not be sent to live (a Pusher `socket_id`). */
+export type Fresh = Stored & { except?: string };
+
 /** The outcome of a resume request: whether nothing was missed, and the messages to replay. */
 export interface Resume {
   recovered: boolean;
   messages: Stored[];
 }
 
-interface Pending extends Stored {
+interface Pending extends Fresh {
   resolve: (seq: number) => void;
   reject: (error: unknown) => void;
 }
@@ -31,11 +34,11 @@ export class MessageLog {
   readonly #sequence: Sequence;
   readonly #room: string;
   readonly #historyLimit: number;
-  readonly #onStored: (batch: Stored[]) => void;
+  readonly #onStored: (batch: Fresh[]) => void;
   #pending: Pending[] = [];
   #scheduled = false;
 
-  constructor(storage: DurableObjectStorage, room: string, historyLimit: number, onStored: (batch: Stored[]) => void) {
+  constructor(storage: DurableObjectStorage, room: string, historyLimit: number, onStored: (batch: Fresh[]) => void) {
     this.#storage = storage;
     this.#room = room;
     this.#historyLimit = historyLimit;
@@ -55,11 +58,11 @@ export class MessageLog {
   }
 
   /** Numbers a message now; resolves with its seq once its batch is stored, rejects if storing failed. */
-  append(from: string, data: Json, id?: string): Promise<number> {
+  append(from: string, data: Json, id?: string, except?: string): Promise<number> {
     const seq = this.#sequence.reserve();
     const frame = JSON.stringify(messageFrame(this.#room, seq, from, data, id, Date.now()));
     const { promise, resolve, reject } = Promise.withResolvers<number>();
-    this.#pending.push({ seq, frame, resolve, reject });
+    this.#pending.push({ seq, frame, resolve, reject, ...(except !== undefined && { except }) });
     if (!this.#scheduled) {
       this.#scheduled = true;
       setTimeout(() => this.flush(), 0);
@@ -87,7 +90,7 @@ export class MessageLog {
       for (const pending of batch) pending.reject(error);
       return;
     }
-    this.#onStored(batch.map(({ seq, frame }) => ({ seq, frame })));
+    this.#onStored(batch.map(({ seq, frame, except }) => ({ seq, frame, ...(except !== undefined && { except }) })));
     for (const { seq, resolve } of batch) resolve(seq);
   }
 

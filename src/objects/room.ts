@@ -7,6 +7,7 @@ import { log } from "../log";
 import {
   FrameError,
   historyBody,
+  isPresenceChannel,
   presenceCountFrame,
   presenceFrame,
   type Json,
@@ -20,8 +21,8 @@ import { EventStream } from "./event-stream";
 import type { Admission, FeedEntry, JoinRequest, RoomFull } from "./feed";
 import { Holder } from "./holder";
 import { Streams } from "./links";
-import { MessageLog, type Stored } from "./message-log";
-import { HERE, Roster } from "./roster";
+import { MessageLog, type Fresh } from "./message-log";
+import { HERE, MemberInfos, Roster } from "./roster";
 import { liveAttachment } from "./session";
 
 /** How long a seat the Room promised a shard stays counted if no join arrives for it. */
@@ -33,6 +34,8 @@ const COUNT_EVERY_MS = 1_000;
 export class Room extends Holder {
   readonly #log: MessageLog;
   readonly #roster: Roster;
+  /** Pusher presence members' user_info, while they are here. */
+  readonly #infos: MemberInfos;
   readonly #holders: Streams<FeedEntry>;
   readonly #streams = new Set<EventStream>();
   /** Seats promised to shards, as the times they were promised. */
@@ -44,6 +47,7 @@ export class Room extends Holder {
     super(ctx, env);
     this.#log = new MessageLog(ctx.storage, this.name, this.config.historyLimit, (batch) => this.#stored(batch));
     this.#roster = new Roster(ctx.storage.sql);
+    this.#infos = new MemberInfos(ctx.storage.sql);
     this.#holders = new Streams((holder, entries) => this.#forward(holder, entries));
   }
 
@@ -147,15 +151,18 @@ export class Room extends Holder {
     }
     if (this.#seats.has(holder)) this.#seats.set(holder, this.#heldSeats(holder).slice(1)); // the promised seat is taken
     const change = members.set(holder, user, connections);
+    if (request.info !== undefined && change === "joined") this.#infos.set(user, request.info);
     if (holder !== HERE) this.armAlarm(); // the census of other holders runs on the sweep alarm
     const resume = request.since === undefined ? undefined : this.#log.resume(request.since, request.epoch);
+    const presence = this.#presence();
     const answer: Admission = {
       seq: this.#log.seq,
       epoch: this.#log.epoch,
-      ...this.#presence(),
+      ...presence,
       ...(resume && { recovered: resume.recovered }),
       replay: resume?.messages.map((message) => message.frame) ?? [],
     };
+    if (isPresenceChannel(this.name) && presence.presence) answer.infos = this.#infos.of(presence.presence.map((entry) => entry.user));
     if (change === "joined") this.#announce("join", user, request.connection);
     return answer;
   }
@@ -176,11 +183,23 @@ export class Room extends Holder {
   /** Join and leave frames while the room is small (counting after a join, before a leave); counts above. */
   #announce(event: "join" | "leave", user: string, except?: string): void {
     const users = this.#roster.users + (event === "leave" ? 1 : 0);
+    if ((event === "join" && users === 1) || (event === "leave" && users === 1)) this.#occupancy(event === "join");
+    const info = event === "join" && isPresenceChannel(this.name) ? this.#infos.get(user) : undefined;
+    if (event === "leave") this.#infos.delete(user);
     if (users <= this.config.presenceListLimit) {
       // Clients count from names again: the next count frame must go out whatever it says.
       this.#count.users = -1;
-      this.#emit([{ frame: JSON.stringify(presenceFrame(this.name, event, user)), ...(except !== undefined && { except }) }]);
+      const frame = JSON.stringify(presenceFrame(this.name, event, user));
+      this.#emit([{ frame, ...(except !== undefined && { except }), ...(info !== undefined && { info }) }]);
     } else this.#countChanged();
+  }
+
+  /** Pusher's channel listing learns when the room gains its first user or loses its last. */
+  #occupancy(occupied: boolean): void {
+    if (this.config.pusher === undefined) return;
+    this.links
+      .call("directory", "channels", (stub) => stub.occupied(this.name, occupied))
+      .catch((error: unknown) => log("warn", "could not update the channel directory", { room: this.name, error }));
   }
 
   #countChanged(): void {
@@ -214,9 +233,17 @@ export class Room extends Holder {
     }
   }
 
-  /** Numbers, stores and sends one message; answers its seq once its batch is stored (RPC). */
-  publish(from: string, data: Json, id?: string): Promise<number> {
-    return this.#log.append(from, data, id);
+  /**
+   * Numbers, stores and sends one message; answers its seq once its batch is stored (RPC).
+   * `except` is a connection that must not get it live (Pusher's `socket_id` exclusion).
+   */
+  publish(from: string, data: Json, id?: string, except?: string): Promise<number> {
+    return this.#log.append(from, data, id, except);
+  }
+
+  /** A Pusher client event: to the room's other Pusher subscribers only, not stored (RPC). */
+  clientEvent(frame: string, except: string): void {
+    this.#emit([{ frame, except, pusherOnly: true }]);
   }
 
   /** A binary frame from a room socket on any holder: to every other room socket, not stored (RPC). */
@@ -235,8 +262,8 @@ export class Room extends Holder {
   }
 
   /** The one way out for stored messages (MessageLog calls it after the commit). */
-  #stored(batch: Stored[]): void {
-    this.#emit(batch.map(({ seq, frame }) => ({ frame, seq })));
+  #stored(batch: Fresh[]): void {
+    this.#emit(batch.map(({ seq, frame, except }) => ({ frame, seq, ...(except !== undefined && { except }) })));
   }
 
   /** Sends entries to this Room's sockets and streams, and queues them for every other holder. */
@@ -244,8 +271,8 @@ export class Room extends Holder {
     this.deliverRoom(this.name, entries);
     for (const holder of this.#roster.others()) this.#holders.push(holder, entries);
     for (const stream of this.#streams) {
-      for (const { frame, seq } of entries) {
-        if (typeof frame === "string") stream.send(seq === undefined ? "presence" : "message", frame, seq);
+      for (const { frame, seq, pusherOnly } of entries) {
+        if (typeof frame === "string" && !pusherOnly) stream.send(seq === undefined ? "presence" : "message", frame, seq);
       }
     }
   }

@@ -116,3 +116,36 @@ export class Roster {
     return users.length > limit ? { presence, next: presence[presence.length - 1]!.user } : { presence };
   }
 }
+
+/** Pusher presence members' user_info, kept while the member is in the room (docs/pusher.md). */
+export class MemberInfos {
+  readonly #sql: SqlStorage;
+
+  constructor(sql: SqlStorage) {
+    this.#sql = sql;
+    sql.exec("CREATE TABLE IF NOT EXISTS member_info (user TEXT PRIMARY KEY, info TEXT NOT NULL)");
+  }
+
+  set(user: string, info: unknown): void {
+    this.#sql.exec("INSERT OR REPLACE INTO member_info (user, info) VALUES (?, ?)", user, JSON.stringify(info));
+  }
+
+  get(user: string): unknown {
+    const row = this.#sql.exec<{ info: string }>("SELECT info FROM member_info WHERE user = ?", user).toArray()[0];
+    return row === undefined ? undefined : JSON.parse(row.info);
+  }
+
+  delete(user: string): void {
+    this.#sql.exec("DELETE FROM member_info WHERE user = ?", user);
+  }
+
+  /** The info of each of `users` that has one. */
+  of(users: string[]): Record<string, unknown> {
+    const infos: Record<string, unknown> = {};
+    for (const user of users) {
+      const info = this.get(user);
+      if (info !== undefined) infos[user] = info;
+    }
+    return infos;
+  }
+}

@@ -9,6 +9,8 @@ export interface Attachment {
   connection: string;
   /** The room of a room socket; absent on user sockets. */
   room?: string;
+  /** A Pusher protocol socket (docs/pusher.md): its connection id is its socket_id. */
+  pusher?: true;
   /** Last activity as of the last save, ms since the epoch. */
   seen: number;
   /** Set when we closed the socket: it no longer counts, whatever its readyState says. */
@@ -21,6 +23,7 @@ export interface Session {
   readonly identity: Identity;
   readonly connection: string;
   readonly room?: string;
+  readonly pusher?: true;
   /** Latest activity, ms; after a restore an upper bound (see `SocketHost#restore`). */
   seen: number;
   /** `seen` as last written into the attachment. */

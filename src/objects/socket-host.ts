@@ -109,6 +109,7 @@ export abstract class SocketHost extends DurableObject<Env> {
       identity: attachment.identity,
       connection: attachment.connection,
       ...(attachment.room !== undefined && { room: attachment.room }),
+      ...(attachment.pusher && { pusher: true as const }),
       seen,
       savedSeen: attachment.seen,
       rate: new RateLimiter(this.config.rateLimitPerSecond, now),
@@ -116,12 +117,12 @@ export abstract class SocketHost extends DurableObject<Env> {
     };
   }
 
-  /** Accepts `ws` as hibernatable: a room socket when `room` is given, else a user socket. */
-  protected accept(ws: WebSocket, identity: Identity, connection: string, room?: string): Session {
+  /** Accepts `ws` as hibernatable: a room socket when `room` is given, else a user (or Pusher) socket. */
+  protected accept(ws: WebSocket, identity: Identity, connection: string, kind: { room?: string; pusher?: true } = {}): Session {
     const sessions = this.#live();
     this.ctx.acceptWebSocket(ws);
     const now = Date.now();
-    const attachment: Attachment = { identity, connection, ...(room !== undefined && { room }), seen: now };
+    const attachment: Attachment = { identity, connection, ...kind, seen: now };
     ws.serializeAttachment(attachment);
     const session = this.#add(sessions, ws, attachment, now);
     this.armAlarm();
@@ -164,7 +165,7 @@ export abstract class SocketHost extends DurableObject<Env> {
     this.beforeSend();
     try {
       this.#save(session, true);
-      session.ws.close(code, closeReason(reason));
+      session.ws.close(this.closeCodeFor(session, code), closeReason(reason));
     } catch {
       // Already closing.
     }
@@ -181,7 +182,7 @@ export abstract class SocketHost extends DurableObject<Env> {
     try {
       if (isOversized(message, this.config.maxMessageBytes)) {
         if (session.oversize.add(now)) return this.close(session, CloseCode.tooLarge, "message too large");
-        return this.send(ws, errorFrame("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`));
+        return this.refuse(session, new FrameError("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`));
       }
       if (message === PING) return; // the auto-response normally takes these; exempt from limits
       switch (session.rate.take(now)) {
@@ -190,30 +191,42 @@ export abstract class SocketHost extends DurableObject<Env> {
         case "drop":
           return;
         case "drop-and-tell":
-          return this.send(
-            ws,
-            errorFrame("rate_limited", `more than ${this.config.rateLimitPerSecond} frames a second; frame dropped`),
-          );
+          return this.refuse(session, new FrameError("rate_limited", `more than ${this.config.rateLimitPerSecond} frames a second; frame dropped`));
         case "close":
           return this.close(session, CloseCode.policy, "rate limit exceeded");
       }
       if (typeof message !== "string") return this.onBinary(session, message);
-      const frame = decodeClientFrame(message);
-      try {
-        await this.onFrame(session, frame);
-      } catch (error) {
-        // A handler's refusal keeps the frame's id so the client can match it.
-        if (error instanceof FrameError && error.id === undefined && "id" in frame && frame.id !== undefined) {
-          throw new FrameError(error.code, error.message, frame.id);
-        }
-        throw error;
-      }
+      await this.onText(session, message);
     } catch (error) {
-      if (error instanceof FrameError) return this.send(ws, errorFrame(error.code, error.message, error.id));
+      if (error instanceof FrameError) return this.refuse(session, error);
       log("error", "frame handler failed", { object: this.constructor.name, error });
-      this.send(ws, errorFrame("internal", "the relay failed to handle this frame"));
+      this.refuse(session, new FrameError("internal", "the relay failed to handle this frame"));
       this.close(session, CloseCode.internal, "internal error");
     }
+  }
+
+  /** A text frame that passed the limits; Holder reads Pusher clients' frames its own way. */
+  protected async onText(session: Session, text: string): Promise<void> {
+    const frame = decodeClientFrame(text);
+    try {
+      await this.onFrame(session, frame);
+    } catch (error) {
+      // A handler's refusal keeps the frame's id so the client can match it.
+      if (error instanceof FrameError && error.id === undefined && "id" in frame && frame.id !== undefined) {
+        throw new FrameError(error.code, error.message, frame.id);
+      }
+      throw error;
+    }
+  }
+
+  /** The close code `session`'s client understands for `code`; Pusher clients have their own. */
+  protected closeCodeFor(_session: Session, code: number): number {
+    return code;
+  }
+
+  /** Tells a socket its frame was refused; the connection stays open. */
+  protected refuse(session: Session, error: FrameError): void {
+    this.send(session.ws, errorFrame(error.code, error.message, error.id));
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
@@ -252,6 +265,8 @@ export abstract class SocketHost extends DurableObject<Env> {
     const attachment: Attachment = {
       identity: session.identity,
       connection: session.connection,
+      ...(session.room !== undefined && { room: session.room }),
+      ...(session.pusher && { pusher: true as const }),
       seen: session.seen,
       ...(closed && { closed }),
     };

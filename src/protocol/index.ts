@@ -3,3 +3,4 @@ export * from "./decode";
 export * from "./encode";
 export * from "./frames";
 export * from "./names";
+export * from "./pusher";

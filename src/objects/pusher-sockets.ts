@@ -1,0 +1,141 @@
+// What a hub does with the frames of a Pusher client (docs/pusher.md): ping, subscribe with
+// Pusher's channel auth, unsubscribe and client events. Subscriptions are the hub's own (one
+// room per channel), so a Pusher socket gets what a room socket gets, in Pusher's format.
+import type { Config } from "../config";
+import {
+  clientEvent,
+  decodePusherFrame,
+  FrameError,
+  isPresenceChannel,
+  isPrivateChannel,
+  PUSHER_PONG,
+  PusherClose,
+  pusherError,
+  subscriptionError,
+  subscriptionSucceeded,
+  type Json,
+  type PusherClientFrame,
+  type ResumePoint,
+} from "../protocol";
+import type { Admission } from "./feed";
+import type { Session } from "./session";
+
+/** What the hub lends this module: its subscriptions, and a way to reach a room. */
+export interface PusherHost {
+  config: Config;
+  send(session: Session, text: string): void;
+  subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void, member?: string, info?: unknown): Promise<void>;
+  unsubscribe(session: Session, room: string): boolean;
+  /** Who `session` is in `room` (its presence user_id), or null when it has not subscribed. */
+  memberOf(session: Session, room: string): string | null;
+  clientEvent(room: string, frame: string, except: string): Promise<void>;
+}
+
+/** Pusher's longest user_id the relay keeps. */
+const MAX_USER_ID = 128;
+
+const encoder = new TextEncoder();
+
+/** Pusher's channel auth: `key:hex(HMAC-SHA256(secret, signed))`, checked in constant time. */
+async function validAuth(auth: string, key: string, secret: string, signed: string): Promise<boolean> {
+  const [givenKey, signature] = auth.split(":");
+  if (givenKey !== key || signature === undefined || !/^[0-9a-f]{64}$/i.test(signature)) return false;
+  const hmac = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
+  const bytes = new Uint8Array(signature.match(/../g)!.map((pair) => Number.parseInt(pair, 16)));
+  return crypto.subtle.verify("HMAC", hmac, bytes, encoder.encode(signed));
+}
+
+export class PusherSockets {
+  readonly #host: PusherHost;
+
+  constructor(host: PusherHost) {
+    this.#host = host;
+  }
+
+  async onText(session: Session, text: string): Promise<void> {
+    const frame = decodePusherFrame(text);
+    switch (frame.event) {
+      case "pusher:ping":
+        return this.#host.send(session, PUSHER_PONG);
+      case "pusher:subscribe":
+        return this.#subscribe(session, frame);
+      case "pusher:unsubscribe":
+        this.#host.unsubscribe(session, frame.channel);
+        return;
+      case "other":
+        throw new FrameError("bad_frame", `the relay does not take ${frame.name} (see docs/pusher.md)`);
+      default:
+        return this.#clientEvent(session, frame);
+    }
+  }
+
+  async #subscribe(session: Session, frame: Extract<PusherClientFrame, { event: "pusher:subscribe" }>): Promise<void> {
+    const { channel } = frame;
+    const pusher = this.#host.config.pusher!;
+    let member: string | undefined;
+    let info: unknown;
+    if (isPrivateChannel(channel)) {
+      const presence = isPresenceChannel(channel);
+      const signed = presence ? `${session.connection}:${channel}:${frame.channelData ?? ""}` : `${session.connection}:${channel}`;
+      if (frame.auth === undefined || !(await validAuth(frame.auth, pusher.key, pusher.secret, signed))) {
+        const message = `invalid signature for ${channel}: expected ${pusher.key}:HMAC-SHA256(secret, "${signed.slice(0, 300)}")`;
+        this.#host.send(session, subscriptionError(channel, 401, message));
+        return this.#host.send(session, pusherError(PusherClose.unauthorized, message));
+      }
+      if (presence) {
+        const data = parseMember(frame.channelData);
+        if (!data) {
+          const message = `channel_data of ${channel} must be JSON with a "user_id" of 1-${MAX_USER_ID} characters`;
+          this.#host.send(session, subscriptionError(channel, 400, message));
+          return this.#host.send(session, pusherError(null, message));
+        }
+        ({ member, info } = data);
+      }
+    }
+    const resume = { ...(frame.since !== undefined && { since: frame.since }), ...(frame.epoch !== undefined && { epoch: frame.epoch }) };
+    try {
+      await this.#host.subscribe(
+        session,
+        channel,
+        resume,
+        (admission) => {
+          const members = isPresenceChannel(channel)
+            ? (admission.presence ?? []).map(({ user }) => ({ user, info: admission.infos?.[user] }))
+            : undefined;
+          this.#host.send(session, subscriptionSucceeded(channel, admission.seq, admission.epoch, members, admission.users));
+        },
+        member,
+        info,
+      );
+    } catch (error) {
+      if (!(error instanceof FrameError)) throw error;
+      this.#host.send(session, subscriptionError(channel, error.code === "room_full" ? 503 : 400, error.message));
+      throw error;
+    }
+  }
+
+  async #clientEvent(session: Session, frame: { event: string; channel: string; data: Json }): Promise<void> {
+    const { channel, event, data } = frame;
+    if (!isPrivateChannel(channel)) throw new FrameError("forbidden", "client events are only for private and presence channels");
+    const member = this.#host.memberOf(session, channel);
+    if (member === null) throw new FrameError("forbidden", `subscribe to ${channel} before sending it client events`);
+    const text = clientEvent(channel, event, data, isPresenceChannel(channel) ? member : undefined);
+    await this.#host.clientEvent(channel, text, session.connection);
+  }
+}
+
+/** A presence subscription's `channel_data`: `{"user_id", "user_info"?}`; undefined when malformed. */
+function parseMember(channelData: string | undefined): { member: string; info: unknown } | undefined {
+  if (channelData === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(channelData);
+  } catch {
+    return undefined;
+  }
+  const fields = typeof parsed === "object" && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
+  const id = fields?.user_id;
+  const member = typeof id === "number" && Number.isFinite(id) ? String(id) : id;
+  if (typeof member !== "string" || member.length === 0 || member.length > MAX_USER_ID) return undefined;
+  return { member, info: fields!.user_info ?? null };
+}

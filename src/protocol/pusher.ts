@@ -1,0 +1,217 @@
+// The Pusher Channels wire format (protocol 7), as pusher-js speaks it, and its translation from
+// the relay's own frames (docs/pusher.md). A Pusher frame is `{"event", "channel"?, "data"}`
+// where the relay's `data` is a JSON *string*, as Pusher sends it.
+import type { ErrorCode } from "./codes";
+import { FrameError } from "./decode";
+import type { Json, MessageFrame, PresenceFrame } from "./frames";
+import { isValidRoom, ROOM_RULE } from "./names";
+
+/** Pusher's close codes (4000-4099: do not reconnect; 4100-4199: back off; 4200-4299: reconnect now; 4300-4399: other). */
+export const PusherClose = {
+  appUnknown: 4001,
+  unauthorized: 4009,
+  overCapacity: 4100,
+  generic: 4200,
+  pongNotReceived: 4201,
+  rateLimited: 4301,
+} as const;
+
+/** The relay's close codes as a Pusher client should hear them. */
+export function pusherCloseCode(code: number): number {
+  switch (code) {
+    case 4000: // heartbeat timeout
+      return PusherClose.pongNotReceived;
+    case 1008: // rate limit
+    case 1009: // too large, three times
+      return PusherClose.rateLimited;
+    case 1011:
+      return PusherClose.generic;
+    default:
+      return code;
+  }
+}
+
+/** Pusher's numeric code for one of the relay's refusals, where Pusher has one. */
+function pusherErrorCode(code: ErrorCode): number | null {
+  switch (code) {
+    case "forbidden":
+      return PusherClose.unauthorized;
+    case "rate_limited":
+      return PusherClose.rateLimited;
+    case "room_full":
+      return PusherClose.overCapacity;
+    default:
+      return null;
+  }
+}
+
+export type PusherClientFrame =
+  | { event: "pusher:ping" }
+  | { event: "pusher:subscribe"; channel: string; auth?: string; channelData?: string; since?: number; epoch?: string }
+  | { event: "pusher:unsubscribe"; channel: string }
+  | { event: `client-${string}`; channel: string; data: Json }
+  | { event: "other"; name: string };
+
+const CHANNEL_EVENT = /^client-/;
+
+function record(value: unknown): Record<string, unknown> | undefined {
+  return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+}
+
+function channelOf(fields: Record<string, unknown> | undefined): string {
+  const channel = fields?.channel;
+  if (!isValidRoom(channel)) throw new FrameError("bad_frame", `"channel" must be a channel name: ${ROOM_RULE}`);
+  return channel;
+}
+
+/** Decodes one text frame of a Pusher client; throws FrameError for anything malformed. */
+export function decodePusherFrame(text: string): PusherClientFrame {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new FrameError("bad_json", "frame is not valid JSON");
+  }
+  const frame = record(parsed);
+  if (!frame || typeof frame.event !== "string") throw new FrameError("bad_frame", `frame must be an object with an "event"`);
+  // pusher-js sends `data` as an object; some clients send it as a JSON string.
+  let data = frame.data;
+  if (typeof data === "string" && frame.event.startsWith("pusher:")) {
+    try {
+      data = JSON.parse(data);
+    } catch {
+      // left as a string: the checks below refuse it where it matters
+    }
+  }
+  const fields = record(data);
+  switch (frame.event) {
+    case "pusher:ping":
+      return { event: "pusher:ping" };
+    case "pusher:subscribe": {
+      const channel = channelOf(fields);
+      const since = fields?.since;
+      if (since !== undefined && !(typeof since === "number" && Number.isSafeInteger(since) && since >= 0)) {
+        throw new FrameError("bad_frame", `"since" must be a non-negative integer`);
+      }
+      const optional = (name: string) => (typeof fields?.[name] === "string" ? (fields[name] as string) : undefined);
+      const auth = optional("auth");
+      const channelData = optional("channel_data");
+      const epoch = optional("epoch");
+      return {
+        event: "pusher:subscribe",
+        channel,
+        ...(auth !== undefined && { auth }),
+        ...(channelData !== undefined && { channelData }),
+        ...(since !== undefined && { since: since as number }),
+        ...(epoch !== undefined && { epoch }),
+      };
+    }
+    case "pusher:unsubscribe":
+      return { event: "pusher:unsubscribe", channel: channelOf(fields) };
+    default:
+      if (CHANNEL_EVENT.test(frame.event)) {
+        return { event: frame.event as `client-${string}`, channel: channelOf(frame), data: (frame.data ?? null) as Json };
+      }
+      return { event: "other", name: frame.event.slice(0, 100) };
+  }
+}
+
+// ---- relay to Pusher client ----
+
+export function connectionEstablished(socketId: string, activityTimeoutSeconds: number): string {
+  return JSON.stringify({
+    event: "pusher:connection_established",
+    data: JSON.stringify({ socket_id: socketId, activity_timeout: activityTimeoutSeconds }),
+  });
+}
+
+export const PUSHER_PONG = JSON.stringify({ event: "pusher:pong", data: "{}" });
+
+export function pusherError(code: ErrorCode | number | null, message: string): string {
+  const numeric = typeof code === "string" ? pusherErrorCode(code) : code;
+  return JSON.stringify({ event: "pusher:error", data: { code: numeric, message } });
+}
+
+/** A channel's subscription refused: pusher-js emits it on the channel as `pusher:subscription_error`. */
+export function subscriptionError(channel: string, status: number, message: string): string {
+  return JSON.stringify({ event: "pusher:subscription_error", channel, data: { type: "AuthError", error: message, status } });
+}
+
+export interface Member {
+  user: string;
+  info?: unknown;
+}
+
+/**
+ * `pusher_internal:subscription_succeeded`, with the room's seq and epoch (pusher-js ignores
+ * them). On presence channels, the members listed and how many there are in all.
+ */
+export function subscriptionSucceeded(channel: string, seq: number, epoch: string, members?: Member[], count?: number): string {
+  const data =
+    members === undefined
+      ? {}
+      : {
+          presence: {
+            ids: members.map((member) => member.user),
+            hash: Object.fromEntries(members.map((member) => [member.user, member.info ?? null])),
+            count: count ?? members.length,
+          },
+        };
+  return JSON.stringify({ event: "pusher_internal:subscription_succeeded", channel, data: JSON.stringify(data), seq, epoch });
+}
+
+/** A client event, as the channel's other Pusher subscribers receive it. */
+export function clientEvent(channel: string, event: string, data: Json, userId?: string): string {
+  return JSON.stringify({ event, channel, data: typeof data === "string" ? data : JSON.stringify(data), ...(userId !== undefined && { user_id: userId }) });
+}
+
+export function isPrivateChannel(channel: string): boolean {
+  return channel.startsWith("private-") || channel.startsWith("presence-");
+}
+
+export function isPresenceChannel(channel: string): boolean {
+  return channel.startsWith("presence-");
+}
+
+/** Pusher's event name and payload inside a room message's data (docs/protocol.md "Pusher"). */
+export function pusherEventOf(data: Json): { event: string; payload: string } {
+  const fields = record(data);
+  const event = fields?.event;
+  if (typeof event === "string" && event !== "" && !event.startsWith("pusher:") && !event.startsWith("pusher_internal:")) {
+    const inner = (fields!.data ?? null) as Json;
+    return { event, payload: typeof inner === "string" ? inner : JSON.stringify(inner) };
+  }
+  return { event: "message", payload: typeof data === "string" ? data : JSON.stringify(data) };
+}
+
+/** A REST or Pusher-published event as a room message's data: the payload parsed when it is JSON. */
+export function roomDataOf(event: string, payload: string): Json {
+  let data: Json = payload;
+  try {
+    data = JSON.parse(payload) as Json;
+  } catch {
+    // not JSON: kept as the string pusher-js would hand its listeners
+  }
+  return { event, data };
+}
+
+/**
+ * The Pusher frame for one of the relay's own frames (a room message or presence change), or
+ * undefined when a Pusher client gets nothing for it. `info` is a joining member's user_info.
+ */
+export function toPusher(text: string, info?: unknown): string | undefined {
+  const frame = JSON.parse(text) as MessageFrame | PresenceFrame | { type: string };
+  if (frame.type === "message") {
+    const { room, seq, data } = frame as MessageFrame;
+    const { event, payload } = pusherEventOf(data);
+    return JSON.stringify({ event, channel: room, data: payload, seq });
+  }
+  if (frame.type === "presence" && "user" in frame && isPresenceChannel(frame.room)) {
+    const { room, event, user } = frame as PresenceFrame;
+    if (event === "join") {
+      return JSON.stringify({ event: "pusher_internal:member_added", channel: room, data: JSON.stringify({ user_id: user, user_info: info ?? null }) });
+    }
+    return JSON.stringify({ event: "pusher_internal:member_removed", channel: room, data: JSON.stringify({ user_id: user }) });
+  }
+  return undefined;
+}

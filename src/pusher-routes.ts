@@ -1,0 +1,218 @@
+// Pusher Channels compatibility in the Worker (docs/pusher.md): the protocol 7 WebSocket at
+// `/app/:key`, and the signed REST API under `/apps/:app_id/`. Both are off (404) until
+// PUSHER_APP_ID, PUSHER_APP_KEY and the secret PUSHER_APP_SECRET are all set.
+import { Hono, type Context } from "hono";
+import { checkOrigin } from "./auth";
+import type { Config } from "./config";
+import { HttpError } from "./http-error";
+import { connectRequest, overflowHub, placedAt, pusherPlacement } from "./objects/connect";
+import { isPresenceChannel, isValidRoom, pusherError, PusherClose, roomDataOf, ROOM_RULE, type PresenceEntry } from "./protocol";
+
+type PusherApp = { Bindings: Env; Variables: { config: Config; url: URL } };
+type PusherContext = Context<PusherApp>;
+
+export const pusher = new Hono<PusherApp>();
+
+function appOf(c: PusherContext): NonNullable<Config["pusher"]> {
+  const app = c.get("config").pusher;
+  if (!app) {
+    throw new HttpError(404, "not_found", "Pusher compatibility is off: set PUSHER_APP_ID, PUSHER_APP_KEY and the secret PUSHER_APP_SECRET");
+  }
+  return app;
+}
+
+// ---- the WebSocket ----
+
+/** How many full hubs a Pusher socket is handed past before it is refused. */
+const MAX_HUB_HOPS = 16;
+
+pusher.get("/app/:key", async (c) => {
+  const app = appOf(c);
+  checkOrigin(c.req.raw, c.get("config"));
+  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
+    throw new HttpError(426, "upgrade_required", "this route takes a WebSocket upgrade (Upgrade: websocket)");
+  }
+  // Pusher tells a client with an unknown key over the socket, then closes it 4001: pusher-js
+  // then stops instead of retrying.
+  if (c.req.param("key") !== app.key) return refuseSocket(PusherClose.appUnknown, `App key ${c.req.param("key")} not in this cluster`);
+  let { hub, socketId } = pusherPlacement(c.get("config").userHubs);
+  for (let hops = 0; hops < MAX_HUB_HOPS; hops++) {
+    const answer = await c.env.HOLDERS.getByName(hub).fetch(connectRequest({ user: `pusher-${socketId}`, pusher: socketId }));
+    if (placedAt(answer) === undefined) return answer;
+    hub = overflowHub(hub);
+  }
+  return refuseSocket(PusherClose.overCapacity, "over capacity; try again later");
+});
+
+/** Accepts a socket only to tell it why it may not stay, as Pusher does. */
+function refuseSocket(code: number, message: string): Response {
+  const { 0: client, 1: server } = new WebSocketPair();
+  server.accept();
+  server.send(pusherError(code, message));
+  server.close(code, message.slice(0, 100));
+  return new Response(null, { status: 101, webSocket: client });
+}
+
+// ---- the REST API ----
+
+const encoder = new TextEncoder();
+
+function hex(bytes: ArrayBuffer): string {
+  return [...new Uint8Array(bytes)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** How far `auth_timestamp` may be from now, as Pusher allows. */
+const MAX_CLOCK_SKEW_S = 600;
+
+/**
+ * Pusher's request signature: HMAC-SHA256(secret, "METHOD\npath\nquery") in hex, where query is
+ * every parameter but auth_signature, keys lower-cased, sorted, as `key=value` joined with `&`.
+ * Answers the body, read once, for the handler.
+ */
+async function verified(c: PusherContext): Promise<string> {
+  const app = appOf(c);
+  if (c.req.param("app_id") !== app.appId) throw new HttpError(404, "not_found", `unknown app ${c.req.param("app_id")}`);
+  const url = c.get("url");
+  const params = [...url.searchParams].map(([key, value]) => [key.toLowerCase(), value] as const);
+  const given = Object.fromEntries(params);
+  const body = c.req.method === "POST" ? await c.req.text() : "";
+  if (given.auth_key !== app.key) throw new HttpError(401, "unauthorized", "auth_key is missing or is not this app's key");
+  if (given.auth_version !== "1.0") throw new HttpError(401, "unauthorized", "auth_version must be 1.0");
+  const timestamp = Number(given.auth_timestamp);
+  if (!Number.isFinite(timestamp) || Math.abs(Date.now() / 1000 - timestamp) > MAX_CLOCK_SKEW_S) {
+    throw new HttpError(401, "unauthorized", `auth_timestamp must be within ${MAX_CLOCK_SKEW_S} s of the server's clock`);
+  }
+  if (body !== "" && given.body_md5 !== hex(await crypto.subtle.digest("MD5", encoder.encode(body)))) {
+    throw new HttpError(401, "unauthorized", "body_md5 does not match the body");
+  }
+  const query = params
+    .filter(([key]) => key !== "auth_signature")
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([key, value]) => `${key}=${value}`)
+    .join("&");
+  const signed = `${c.req.method}\n${url.pathname}\n${query}`;
+  const key = await crypto.subtle.importKey("raw", encoder.encode(app.secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const expected = hex(await crypto.subtle.sign("HMAC", key, encoder.encode(signed)));
+  const signature = typeof given.auth_signature === "string" ? given.auth_signature.toLowerCase() : "";
+  const same = signature.length === expected.length && crypto.subtle.timingSafeEqual(encoder.encode(signature), encoder.encode(expected));
+  if (!same) throw new HttpError(401, "unauthorized", `invalid signature: expected HMAC-SHA256 hex of ${JSON.stringify(signed)}`);
+  return body;
+}
+
+/** The most channels one event may go to, and events one batch may carry, as Pusher allows. */
+const MAX_CHANNELS = 100;
+const MAX_BATCH = 10;
+
+interface PusherEvent {
+  name: string;
+  data: string;
+  channels: string[];
+  socketId?: string;
+}
+
+function parseBody(body: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    throw new HttpError(400, "bad_request", "body is not valid JSON");
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new HttpError(400, "bad_request", "body must be a JSON object");
+  return parsed as Record<string, unknown>;
+}
+
+function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent {
+  const { name, data, socket_id: socketId } = fields;
+  if (typeof name !== "string" || name === "" || name.length > 200) throw new HttpError(400, "bad_request", `"name" must be an event name of 1-200 characters`);
+  const text = typeof data === "string" ? data : JSON.stringify(data ?? null);
+  if (encoder.encode(text).length > maxBytes) throw new HttpError(413, "too_large", `event data is limited to ${maxBytes} bytes`);
+  const channels = Array.isArray(fields.channels) ? fields.channels : fields.channel !== undefined ? [fields.channel] : [];
+  if (channels.length === 0 || channels.length > MAX_CHANNELS) throw new HttpError(400, "bad_request", `an event goes to 1-${MAX_CHANNELS} channels`);
+  for (const channel of channels) if (!isValidRoom(channel)) throw new HttpError(400, "bad_request", `channel names are ${ROOM_RULE}`);
+  if (socketId !== undefined && (typeof socketId !== "string" || !/^\d+\.\d+$/.test(socketId))) {
+    throw new HttpError(400, "bad_request", `"socket_id" must look like 123.456`);
+  }
+  return { name, data: text, channels: channels as string[], ...(socketId !== undefined && { socketId: socketId as string }) };
+}
+
+/** An event is a room message in every channel it names (docs/protocol.md "Pusher"). */
+async function trigger(c: PusherContext, event: PusherEvent): Promise<void> {
+  const data = roomDataOf(event.name, event.data);
+  await Promise.all(event.channels.map((channel) => c.env.ROOMS.getByName(channel).publish("server", data, undefined, event.socketId)));
+}
+
+pusher.post("/apps/:app_id/events", async (c) => {
+  const event = eventOf(parseBody(await verified(c)), c.get("config").maxMessageBytes);
+  await trigger(c, event);
+  return c.json({});
+});
+
+pusher.post("/apps/:app_id/batch_events", async (c) => {
+  const { batch } = parseBody(await verified(c));
+  if (!Array.isArray(batch) || batch.length === 0 || batch.length > MAX_BATCH) {
+    throw new HttpError(400, "bad_request", `"batch" must hold 1-${MAX_BATCH} events`);
+  }
+  const events = batch.map((fields) => eventOf(typeof fields === "object" && fields !== null ? fields : {}, c.get("config").maxMessageBytes));
+  // In order, so a batch's events to one channel keep their order there.
+  for (const event of events) await trigger(c, event);
+  return c.json({ batch: events.map(() => ({})) });
+});
+
+/** `info=a,b` as a set. */
+function infoOf(c: PusherContext): Set<string> {
+  return new Set((c.get("url").searchParams.get("info") ?? "").split(",").filter((item) => item !== ""));
+}
+
+function presenceOnly(channel: string, what: string): void {
+  if (!isPresenceChannel(channel)) throw new HttpError(400, "bad_request", `${what} is only available for presence channels`);
+}
+
+pusher.get("/apps/:app_id/channels", async (c) => {
+  await verified(c);
+  const prefix = c.get("url").searchParams.get("filter_by_prefix") ?? "";
+  const info = infoOf(c);
+  if (info.has("user_count") && !prefix.startsWith("presence-")) {
+    throw new HttpError(400, "bad_request", "info=user_count needs filter_by_prefix=presence-");
+  }
+  const names = await c.env.DIRECTORY.getByName("channels").list(prefix);
+  const channels: Record<string, { user_count?: number }> = {};
+  await Promise.all(
+    names.map(async (name) => {
+      channels[name] = info.has("user_count") ? { user_count: (await c.env.ROOMS.getByName(name).info()).users } : {};
+    }),
+  );
+  return c.json({ channels });
+});
+
+function channelParam(c: PusherContext): string {
+  const channel = c.req.param("channel") ?? "";
+  if (!isValidRoom(channel)) throw new HttpError(400, "bad_request", `channel names are ${ROOM_RULE}`);
+  return channel;
+}
+
+pusher.get("/apps/:app_id/channels/:channel", async (c) => {
+  await verified(c);
+  const channel = channelParam(c);
+  const info = infoOf(c);
+  if (info.has("user_count")) presenceOnly(channel, "user_count");
+  const room = await c.env.ROOMS.getByName(channel).info();
+  return c.json({
+    occupied: room.connections > 0,
+    ...(info.has("user_count") && { user_count: room.users }),
+    ...(info.has("subscription_count") && { subscription_count: room.connections }),
+  });
+});
+
+pusher.get("/apps/:app_id/channels/:channel/users", async (c) => {
+  await verified(c);
+  const channel = channelParam(c);
+  presenceOnly(channel, "the user list");
+  const users: PresenceEntry[] = [];
+  let after: string | undefined;
+  do {
+    const page = await c.env.ROOMS.getByName(channel).presencePage(after, 1_000);
+    users.push(...page.presence);
+    after = page.next;
+  } while (after !== undefined);
+  return c.json({ users: users.map(({ user }) => ({ id: user })) });
+});

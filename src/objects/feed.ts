@@ -1,6 +1,6 @@
 // What a holder keeps per source it receives: the sockets it holds for one room (room sockets
 // and subscriptions alike) or for one user's inbox, and the sockets waiting for their welcome.
-import type { PresenceEntry, ResumePoint } from "../protocol";
+import { toPusher, type PresenceEntry, type ResumePoint } from "../protocol";
 import type { Session } from "./session";
 
 /** A holder asking a Room to count one more (or fewer) of a user's sockets, and to join it. */
@@ -176,3 +176,29 @@ export class Feed {
     return true;
   }
 }
+
+/** Pusher's text for each entry, made once however many Pusher sockets get it. */
+const inPusherFormat = new WeakMap<FeedEntry, string | null>();
+
+/**
+ * Sends one entry to one socket in the socket's dialect, without throwing (a socket that cannot
+ * take it is left to its close event): the relay's frames as they are; Pusher events translated
+ * (docs/pusher.md); binary frames to room sockets only, which alone can tell their room.
+ */
+export const sendEntry: Send = (session, entry) => {
+  let payload: string | ArrayBuffer | undefined = entry.frame;
+  if (session.pusher) {
+    if (typeof entry.frame !== "string") return;
+    if (!entry.pusherOnly) {
+      let text = inPusherFormat.get(entry);
+      if (text === undefined) inPusherFormat.set(entry, (text = toPusher(entry.frame, entry.info) ?? null));
+      payload = text ?? undefined;
+    }
+  } else if (entry.pusherOnly || (typeof entry.frame !== "string" && session.room === undefined)) return;
+  if (payload === undefined) return;
+  try {
+    session.ws.send(payload);
+  } catch {
+    // Closing or gone.
+  }
+};

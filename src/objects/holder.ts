@@ -3,63 +3,33 @@
 // sockets, their subscriptions to rooms, and their directs. Room extends it to hold its own
 // sockets. docs/design.md explains the whole path; this file is the holder's half of it.
 import { HttpError } from "../http-error";
-import { roomAllowed, type Identity } from "../identity";
+import type { Identity } from "../identity";
 import { log } from "../log";
 import {
-  ackFrame,
   CloseCode,
-  errorFrame,
   FrameError,
   connectionEstablished,
   pusherCloseCode,
   pusherError,
-  subscribedFrame,
-  toPusher,
-  unsubscribedFrame,
   welcomeFrame,
   type ClientFrame,
-  type Delivery,
   type Json,
-  type Refusal,
   type ResumePoint,
-  type SubscribeFrame,
 } from "../protocol";
 import { overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
-import { Feed, type Admission, type FeedEntry, type JoinRequest, type RoomFull, type Send } from "./feed";
+import { Feed, sendEntry, type Admission, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
 import { Links } from "./links";
 import { PusherSockets } from "./pusher-sockets";
+import { RelaySockets } from "./relay-sockets";
 import type { Session } from "./session";
 import { SocketHost } from "./socket-host";
 
-/** Pusher's text for each entry, made once however many Pusher sockets get it. */
-const inPusherFormat = new WeakMap<FeedEntry, string | null>();
-
-/**
- * Sends one entry to one socket in the socket's dialect, without throwing (a socket that cannot
- * take it is left to its close event): the relay's frames as they are; Pusher events translated
- * (docs/pusher.md); binary frames to room sockets only, which alone can tell their room.
- */
-const sendEntry: Send = (session, entry) => {
-  let payload: string | ArrayBuffer | undefined = entry.frame;
-  if (session.pusher) {
-    if (typeof entry.frame !== "string") return;
-    if (!entry.pusherOnly) {
-      let text = inPusherFormat.get(entry);
-      if (text === undefined) inPusherFormat.set(entry, (text = toPusher(entry.frame, entry.info) ?? null));
-      payload = text ?? undefined;
-    }
-  } else if (entry.pusherOnly || (typeof entry.frame !== "string" && session.room === undefined)) return;
-  if (payload === undefined) return;
-  try {
-    session.ws.send(payload);
-  } catch {
-    // Closing or gone.
-  }
-};
-
 export class Holder extends SocketHost {
   protected readonly links: Links;
+  readonly #relay: RelaySockets;
   readonly #pusher: PusherSockets;
+  /** Subscribes of each socket still waiting for their room's answer. */
+  readonly #joining = new Map<string, number>();
   // Built lazily from the sockets and the subscriptions table, so they are right after a wake-up.
   #rooms?: Map<string, Feed>;
   #inboxes?: Map<string, Feed>;
@@ -67,6 +37,14 @@ export class Holder extends SocketHost {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.links = new Links(env);
+    this.#relay = new RelaySockets({
+      name: this.name,
+      links: this.links,
+      send: (session, frame) => this.send(session.ws, frame),
+      publishTo: (room, from, data, id) => this.publishTo(room, from, data, id),
+      subscribe: (session, room, resume, answer) => this.subscribe(session, room, resume, answer),
+      unsubscribe: (session, room) => this.unsubscribe(session, room),
+    });
     this.#pusher = new PusherSockets({
       config: this.config,
       send: (session, text) => this.send(session.ws, text),
@@ -282,43 +260,8 @@ export class Holder extends SocketHost {
     return session.pusher ? pusherCloseCode(code) : code;
   }
 
-  protected override async onFrame(session: Session, frame: ClientFrame): Promise<void> {
-    const { user } = session.identity;
-    switch (frame.type) {
-      case "publish": {
-        const room = session.room ?? frame.room;
-        if (room === undefined) throw new FrameError("bad_frame", `"publish" on a user socket needs a "room"`);
-        if (session.room !== undefined && frame.room !== undefined && frame.room !== session.room) {
-          throw new FrameError("bad_frame", `this socket is in room ${session.room}; publish to other rooms from a user socket`);
-        }
-        if (session.room === undefined && !roomAllowed(session.identity.rooms, room)) {
-          throw new FrameError("forbidden", `token does not allow room ${room}`);
-        }
-        // Not awaited: a socket's publishes go out back to back (in order, on one stub or into one
-        // log) and each is answered when its batch is stored.
-        this.publishTo(room, user, frame.data, frame.id).then(
-          // Room sockets see their own message echoed; user sockets are also told its seq.
-          (seq) => session.room === undefined && frame.id !== undefined && this.send(session.ws, ackFrame(frame.id, "delivered", seq)),
-          (error: unknown) => {
-            const refusal = error instanceof FrameError ? error : new FrameError("internal", "the relay failed to handle this frame");
-            this.send(session.ws, errorFrame(refusal.code, refusal.message, frame.id));
-          },
-        );
-        return;
-      }
-      case "direct":
-        return this.#direct(session, frame.to, frame.data, frame.id);
-      case "ack":
-        if (session.room !== undefined) throw new FrameError("bad_frame", `"ack" is only meaningful on a user socket`);
-        this.links
-          .call("inbox", user, (stub) => stub.ack(frame.seq))
-          .catch((error: unknown) => log("error", "could not ack directs", { user, error }));
-        return;
-      case "subscribe":
-      case "unsubscribe":
-        if (session.room !== undefined) throw new FrameError("bad_frame", `"${frame.type}" is only meaningful on a user socket`);
-        return frame.type === "subscribe" ? this.#subscribe(session, frame) : this.#unsubscribe(session, frame.room, frame.id);
-    }
+  protected override onFrame(session: Session, frame: ClientFrame): Promise<void> {
+    return this.#relay.onFrame(session, frame);
   }
 
   /** Publishes into `room`; answers its seq once stored. Room publishes its own without a call. */
@@ -328,16 +271,6 @@ export class Holder extends SocketHost {
     } catch (error) {
       log("error", "publish to a room failed", { holder: this.name, room, error });
       throw new FrameError("internal", `could not publish to room ${room}; not sent`);
-    }
-  }
-
-  async #direct(session: Session, to: string, data: Json, id?: string): Promise<void> {
-    try {
-      const result = await this.links.call("inbox", to, async (stub) => (await stub.deliver(session.identity.user, data, id)) as Delivery | Refusal);
-      this.send(session.ws, "refused" in result ? errorFrame(result.refused, result.message, id) : ackFrame(id, result.status, result.seq));
-    } catch (error) {
-      log("error", "direct delivery failed", { holder: this.name, to, error });
-      this.send(session.ws, errorFrame("internal", `could not deliver to ${to}; not sent`, id));
     }
   }
 
@@ -356,15 +289,6 @@ export class Holder extends SocketHost {
 
   // ---- subscriptions ----
 
-  async #subscribe(session: Session, frame: SubscribeFrame): Promise<void> {
-    const { room, id } = frame;
-    if (!roomAllowed(session.identity.rooms, room)) throw new FrameError("forbidden", `token does not allow room ${room}`);
-    await this.subscribe(session, room, frame, (answer) => {
-      const { replay: _, recovered, infos: __, ...state } = answer;
-      this.send(session.ws, subscribedFrame({ room, ...state, ...(recovered !== undefined && { recovered }) }, id));
-    });
-  }
-
   /**
    * Subscribes a user or Pusher socket to `room` as `member`: `answer` sends the dialect's own
    * acknowledgement, then the replay `resume` asks for and live frames follow, with no gap.
@@ -380,8 +304,10 @@ export class Holder extends SocketHost {
   ): Promise<void> {
     const { rooms } = this.#feeds();
     const again = rooms.get(room)?.sessions.has(session.connection) ?? false;
+    const joining = this.#joining.get(session.connection) ?? 0;
     if (!again) {
-      let held = 0;
+      // Subscribes still waiting for their room's answer count too, or a burst could pass the cap.
+      let held = joining;
       for (const feed of rooms.values()) if (feed.sessions.has(session.connection)) held++;
       if (held >= this.config.maxSubscriptions) {
         throw new FrameError("too_many_subscriptions", `a socket holds at most ${this.config.maxSubscriptions} rooms`);
@@ -390,7 +316,19 @@ export class Holder extends SocketHost {
     // A repeated subscribe joins again with the socket set aside, so its replay and the live
     // frames meet as for a first one; the count it reports is unchanged.
     if (again) rooms.get(room)!.remove(session);
-    const { feed, answer: admission, kept } = await this.#admit(room, member, session.connection, resume, info);
+    this.#joining.set(session.connection, joining + 1);
+    let admitted;
+    try {
+      admitted = await this.#admit(room, member, session.connection, resume, info);
+    } catch (error) {
+      log("error", "subscribe failed", { holder: this.name, room, error });
+      throw new FrameError("internal", `could not reach room ${room}; not subscribed`);
+    } finally {
+      const left = (this.#joining.get(session.connection) ?? 1) - 1;
+      if (left > 0) this.#joining.set(session.connection, left);
+      else this.#joining.delete(session.connection);
+    }
+    const { feed, answer: admission, kept } = admitted;
     if (!this.sessions.has(session.ws)) return this.report(room, member, feed.count(member));
     if ("refused" in admission) throw new FrameError("room_full", admission.message);
     if (!again) {
@@ -419,11 +357,6 @@ export class Holder extends SocketHost {
     this.ctx.storage.sql.exec("DELETE FROM subscriptions WHERE connection = ? AND room = ?", session.connection, room);
     this.#leaveRoom(session, room);
     return true;
-  }
-
-  #unsubscribe(session: Session, room: string, id?: string): void {
-    this.unsubscribe(session, room);
-    this.send(session.ws, unsubscribedFrame(room, id));
   }
 
   // ---- RPC (from Room and Inbox objects) ----

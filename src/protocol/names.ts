@@ -15,5 +15,6 @@ export function isValidName(value: unknown): value is string {
 }
 
 export function isValidRoom(value: unknown): value is string {
-  return typeof value === "string" && ROOM.test(value);
+  // `.` and `..` would be valid, but no URL can carry them as a path segment.
+  return typeof value === "string" && ROOM.test(value) && value !== "." && value !== "..";
 }

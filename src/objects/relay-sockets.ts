@@ -1,0 +1,100 @@
+// What a holder does with the frames of the relay's own protocol (docs/protocol.md): publish,
+// direct, ack, and on user sockets subscribe and unsubscribe. Pusher clients' frames are
+// pusher-sockets.ts; the holder owns the sockets, rooms and subscriptions both use.
+import { roomAllowed } from "../identity";
+import { log } from "../log";
+import {
+  ackFrame,
+  errorFrame,
+  FrameError,
+  subscribedFrame,
+  unsubscribedFrame,
+  type ClientFrame,
+  type Delivery,
+  type Json,
+  type Refusal,
+  type ResumePoint,
+  type ServerFrame,
+} from "../protocol";
+import type { Admission } from "./feed";
+import type { Links } from "./links";
+import type { Session } from "./session";
+
+/** What the holder lends this module. */
+export interface RelayHost {
+  name: string;
+  links: Links;
+  send(session: Session, frame: ServerFrame | string): void;
+  publishTo(room: string, from: string, data: Json, id?: string): Promise<number>;
+  subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void): Promise<void>;
+  unsubscribe(session: Session, room: string): boolean;
+}
+
+export class RelaySockets {
+  readonly #host: RelayHost;
+
+  constructor(host: RelayHost) {
+    this.#host = host;
+  }
+
+  async onFrame(session: Session, frame: ClientFrame): Promise<void> {
+    const host = this.#host;
+    const { user } = session.identity;
+    switch (frame.type) {
+      case "publish":
+        return this.#publish(session, frame.data, frame.room, frame.id);
+      case "direct":
+        return this.#direct(session, frame.to, frame.data, frame.id);
+      case "ack":
+        if (session.room !== undefined) throw new FrameError("bad_frame", `"ack" is only meaningful on a user socket`);
+        host.links.call("inbox", user, (stub) => stub.ack(frame.seq)).catch((error: unknown) => log("error", "could not ack directs", { user, error }));
+        return;
+      case "subscribe": {
+        if (session.room !== undefined) throw new FrameError("bad_frame", `"subscribe" is only meaningful on a user socket`);
+        const { room, id } = frame;
+        if (!roomAllowed(session.identity.rooms, room)) throw new FrameError("forbidden", `token does not allow room ${room}`);
+        return host.subscribe(session, room, frame, ({ replay: _, infos: __, recovered, ...state }) => {
+          host.send(session, subscribedFrame({ room, ...state, ...(recovered !== undefined && { recovered }) }, id));
+        });
+      }
+      case "unsubscribe":
+        if (session.room !== undefined) throw new FrameError("bad_frame", `"unsubscribe" is only meaningful on a user socket`);
+        host.unsubscribe(session, frame.room);
+        return host.send(session, unsubscribedFrame(frame.room, frame.id));
+    }
+  }
+
+  #publish(session: Session, data: Json, named: string | undefined, id: string | undefined): void {
+    const room = session.room ?? named;
+    if (room === undefined) throw new FrameError("bad_frame", `"publish" on a user socket needs a "room"`);
+    if (session.room !== undefined && named !== undefined && named !== session.room) {
+      throw new FrameError("bad_frame", `this socket is in room ${session.room}; publish to other rooms from a user socket`);
+    }
+    if (session.room === undefined && !roomAllowed(session.identity.rooms, room)) {
+      throw new FrameError("forbidden", `token does not allow room ${room}`);
+    }
+    // Not awaited: a socket's publishes go out back to back (in order, on one stub or into one
+    // log) and each is answered when its batch is stored.
+    this.#host.publishTo(room, session.identity.user, data, id).then(
+      // Room sockets see their own message echoed; user sockets are also told its seq.
+      (seq) => session.room === undefined && id !== undefined && this.#host.send(session, ackFrame(id, "delivered", seq)),
+      (error: unknown) => {
+        const refusal = error instanceof FrameError ? error : new FrameError("internal", "the relay failed to handle this frame");
+        this.#host.send(session, errorFrame(refusal.code, refusal.message, id));
+      },
+    );
+  }
+
+  async #direct(session: Session, to: string, data: Json, id?: string): Promise<void> {
+    const host = this.#host;
+    try {
+      const deliver = async (stub: { deliver(from: string, data: Json, id?: string): unknown }) =>
+        (await stub.deliver(session.identity.user, data, id)) as Delivery | Refusal;
+      const result = await host.links.call("inbox", to, deliver);
+      host.send(session, "refused" in result ? errorFrame(result.refused, result.message, id) : ackFrame(id, result.status, result.seq));
+    } catch (error) {
+      log("error", "direct delivery failed", { holder: host.name, to, error });
+      host.send(session, errorFrame("internal", `could not deliver to ${to}; not sent`, id));
+    }
+  }
+}

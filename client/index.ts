@@ -1,343 +1,305 @@
-// edge-relay client for browsers and Node (any global WebSocket): joins a room or the user's own
-// inbox, keeps the heartbeat, reconnects with backoff and resumes without gaps, queues what is
-// sent while disconnected, and acks direct messages. The wire types come from the relay's own
-// protocol module, so the two cannot drift apart.
-import { PING, PONG, type Json, type ServerFrame, type WelcomeFrame } from "../src/protocol/frames";
-import type { ConnectionState, RelayClientOptions, RelayEvents, Refusal, WebSocketFactory, WebSocketLike } from "./types";
+// edge-relay client for browsers and Node (any global WebSocket, or the `ws` package): a room, or
+// the user's own socket with its direct messages and any number of room subscriptions. It keeps
+// the heartbeat, reconnects with backoff, resumes without gaps (across a page reload too), queues
+// what is sent while disconnected, answers every frame with a promise, and refreshes its token
+// before it expires. This file ties the parts together: transport.ts (the socket), queue.ts
+// (outgoing frames), rooms.ts (resume points and subscriptions), presence.ts, token.ts, http.ts.
+import type { DirectFrame, Json, ResumePoint, ServerFrame, SubscribedFrame, WelcomeFrame } from "../src/protocol/frames";
+import { RelayError } from "./errors";
+import { Emitter, type Listener } from "./events";
+import { baseUrl, fetchHistory, socketUrl } from "./http";
+import { newId } from "./id";
+import { Directs } from "./inbox";
+import { Presence } from "./presence";
+import { Pace } from "./pace";
+import { Outbox, pending, type Answer } from "./queue";
+import { Rooms } from "./rooms";
+import { TokenRefresh, Tokens } from "./token";
+import { Transport } from "./transport";
+import type { CloseInfo, ConnectionState, DataOf, Direct, DirectReceipt, JsonSafe, Message, PresenceState } from "./types";
+import type { RelayClientOptions, RelayEvents, ResumeState, Sent } from "./types";
 
-export type {
-  AckFrame,
-  DirectFrame,
-  ErrorFrame,
-  Json,
-  MessageFrame,
-  PresenceCountFrame,
-  PresenceFrame,
-  SubscribedFrame,
-  UnsubscribedFrame,
-  WelcomeFrame,
-} from "../src/protocol/frames";
+export type { AckFrame, DirectFrame, ErrorFrame, Json, MessageFrame, PresenceCountFrame, PresenceEntry } from "../src/protocol/frames";
+export type { PresenceFrame, ResumePoint, SubscribedFrame, UnsubscribedFrame, WelcomeFrame } from "../src/protocol/frames";
 export type * from "./types";
+export { RelayError, type RelayErrorCode } from "./errors";
 
-/** A frame of ours and its id, by which the relay's answer confirms it. */
-interface Outgoing {
-  id: string;
-  text: string;
-}
-
-type Listener<K extends keyof RelayEvents> = (value: RelayEvents[K]) => void;
-
-/** Close codes after which trying again cannot help: the relay said stop, or the token is done. */
-const TERMINAL_CODES = new Set([1002, 1003, 1007, 1008]);
-const TOKEN_EXPIRED = 4001;
-
-export class RelayClient {
+export class RelayClient<T = Json, D = T> {
   readonly #options: RelayClientOptions;
-  readonly #listeners = new Map<keyof RelayEvents, Set<Listener<any>>>();
-  #socket?: WebSocketLike;
-  #state: ConnectionState = "connecting";
-  /** Frames not yet sent: written while disconnected, or while a resume replays. */
-  #queue: Outgoing[] = [];
-  /** Frames sent but not yet confirmed (own message echoed, ack or error with the id). */
-  #unconfirmed = new Map<string, Outgoing>();
-  /** While a resume replays, the seq it ends at: sending waits for it (see #welcome). */
-  #replayUntil?: number;
-  #attempt = 0;
-  #retryTimer?: ReturnType<typeof setTimeout>;
-  #heartbeat?: ReturnType<typeof setInterval>;
-  #heardAt = 0;
-  #lastSeq?: number;
-  #epoch?: string;
-  #pendingAck?: number;
-  #nextId = 0;
-  readonly #idPrefix = `${Math.random().toString(36).slice(2, 10)}-`;
-  #stopped = false;
-  /** The URL of the current attempt, and whether it got as far as a welcome. */
-  #url?: URL;
-  #welcomed = false;
+  readonly #base: URL;
+  readonly #events = new Emitter<RelayEvents<T, D>>();
+  readonly #tokens: Tokens;
+  readonly #presence = new Presence();
+  readonly #rooms: Rooms;
+  readonly #outbox: Outbox;
+  readonly #transport: Transport;
+  /** The last welcome, and whether its connection is set up for sending (see #welcomed). */
+  #welcome?: WelcomeFrame;
+  #open = false;
+  #closedError?: RelayError;
+  readonly #directs: Directs;
+  readonly #refresh: TokenRefresh;
 
   constructor(options: RelayClientOptions) {
     if ((options.room === undefined) === (options.inbox === undefined)) {
       throw new TypeError("RelayClient needs exactly one of `room` or `inbox`");
     }
     this.#options = options;
-    this.#connect();
+    this.#base = baseUrl(options.url);
+    this.#tokens = new Tokens(options.token);
+    this.#directs = new Directs(options.autoAck !== false, (seq) => this.ack(seq));
+    this.#refresh = new TokenRefresh(this.#tokens, {
+      online: () => this.#open,
+      inFlight: () => this.#outbox.unconfirmed,
+      restart: () => this.#transport.restart("token refresh"),
+    });
+    // One pace for what the client sends in bulk on its own: the relay's rate limit is per socket.
+    const pace = new Pace(options.pacedPerSecond ?? 20);
+    this.#rooms = new Rooms((frame) => this.#transport.send(JSON.stringify(frame)), () => this.#open && this.#outbox.flush(), pace);
+    this.#rooms.seed(options.resume);
+    const { room, since, epoch } = options;
+    if (room !== undefined && since !== undefined) this.#rooms.setPoint(room, { since, epoch });
+    this.#outbox = new Outbox(
+      options.maxQueue ?? 100,
+      pace,
+      (text) => this.#open && !this.#rooms.holding && !this.#refresh.draining && this.#transport.send(text),
+      (text) => this.#events.emit("dropped", text),
+    );
+    this.#transport = new Transport(
+      { ...options, tokenRefreshes: this.#tokens.refreshable },
+      {
+        url: () => this.#url(),
+        receive: (frame) => this.#receive(frame),
+        binary: (data) => this.#events.emit("binary", data),
+        state: (state) => this.#events.emit("state", state),
+        closed: (info) => this.#closed(info),
+        refused: (refusal) => {
+          this.#closedError = new RelayError(refusal.error, refusal.message, refusal.status);
+          this.#events.emit("refused", refusal);
+        },
+      },
+    );
+    this.#transport.start();
   }
 
   get state(): ConnectionState {
-    return this.#state;
+    return this.#transport.state;
   }
 
-  /** The last room message seq seen (rooms) and the epoch it belongs to: the resume point. */
+  /** A room client's resume point: the last message seq seen and the epoch it belongs to. */
   get position(): { seq?: number; epoch?: string } {
-    return { seq: this.#lastSeq, epoch: this.#epoch };
+    const { since, epoch } = this.#options.room === undefined ? ({} as ResumePoint) : this.#rooms.point(this.#options.room);
+    return { seq: since, epoch };
   }
 
-  on<K extends keyof RelayEvents>(type: K, listener: Listener<K>): () => void {
-    let set = this.#listeners.get(type);
-    if (!set) this.#listeners.set(type, (set = new Set()));
-    set.add(listener);
-    return () => set.delete(listener);
+  /** Where every room was left; keep it (it is JSON) and pass it back as the `resume` option. */
+  get resumeState(): ResumeState {
+    return this.#rooms.resumeState;
   }
 
-  /** Publishes into the room (on an inbox client, `room` names it). Answers the frame's id. */
-  publish(data: Json, options: { id?: string; room?: string } = {}): string {
-    if (this.#options.inbox !== undefined && options.room === undefined) {
-      throw new TypeError("publish from an inbox client needs `room`");
-    }
-    const id = options.id ?? this.#id();
-    this.#send({ id, text: JSON.stringify({ type: "publish", data, id, ...(options.room !== undefined && { room: options.room }) }) });
-    return id;
+  /** The rooms this user socket is subscribed to (or will subscribe to when it connects). */
+  get subscriptions(): string[] {
+    return this.#rooms.subscriptions;
   }
 
-  /** Sends a direct message to `to`, wherever they are connected. Answers the frame's id. */
-  direct(to: string, data: Json, options: { id?: string } = {}): string {
-    const id = options.id ?? this.#id();
-    this.#send({ id, text: JSON.stringify({ type: "direct", to, data, id }) });
-    return id;
+  /** Who is in `room` (a room client's own room by default), as the relay last said. */
+  presenceState(room = this.#options.room): PresenceState | undefined {
+    return room === undefined ? undefined : this.#presence.state(room);
+  }
+
+  on<K extends keyof RelayEvents<T, D>>(type: K, listener: Listener<RelayEvents<T, D>[K]>): () => void {
+    return this.#events.on(type, listener);
+  }
+
+  once<K extends keyof RelayEvents<T, D>>(type: K, listener: Listener<RelayEvents<T, D>[K]>): () => void {
+    return this.#events.once(type, listener);
+  }
+
+  off<K extends keyof RelayEvents<T, D>>(type: K, listener: Listener<RelayEvents<T, D>[K]>): void {
+    this.#events.off(type, listener);
+  }
+
+  /** Resolves with the welcome once connected (at once if connected now); rejects if the client stops first. */
+  ready(): Promise<WelcomeFrame> {
+    if (this.#open && this.#welcome) return Promise.resolve(this.#welcome);
+    if (this.state === "closed") return Promise.reject(this.#stoppedError());
+    return new Promise((resolve, reject) => {
+      const done = () => (offWelcome(), offClose());
+      const offWelcome = this.#events.once("welcome", (welcome) => (done(), resolve(welcome)));
+      const offClose = this.#events.on("close", (info) => void (info.willReconnect || (done(), reject(this.#stoppedError()))));
+    });
+  }
+
+  /**
+   * Publishes into the room (on a user socket, `room` names it). Resolves with the message's seq
+   * once the relay stored it; rejects with a RelayError (`.code`) if the relay refused it.
+   */
+  publish<P extends DataOf<T>>(data: P & JsonSafe<P>, options: { id?: string; room?: string } = {}): Sent<number> {
+    if (this.#options.inbox !== undefined && options.room === undefined) throw new TypeError("publish from an inbox client needs `room`");
+    const id = options.id ?? newId();
+    const frame = { type: "publish", data, id, ...(options.room !== undefined && { room: options.room }) };
+    return this.#push(id, JSON.stringify(frame), (answer) => answer.seq!);
+  }
+
+  /** Sends a direct message to `to`, wherever they are connected; resolves with the relay's ack. */
+  direct<P extends DataOf<D>>(to: string, data: P & JsonSafe<P>, options: { id?: string } = {}): Sent<DirectReceipt> {
+    const id = options.id ?? newId();
+    return this.#push(id, JSON.stringify({ type: "direct", to, data, id }), (answer) => ({
+      status: answer.type === "ack" ? answer.status : "delivered",
+      seq: answer.seq!,
+    }));
   }
 
   /** Acknowledges direct messages up to `seq` (done for you unless `autoAck` is false). */
   ack(seq: number): void {
-    if (this.#socket?.readyState === 1) this.#socket.send(JSON.stringify({ type: "ack", seq }));
+    this.#transport.send(JSON.stringify({ type: "ack", seq }));
   }
 
-  /** Closes for good: no reconnection. */
+  /**
+   * A user socket subscribes to `room`, now or when it connects, and again after every reconnect
+   * (resuming where the room was left). Resolves with the `subscribed` answer; rejects with a
+   * RelayError: `forbidden`, `bad_frame`, `room_full`, `too_many_subscriptions`.
+   */
+  subscribe(room: string, resume?: ResumePoint): Promise<SubscribedFrame> {
+    if (this.#options.inbox === undefined) throw new TypeError("only an inbox client (a user socket) subscribes to rooms");
+    if (this.state === "closed") return Promise.reject(this.#stoppedError());
+    return this.#rooms.subscribe(room, resume);
+  }
+
+  /** Stops receiving `room` and forgets it; resolves when the relay confirmed (at once while offline). */
+  unsubscribe(room: string): Promise<void> {
+    if (this.#options.inbox === undefined) throw new TypeError("only an inbox client (a user socket) has subscriptions");
+    this.#presence.forget(room);
+    return this.#rooms.unsubscribe(room);
+  }
+
+  /**
+   * The room's retained messages after `since` (default 0), oldest first, at most `limit`: an HTTP
+   * request with this client's token (a relay's history needs one, or the server's API key).
+   */
+  async history(options: { since?: number; limit?: number; room?: string } = {}): Promise<Message<T>[]> {
+    const room = options.room ?? this.#options.room;
+    if (room === undefined) throw new TypeError("history on an inbox client needs `room`");
+    return (await fetchHistory(this.#base, room, options, await this.#tokens.forRequest())) as Message<T>[];
+  }
+
+  /** Closes for good: no reconnection. Frames not yet answered reject with code `closed`. */
   close(code = 1000, reason = ""): void {
-    this.#stopped = true;
-    if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
-    this.#socket?.close(code, reason);
-    if (!this.#socket || this.#socket.readyState === 3) this.#setState("closed");
+    this.#transport.stop(code, reason);
   }
 
-  // ---- connection ----
+  // ---- connections ----
 
-  #connect(): void {
-    this.#open().catch(() => {
-      // No token or no socket could be made: count it as a failed attempt.
-      this.#socket = undefined;
-      this.#retry({ code: 1006, reason: "could not connect" });
-    });
+  async #url(): Promise<URL> {
+    const { room, inbox, user } = this.#options;
+    const token = await this.#tokens.forConnection();
+    return socketUrl(this.#base, room !== undefined ? { room, ...this.#rooms.point(room) } : { inbox: inbox! }, token, user);
   }
 
-  async #open(): Promise<void> {
-    const options = this.#options;
-    const url = new URL(options.room !== undefined ? `rooms/${options.room}/ws` : `users/${options.inbox}/ws`, base(options.url));
-    url.protocol = url.protocol.replace(/^http/, "ws");
-    const token = typeof options.token === "function" ? await options.token() : options.token;
-    if (token !== undefined) url.searchParams.set("token", token);
-    if (options.user !== undefined) url.searchParams.set("user", options.user);
-    if (options.room !== undefined && this.#lastSeq !== undefined) {
-      url.searchParams.set("since", String(this.#lastSeq));
-      if (this.#epoch !== undefined) url.searchParams.set("epoch", this.#epoch);
-    }
-    if (this.#stopped) return;
-    this.#url = url;
-    this.#welcomed = false;
-    const Socket = options.WebSocket ?? (globalThis as unknown as { WebSocket?: WebSocketFactory }).WebSocket;
-    if (!Socket) throw new Error("no WebSocket implementation: pass options.WebSocket");
-    const socket = new Socket(url.toString());
-    socket.binaryType = "arraybuffer";
-    this.#socket = socket;
-    socket.onmessage = (event) => this.#receive(event.data);
-    socket.onclose = (event) => this.#closed(socket, event.code, event.reason);
-    // Browsers follow a failed handshake's error with a close event; Node 22's WebSocket fires
-    // only the error and stays CONNECTING. Either way the attempt is over.
-    socket.onerror = () => {
-      if (!this.#welcomed && socket.readyState !== 1) this.#closed(socket, 1006, "connection failed");
-    };
+  #welcomed(frame: WelcomeFrame): void {
+    const room = this.#options.room;
+    this.#welcome = frame;
+    // A resume replays what was missed right after the welcome. Our own unconfirmed messages may
+    // be among them, so sending waits until the replays are done (rooms.ts), then resends only
+    // what they did not confirm. All of it before the listeners run: a frame a `welcome` or
+    // `state` listener sends goes out once, after what waited.
+    if (room !== undefined) {
+      this.#rooms.joined(room, frame, this.#rooms.point(room).since);
+      this.#presence.set(room, frame);
+    } else this.#directs.welcome(frame.epoch);
+    this.#transport.welcomed(frame.heartbeat.interval);
+    if (room === undefined) this.#rooms.resubscribe();
+    this.#open = true;
+    if (!this.#rooms.holding) this.#outbox.flush();
+    this.#refresh.schedule();
+    this.#events.emit("welcome", frame);
+    if (room !== undefined) this.#events.emit("presenceChange", this.#presence.state(room)!);
+    if (frame.recovered === false) this.#events.emit("reset", frame);
   }
 
-  #receive(data: unknown): void {
-    this.#heardAt = Date.now();
-    if (data === PONG) return;
-    if (typeof data !== "string") return this.#emit("binary", data as ArrayBuffer);
-    let frame: ServerFrame;
-    try {
-      frame = JSON.parse(data) as ServerFrame;
-    } catch {
-      return; // the relay only sends JSON text besides pong
-    }
+  #closed(info: CloseInfo): void {
+    this.#open = false;
+    this.#refresh.cancel();
+    this.#rooms.disconnected();
+    this.#events.emit("close", info);
+    if (info.willReconnect) return;
+    const error = this.#stoppedError(info);
+    this.#outbox.failAll(error);
+    this.#rooms.stop(error);
+  }
+
+  /** Why promises reject once the client stopped: the relay's refusal (set then), else how it closed. */
+  #stoppedError(info?: CloseInfo): RelayError {
+    const how = info ? ` (${info.code}${info.reason ? `: ${info.reason}` : ""})` : "";
+    return (this.#closedError ??= new RelayError("closed", `the client is closed${how}`));
+  }
+
+  // ---- receiving ----
+
+  #receive(frame: ServerFrame): void {
     switch (frame.type) {
       case "welcome":
-        return this.#welcome(frame);
+        return this.#welcomed(frame);
       case "message":
-        this.#lastSeq = frame.seq;
-        this.#confirm(frame.id);
-        this.#emit("message", frame);
-        if (this.#replayUntil !== undefined && frame.seq >= this.#replayUntil) this.#flush();
+        // Confirmed before the room's position moves: reaching the end of a replay sends what
+        // waited, and this message must not be among it.
+        this.#answered(frame.id, frame);
+        if (!this.#rooms.advance(frame.room, frame.seq)) return; // seen already
+        return this.#events.emit("message", frame as Message<T>);
+      case "presence": {
+        const state = this.#presence.apply(frame);
+        this.#events.emit("presence", frame);
+        if (state) this.#events.emit("presenceChange", state);
         return;
+      }
+      case "subscribed":
+        return this.#subscribed(frame);
+      case "unsubscribed":
+        this.#rooms.unsubscribed(frame.room);
+        return this.#events.emit("unsubscribed", frame);
       case "ack":
-      case "error":
-        this.#confirm(frame.id);
-        return this.#emit(frame.type, frame as never);
+        this.#answered(frame.id, frame);
+        return this.#events.emit("ack", frame);
+      case "error": {
+        const refused = this.#rooms.refused(frame);
+        if (refused) {
+          this.#presence.forget(refused.room);
+          this.#events.emit("subscribeFailed", refused);
+        } else if (this.#outbox.fail(frame.id, new RelayError(frame.code, frame.message))) this.#refresh.answered();
+        return this.#events.emit("error", frame);
+      }
       case "direct":
-        this.#emit("direct", frame);
-        if (this.#options.autoAck !== false) this.#scheduleAck(frame.seq);
-        return;
-      default:
-        return this.#emit(frame.type, frame as never);
+        return this.#direct(frame);
     }
   }
 
-  #welcome(frame: WelcomeFrame): void {
-    this.#attempt = 0;
-    this.#welcomed = true;
-    const since = this.#lastSeq;
-    if (frame.room !== undefined) {
-      // A new epoch, or a failed resume, starts the numbering over from what the room has now.
-      if (frame.recovered === false || frame.epoch !== this.#epoch) this.#lastSeq = frame.seq;
-      this.#epoch = frame.epoch;
-    }
-    this.#startHeartbeat(frame.heartbeat.interval);
-    this.#setState("open");
-    // A resume replays what was missed right after the welcome. Our own unconfirmed messages may
-    // be among them, so hold sending until the replay reached the welcome's seq, then resend only
-    // what the replay did not confirm. Either way this happens before the listeners run: a frame
-    // a `welcome` listener sends must go out once, after what waited.
-    if (frame.recovered === true && since !== undefined && frame.seq > since) this.#replayUntil = frame.seq;
-    else this.#flush();
-    this.#emit("welcome", frame);
-    if (frame.recovered === false) this.#emit("reset", frame);
+  #subscribed(frame: SubscribedFrame): void {
+    const answer = this.#rooms.subscribed(frame);
+    // Answered after we left it (a subscribe and an unsubscribe crossed): leave it again.
+    if (answer === "stray") this.#transport.send(JSON.stringify({ type: "unsubscribe", room: frame.room }));
+    if (answer !== "stands") return;
+    const state = this.#presence.set(frame.room, frame);
+    this.#events.emit("subscribed", frame);
+    this.#events.emit("presenceChange", state);
   }
 
-  /** Sends what waited: unconfirmed frames from the last connection first, then the queue. */
-  #flush(): void {
-    this.#replayUntil = undefined;
-    const waiting = [...this.#unconfirmed.values(), ...this.#queue];
-    this.#unconfirmed.clear();
-    this.#queue = [];
-    for (const frame of waiting) this.#send(frame);
-  }
-
-  #confirm(id: string | undefined): void {
-    if (id !== undefined) this.#unconfirmed.delete(id);
-  }
-
-  // Pings on the relay's interval; when nothing at all came back for two intervals the
-  // connection is dead even if the socket says open, so drop it and reconnect.
-  #startHeartbeat(interval: number): void {
-    this.#stopHeartbeat();
-    this.#heardAt = Date.now();
-    this.#heartbeat = setInterval(() => {
-      const socket = this.#socket;
-      if (!socket || socket.readyState !== 1) return;
-      if (Date.now() - this.#heardAt > 2 * interval) return socket.close(4000, "no pong");
-      socket.send(PING);
-    }, interval);
-  }
-
-  #stopHeartbeat(): void {
-    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
-    this.#heartbeat = undefined;
-  }
-
-  #closed(socket: WebSocketLike, code: number, reason: string): void {
-    if (socket !== this.#socket) return; // an attempt already given up on
-    this.#socket = undefined;
-    this.#stopHeartbeat();
-    if (this.#welcomed || this.#stopped) return this.#retry({ code, reason });
-    void this.#whyRefused().then((refusal) => {
-      if (!refusal) return this.#retry({ code, reason });
-      this.#stopped = true;
-      this.#emit("refused", refusal);
-      this.#retry({ code, reason: refusal.message });
-    });
-  }
-
-  // A browser does not say why an upgrade failed. The relay answers a plain GET of the same URL
-  // with the status the upgrade got (426 when the upgrade itself would have been fine), so one
-  // request tells a refusal, which retrying cannot fix, from a network failure, which it can.
-  async #whyRefused(): Promise<Refusal | undefined> {
-    if (!this.#url || typeof fetch !== "function") return undefined;
-    const url = new URL(this.#url);
-    url.protocol = url.protocol.replace(/^ws/, "http");
-    try {
-      const res = await fetch(url, { cache: "no-store" });
-      if (![400, 401, 403, 404].includes(res.status)) return undefined;
-      const body = (await res.json().catch(() => ({}))) as Partial<Refusal>;
-      return { status: res.status, error: body.error ?? "refused", message: body.message ?? res.statusText };
-    } catch {
-      return undefined; // unreachable, or a cross-origin relay without CORS: keep retrying
-    }
-  }
-
-  #retry({ code, reason }: { code: number; reason: string }): void {
-    const refresh = code === TOKEN_EXPIRED && typeof this.#options.token === "function";
-    const terminal = TERMINAL_CODES.has(code) || (code === TOKEN_EXPIRED && !refresh);
-    const willReconnect = !this.#stopped && !terminal && this.#options.reconnect !== false;
-    this.#emit("close", { code, reason, willReconnect });
-    if (!willReconnect) return this.#setState("closed");
-    this.#setState("reconnecting");
-    const { minDelayMs = 500, maxDelayMs = 30_000 } = this.#options.reconnect || {};
-    // Full jitter: a random delay up to an exponentially growing cap spreads a crowd of clients.
-    const delay = Math.random() * Math.min(maxDelayMs, minDelayMs * 2 ** this.#attempt++);
-    this.#retryTimer = setTimeout(() => this.#connect(), delay);
+  #direct(frame: DirectFrame): void {
+    if (!this.#directs.isNew(frame.seq)) return;
+    this.#events.emit("direct", frame as Direct<D>);
+    this.#directs.delivered(frame.seq);
   }
 
   // ---- sending ----
 
-  // A frame written to a socket that is already dying is lost without a trace, so every frame
-  // stays unconfirmed until the relay answers it, and is sent again after a reconnect if it never
-  // was. The price: a direct whose ack was lost in the drop may arrive twice (same id).
-  #send(frame: Outgoing): void {
-    const max = this.#options.maxQueue ?? 100;
-    if (this.#socket?.readyState === 1 && this.#state === "open" && this.#replayUntil === undefined) {
-      this.#socket.send(frame.text);
-      this.#unconfirmed.set(frame.id, frame);
-      if (this.#unconfirmed.size > max) this.#drop(this.#unconfirmed.keys().next().value!);
-      return;
-    }
-    this.#queue.push(frame);
-    while (this.#queue.length > max) this.#emit("dropped", this.#queue.shift()!.text);
+  #push<R>(id: string, text: string, read: (answer: Answer) => R): Sent<R> {
+    const { sent, settle } = pending(id, read);
+    if (this.state === "closed") settle.reject(this.#stoppedError());
+    else this.#outbox.push({ id, text, settle });
+    return sent;
   }
 
-  #drop(id: string): void {
-    const frame = this.#unconfirmed.get(id)!;
-    this.#unconfirmed.delete(id);
-    this.#emit("dropped", frame.text);
+  #answered(id: string | undefined, answer: Answer): void {
+    this.#outbox.confirm(id, answer);
+    this.#refresh.answered();
   }
-
-  #scheduleAck(seq: number): void {
-    const first = this.#pendingAck === undefined;
-    this.#pendingAck = Math.max(seq, this.#pendingAck ?? 0);
-    // One ack for a burst of directs (a replay, say): acks are cumulative.
-    if (first) {
-      queueMicrotask(() => {
-        const upTo = this.#pendingAck!;
-        this.#pendingAck = undefined;
-        this.ack(upTo);
-      });
-    }
-  }
-
-  /** Ids confirm our own frames, so they must not collide with other clients' ids. */
-  #id(): string {
-    return `${this.#idPrefix}${++this.#nextId}`;
-  }
-
-  #setState(state: ConnectionState): void {
-    if (state === this.#state) return;
-    this.#state = state;
-    this.#emit("state", state);
-  }
-
-  #emit<K extends keyof RelayEvents>(type: K, value: RelayEvents[K]): void {
-    for (const listener of this.#listeners.get(type) ?? []) {
-      try {
-        listener(value);
-      } catch (error) {
-        // A failing listener must not break the connection; surface it asynchronously.
-        queueMicrotask(() => {
-          throw error;
-        });
-      }
-    }
-  }
-}
-
-function base(url: string | URL): URL {
-  const parsed = new URL(url);
-  if (!parsed.pathname.endsWith("/")) parsed.pathname += "/";
-  return parsed;
 }

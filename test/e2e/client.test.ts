@@ -1,13 +1,44 @@
 // The client library in Node 22 (its global WebSocket) against the whole relay over TCP.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RelayClient, type MessageFrame, type RelayEvents } from "../../client";
+import { randomUUID } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import { sign } from "hono/jwt";
+import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from "vitest";
+import WebSocket, { WebSocketServer } from "ws";
+import { RelayClient, type CloseInfo, type Json, type MessageFrame, type RelayClientOptions, type RelayEvents } from "../../client";
 import { freshRoom, startRelay, type Relay } from "./relay";
 
 const FAST = { minDelayMs: 10, maxDelayMs: 100 };
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+const freshUser = (prefix = "user"): string => `${prefix}-${randomUUID().slice(0, 8)}`;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A token function held back while `closed` is true: the client stays away on purpose. */
+function gate(): { token: () => Promise<undefined>; close(): void; open(): void } {
+  let wait: Promise<void> | undefined;
+  let release = () => {};
+  return {
+    token: async () => void (await wait),
+    close: () => void (wait = new Promise((resolve) => (release = resolve))),
+    open: () => release(),
+  };
+}
+
+/** The `ws` package's WebSocket, remembering every socket so a test can cut one off abruptly. */
+function droppable(): { WebSocket: RelayClientOptions["WebSocket"]; cut(): void } {
+  const sockets: WebSocket[] = [];
+  class Tracked extends WebSocket {
+    constructor(url: string) {
+      super(url);
+      sockets.push(this);
+    }
+  }
+  return { WebSocket: Tracked, cut: () => sockets.at(-1)?.terminate() };
+}
 
 /** Resolves with the next `type` event that satisfies `accept`. */
 function next<K extends keyof RelayEvents>(
-  client: RelayClient,
+  client: RelayClient<any>,
   type: K,
   accept: (value: RelayEvents[K]) => boolean = () => true,
   timeoutMs = 10_000,
@@ -27,7 +58,7 @@ function next<K extends keyof RelayEvents>(
 }
 
 /** Collects every `message` event's data. */
-function collect(client: RelayClient): unknown[] {
+function collect(client: RelayClient<any>): unknown[] {
   const seen: unknown[] = [];
   client.on("message", (frame: MessageFrame) => seen.push(frame.data));
   return seen;
@@ -35,9 +66,9 @@ function collect(client: RelayClient): unknown[] {
 
 describe("RelayClient", () => {
   let relay: Relay;
-  const clients: RelayClient[] = [];
-  const make = (options: Omit<ConstructorParameters<typeof RelayClient>[0], "url">) => {
-    const client = new RelayClient({ url: relay.url, reconnect: FAST, ...options });
+  const clients: { close(): void }[] = [];
+  const make = <T = Json>(options: Omit<RelayClientOptions, "url">) => {
+    const client = new RelayClient<T>({ url: relay.url, reconnect: FAST, ...options });
     clients.push(client);
     return client;
   };
@@ -160,6 +191,17 @@ describe("RelayClient", () => {
     }
   });
 
+  it("sends a full queue after connecting at a pace the relay's rate limit allows, in order", async () => {
+    const client = make({ room: freshRoom(), user: "patient" });
+    const closes: CloseInfo[] = [];
+    client.on("close", (info) => closes.push(info));
+    // A hundred frames is five seconds' worth at the relay's default 20 a second (bursts of 40).
+    const seqs = await Promise.all(Array.from({ length: 100 }, (_, n) => client.publish(n)));
+    expect(seqs).toEqual(seqs.map((_, n) => n + 1));
+    expect(closes).toEqual([]);
+    expect(client.state).toBe("open");
+  });
+
   it("stops instead of reconnecting after a terminal close (1008)", async () => {
     const flood = make({ room: freshRoom(), user: "flooder" });
     await next(flood, "welcome");
@@ -167,5 +209,434 @@ describe("RelayClient", () => {
     for (let i = 0; i < 200; i++) flood.publish(i);
     expect(await closed).toMatchObject({ code: 1008, willReconnect: false });
     expect(flood.state).toBe("closed");
+  });
+
+  // ---- typed data, promises, events ----
+
+  it("types message data as the client's T, and takes interfaces as publish data", async () => {
+    interface Chat {
+      text: string;
+      at: number;
+    }
+    const room = freshRoom();
+    const typed = make<Chat>({ room, user: "typed" });
+    const got = new Promise<Chat>((resolve) =>
+      typed.once("message", (message) => {
+        expectTypeOf(message.data).toEqualTypeOf<Chat>();
+        resolve(message.data);
+      }),
+    );
+    const chat: Chat = { text: "hi", at: 1 };
+    await typed.publish(chat);
+    expect(await got).toEqual(chat);
+    // An untyped client takes any JSON-safe value, interfaces included, and refuses what JSON drops.
+    const untyped = make({ room, user: "untyped" });
+    await untyped.publish(chat);
+    // @ts-expect-error: a function does not survive JSON
+    untyped.publish({ callback: () => 1 }).catch(() => {});
+    // @ts-expect-error: a typed client publishes its own type
+    typed.publish({ text: 1 }).catch(() => {});
+  });
+
+  it("resolves publish with the message's seq, and gives every frame a UUID id", async () => {
+    const room = freshRoom();
+    const alice = make({ room, user: "alice" });
+    const echoed = next(alice, "message", (frame) => frame.data === "counted");
+    const sent = alice.publish("counted");
+    expect(sent.id).toMatch(UUID);
+    const seq = await sent;
+    expect(seq).toBe((await echoed).seq);
+    expect(await alice.publish("again")).toBe(seq + 1);
+  });
+
+  it("rejects publish with the relay's error code when the relay refuses that frame", async () => {
+    const alice = make({ room: freshRoom(), user: "alice" });
+    const error = await alice.publish("elsewhere", { room: freshRoom() }).then(
+      () => undefined,
+      (reason: unknown) => reason,
+    );
+    expect(error).toBeInstanceOf(Error);
+    expect(error).toMatchObject({ name: "RelayError", code: "bad_frame" });
+    expect(alice.state).toBe("open");
+  });
+
+  it("resolves direct with the inbox's answer, and a user socket's publish from its ack", async () => {
+    const room = freshRoom();
+    const sender = make({ inbox: freshUser("sender"), user: undefined });
+    expect(await sender.direct(freshUser("nobody"), "later")).toMatchObject({ status: "queued", seq: 1 });
+    const reader = make({ room, user: "reader" });
+    await reader.ready();
+    const seen = next(reader, "message", (frame) => frame.data === "from a user socket");
+    const seq = await sender.publish("from a user socket", { room });
+    expect((await seen).seq).toBe(seq);
+  });
+
+  it("resolves ready() at the welcome, and at once while connected", async () => {
+    const alice = make({ room: freshRoom(), user: "alice" });
+    const welcome = await alice.ready();
+    expect(welcome).toMatchObject({ type: "welcome", user: "alice" });
+    await expect(alice.ready()).resolves.toBe(welcome);
+    alice.close();
+    await expect(alice.ready()).rejects.toMatchObject({ code: "closed" });
+    await expect(alice.publish("too late")).rejects.toMatchObject({ code: "closed" });
+  });
+
+  it("removes listeners with off(), and once() fires once", async () => {
+    const room = freshRoom();
+    const alice = make({ room, user: "alice" });
+    const all: unknown[] = [];
+    const first: unknown[] = [];
+    const listener = (frame: MessageFrame) => all.push(frame.data);
+    alice.on("message", listener);
+    alice.once("message", (frame) => first.push(frame.data));
+    await alice.publish(1);
+    await alice.publish(2);
+    alice.off("message", listener);
+    const last = next(alice, "message", (frame) => frame.data === 3);
+    await alice.publish(3);
+    await last;
+    expect(all).toEqual([1, 2]);
+    expect(first).toEqual([1]);
+  });
+
+  // ---- resume across a page reload ----
+
+  it("resumes where a previous page left off, from resumeState or from since and epoch", async () => {
+    const room = freshRoom();
+    const reader = make({ room, user: "reader" });
+    const writer = make({ room, user: "writer" });
+    await Promise.all([reader.ready(), writer.ready()]);
+    const one = next(reader, "message", (frame) => frame.data === "one");
+    await writer.publish("one");
+    await one;
+    // What a page would put in sessionStorage before it unloads.
+    const saved = JSON.parse(JSON.stringify(reader.resumeState)) as Record<string, { since?: number; epoch?: string }>;
+    expect(saved).toEqual({ [room]: { since: 1, epoch: expect.any(String) } });
+    reader.close();
+    await writer.publish("two");
+    await writer.publish("three");
+
+    const reloaded = make({ room, user: "reader", resume: saved });
+    const seen = collect(reloaded);
+    expect((await reloaded.ready()).recovered).toBe(true);
+    await expect.poll(() => seen, { timeout: 10_000 }).toEqual(["two", "three"]);
+
+    const bySeq = make({ room, user: "reader", since: 2, epoch: saved[room]!.epoch });
+    const seenBySeq = collect(bySeq);
+    expect((await bySeq.ready()).recovered).toBe(true);
+    await expect.poll(() => seenBySeq, { timeout: 10_000 }).toEqual(["three"]);
+
+    // A stored epoch that is not the room's: the messages are not those the page saw.
+    const stale = make({ room, user: "reader", since: 1, epoch: "another-epoch" });
+    const reset = next(stale, "reset");
+    expect(await reset).toMatchObject({ recovered: false, seq: 3 });
+    expect(stale.position.seq).toBe(3);
+  });
+
+  // ---- subscriptions on a user socket ----
+
+  it("subscribes one user socket to many rooms and gets each room's messages and presence", async () => {
+    const [red, blue] = [freshRoom("red"), freshRoom("blue")];
+    const user = freshUser("many");
+    const hub = make({ inbox: user, user });
+    const alice = make({ room: red, user: "alice" });
+    await alice.ready();
+    const subscribed = await hub.subscribe(red);
+    expect(subscribed).toMatchObject({ type: "subscribed", room: red, users: 2, id: expect.stringMatching(UUID) });
+    await hub.subscribe(blue);
+    expect(hub.subscriptions).toEqual([red, blue]);
+    expect(hub.presenceState(red)).toEqual({ room: red, users: 2, members: ["alice", user].sort() });
+    expect(hub.presenceState(blue)).toEqual({ room: blue, users: 1, members: [user] });
+
+    const seen: [string, unknown][] = [];
+    hub.on("message", (frame) => seen.push([frame.room, frame.data]));
+    await alice.publish("red 1");
+    await hub.publish("blue 1", { room: blue });
+    await expect.poll(() => seen, { timeout: 10_000 }).toEqual([
+      [red, "red 1"],
+      [blue, "blue 1"],
+    ]);
+
+    const left = next(hub, "presenceChange", (state) => state.room === red && state.users === 1);
+    alice.close();
+    expect(await left).toEqual({ room: red, users: 1, members: [user] });
+  });
+
+  it("stops a room's messages at unsubscribe, and keeps the others", async () => {
+    const [quiet, loud] = [freshRoom("quiet"), freshRoom("loud")];
+    const user = freshUser("leaver");
+    const hub = make({ inbox: user, user });
+    await Promise.all([hub.subscribe(quiet), hub.subscribe(loud)]);
+    const seen = collect(hub);
+    await hub.unsubscribe(quiet);
+    expect(hub.subscriptions).toEqual([loud]);
+    expect(hub.presenceState(quiet)).toBeUndefined();
+    const writer = make({ inbox: freshUser("writer"), user: undefined });
+    await writer.publish("unheard", { room: quiet });
+    await writer.publish("marker", { room: loud });
+    await next(hub, "message", (frame) => frame.data === "marker");
+    expect(seen).toEqual(["marker"]);
+  });
+
+  it("ends subscribed, once, after subscribe, unsubscribe and subscribe in a row", async () => {
+    const room = freshRoom();
+    const user = freshUser("fickle");
+    const hub = make({ inbox: user, user });
+    await hub.ready();
+    const first = hub.subscribe(room);
+    const left = hub.unsubscribe(room);
+    const again = hub.subscribe(room);
+    await expect(first).rejects.toMatchObject({ code: "unsubscribed" });
+    await left;
+    expect(await again).toMatchObject({ room, users: 1 });
+    expect(hub.subscriptions).toEqual([room]);
+    const seen = collect(hub);
+    await hub.publish("once", { room });
+    const marker = next(hub, "message", (frame) => frame.data === "marker");
+    await hub.publish("marker", { room });
+    await marker;
+    expect(seen).toEqual(["once", "marker"]);
+  });
+
+  it("subscribes again after a reconnect, resuming every room without a gap or a duplicate", async () => {
+    const [red, blue] = [freshRoom("red"), freshRoom("blue")];
+    const user = freshUser("mobile");
+    const away = gate();
+    const socket = droppable();
+    const hub = make({ inbox: user, user, token: away.token, WebSocket: socket.WebSocket });
+    await Promise.all([hub.subscribe(red), hub.subscribe(blue)]);
+    const seen: [string, unknown][] = [];
+    hub.on("message", (frame) => seen.push([frame.room, frame.data]));
+    const writer = make({ inbox: freshUser("writer"), user: undefined });
+    await writer.publish("before", { room: red });
+    await expect.poll(() => seen.length, { timeout: 10_000 }).toBe(1);
+
+    // The network drops; the client stays away until the gate opens.
+    away.close();
+    const down = next(hub, "state", (state) => state === "reconnecting");
+    socket.cut();
+    await down;
+    // Its own publish waits in the queue meanwhile.
+    const own = hub.publish("mine, sent while away", { room: blue });
+    await writer.publish("missed red", { room: red });
+    await writer.publish("missed blue", { room: blue });
+    const resubscribed = [next(hub, "subscribed", (frame) => frame.room === red), next(hub, "subscribed", (frame) => frame.room === blue)];
+    away.open();
+    for (const frame of await Promise.all(resubscribed)) expect(frame.recovered).toBe(true);
+    await own;
+    await writer.publish("after", { room: red });
+    await expect.poll(() => seen.length, { timeout: 10_000 }).toBe(5);
+    expect(seen).toEqual([
+      [red, "before"],
+      [red, "missed red"],
+      [blue, "missed blue"],
+      [blue, "mine, sent while away"],
+      [red, "after"],
+    ]);
+  });
+
+  it("paces sixty subscriptions under the relay's rate limit, and again after a reconnect", async () => {
+    const user = freshUser("busy");
+    const socket = droppable();
+    const hub = make({ inbox: user, user, WebSocket: socket.WebSocket });
+    const closes: CloseInfo[] = [];
+    hub.on("close", (info) => closes.push(info));
+    const rooms = Array.from({ length: 60 }, () => freshRoom("many"));
+    // Sixty frames at once would be past the relay's burst (40), and it would close the socket 1008.
+    await Promise.all(rooms.map((room) => hub.subscribe(room)));
+    const again = new Set<string>();
+    hub.on("subscribed", (frame) => again.add(frame.room));
+    socket.cut();
+    await expect.poll(() => again.size, { timeout: 30_000 }).toBe(60);
+    expect(closes.map((info) => info.willReconnect)).toEqual([true]);
+    expect(hub.state).toBe("open");
+    const writer = make({ inbox: freshUser("writer"), user: undefined });
+    const heard = next(hub, "message", (frame) => frame.room === rooms[59]);
+    await writer.publish("still here", { room: rooms[59]! });
+    expect((await heard).data).toBe("still here");
+  });
+
+  it("subscribes from a resume state across a reload, with the replay of what it missed", async () => {
+    const room = freshRoom();
+    const user = freshUser("reloader");
+    const page = make({ inbox: user, user });
+    await page.subscribe(room);
+    const writer = make({ room, user: "writer" });
+    const first = next(page, "message");
+    await writer.publish("seen");
+    await first;
+    const saved = page.resumeState;
+    page.close();
+    await writer.publish("missed");
+
+    const reloaded = make({ inbox: user, user, resume: saved });
+    const seen = collect(reloaded);
+    expect(await reloaded.subscribe(room)).toMatchObject({ recovered: true, seq: 2 });
+    await expect.poll(() => seen, { timeout: 10_000 }).toEqual(["missed"]);
+  });
+
+  it("rejects a subscription to a bad room name with bad_frame, and keeps the connection", async () => {
+    const user = freshUser("typo");
+    const hub = make({ inbox: user, user });
+    const failed = next(hub, "subscribeFailed");
+    await expect(hub.subscribe("no spaces allowed")).rejects.toMatchObject({ code: "bad_frame" });
+    expect((await failed).room).toBe("no spaces allowed");
+    expect(hub.subscriptions).toEqual([]);
+    expect(hub.state).toBe("open");
+  });
+
+  it("keeps presence state for a room client's own room", async () => {
+    const room = freshRoom();
+    const alice = make({ room, user: "alice" });
+    await alice.ready();
+    expect(alice.presenceState()).toEqual({ room, users: 1, members: ["alice"] });
+    const joined = next(alice, "presenceChange", (state) => state.users === 2);
+    const bob = make({ room, user: "bob" });
+    expect(await joined).toEqual({ room, users: 2, members: ["alice", "bob"] });
+    // The state is current when the raw presence event fires.
+    const left = new Promise((resolve) => alice.once("presence", () => resolve(alice.presenceState())));
+    bob.close();
+    expect(await left).toEqual({ room, users: 1, members: ["alice"] });
+  });
+});
+
+// ---- a relay with tokens and small limits ----
+
+describe("RelayClient with tokens", () => {
+  const SECRET = "client-token-secret";
+  const LIMITS = { PRESENCE_LIST_LIMIT: "2", MAX_SUBSCRIPTIONS: "2", MAX_CONNECTIONS_PER_ROOM: "3" };
+  let relay: Relay;
+  const clients: { close(): void }[] = [];
+  const make = <T = Json>(options: Omit<RelayClientOptions, "url">) => {
+    const client = new RelayClient<T>({ url: relay.url, reconnect: FAST, ...options });
+    clients.push(client);
+    return client;
+  };
+  /** A token for `sub` that expires `seconds` from now. */
+  const mint = (sub: string, seconds = 600, rooms?: string[]) =>
+    sign({ sub, exp: Math.floor(Date.now() / 1000) + seconds, ...(rooms && { rooms }) }, SECRET, "HS256");
+
+  beforeAll(async () => {
+    // Heartbeats of a second: the relay's sweep closes an expired token's socket within two.
+    relay = await startRelay({
+      vars: { AUTH_SECRET: SECRET, HEARTBEAT_INTERVAL_MS: "1000", HEARTBEAT_TIMEOUT_MS: "4000", ...LIMITS },
+    });
+  });
+  afterAll(async () => {
+    for (const client of clients) client.close();
+    await relay?.close();
+  });
+
+  it("rejects subscriptions the token forbids, past MAX_SUBSCRIPTIONS, and to a full room", async () => {
+    const user = freshUser("limited");
+    const hub = make({ inbox: user, token: await mint(user, 600, ["ok-*", "full-*"]) });
+    await expect(hub.subscribe(freshRoom("secret"))).rejects.toMatchObject({ code: "forbidden" });
+    const full = freshRoom("full");
+    for (const name of ["a", "b", "c"]) await make({ room: full, token: await mint(name) }).ready();
+    await expect(hub.subscribe(full)).rejects.toMatchObject({ code: "room_full" });
+    await hub.subscribe(freshRoom("ok"));
+    await hub.subscribe(freshRoom("ok"));
+    await expect(hub.subscribe(freshRoom("ok"))).rejects.toMatchObject({ code: "too_many_subscriptions" });
+    await expect(hub.publish("not mine", { room: freshRoom("secret") })).rejects.toMatchObject({ code: "forbidden" });
+    expect(hub.subscriptions).toHaveLength(2);
+  });
+
+  it("counts users instead of listing them above PRESENCE_LIST_LIMIT", async () => {
+    const room = freshRoom();
+    const watcher = make({ room, token: await mint("watcher") });
+    await watcher.ready();
+    const states: unknown[] = [];
+    watcher.on("presenceChange", (state) => states.push(state));
+    const alice = make({ room, token: await mint("alice") });
+    await expect.poll(() => watcher.presenceState(), { timeout: 10_000 }).toEqual({ room, users: 2, members: ["alice", "watcher"] });
+    const bob = make({ room, token: await mint("bob") });
+    expect((await bob.ready()).presence).toBeUndefined();
+    expect(bob.presenceState()).toEqual({ room, users: 3 });
+    await expect.poll(() => watcher.presenceState(), { timeout: 10_000 }).toEqual({ room, users: 3 });
+    alice.close();
+    await expect.poll(() => watcher.presenceState(), { timeout: 10_000 }).toEqual({ room, users: 2 });
+    expect(states).toContainEqual({ room, users: 3 });
+  });
+
+  it("reads history with its token", async () => {
+    const room = freshRoom();
+    const alice = make({ room, token: () => mint("alice") });
+    for (const n of [1, 2, 3]) await alice.publish(n);
+    const page = await alice.history({ since: 1, limit: 1 });
+    expect(page).toEqual([expect.objectContaining({ type: "message", room, seq: 2, data: 2, from: "alice" })]);
+    expect((await alice.history()).map((message) => message.data)).toEqual([1, 2, 3]);
+    const outsider = make({ room: freshRoom("other"), token: await mint("outsider", 600, ["other-*"]) });
+    await expect(outsider.history({ room })).rejects.toMatchObject({ code: "forbidden", status: 403 });
+  });
+
+  it("gets a fresh token before exp and reconnects with it, so the relay never closes it 4001", async () => {
+    const room = freshRoom();
+    let minted = 0;
+    const reader = make({ room, token: () => (minted++, mint("reader", 6)) });
+    const closes: CloseInfo[] = [];
+    reader.on("close", (info) => closes.push(info));
+    const seen = collect(reader);
+    await reader.ready();
+    const writer = make({ room, token: await mint("writer") });
+    // Messages keep coming over about three lifetimes of the reader's token.
+    const sent: number[] = [];
+    const deadline = Date.now() + 60_000;
+    while (minted < 4 && Date.now() < deadline) {
+      sent.push(await writer.publish(sent.length + 1));
+      await sleep(100);
+    }
+    expect(minted).toBeGreaterThanOrEqual(4);
+    const last = next(reader, "message", (frame) => frame.data === "last");
+    await writer.publish("last");
+    await last;
+    expect(closes.length).toBeGreaterThanOrEqual(2);
+    expect(closes).toEqual(closes.map(() => ({ code: 1000, reason: "token refresh", willReconnect: true })));
+    expect(seen).toEqual([...sent.map((_, i) => i + 1), "last"]);
+  });
+
+  it("is closed 4001 for good when its fixed token expires", async () => {
+    const client = make({ room: freshRoom(), token: await mint("fixed", 2) });
+    const closed = next(client, "close", () => true, 30_000);
+    await client.ready();
+    expect(await closed).toMatchObject({ code: 4001, willReconnect: false });
+    expect(client.state).toBe("closed");
+  });
+
+  it("rejects ready() when the relay refuses the token", async () => {
+    const client = make({ room: freshRoom(), token: "not-a-token" });
+    await expect(client.ready()).rejects.toMatchObject({ code: "unauthorized", status: 401 });
+  });
+});
+
+// ---- a server that accepts the upgrade and never welcomes ----
+
+describe("RelayClient against a silent server", () => {
+  let server: WebSocketServer;
+  let url: string;
+  let connections = 0;
+
+  beforeAll(async () => {
+    server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+    server.on("connection", () => connections++);
+    await new Promise((resolve) => server.once("listening", resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    for (const socket of server.clients) socket.terminate();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it("drops an attempt with no welcome within connectTimeoutMs, retries, and stops after maxRetries", async () => {
+    connections = 0;
+    const client = new RelayClient({ url, room: "silent", connectTimeoutMs: 1000, maxRetries: 2, reconnect: FAST });
+    const closes: CloseInfo[] = [];
+    client.on("close", (info) => closes.push(info));
+    await expect(client.ready()).rejects.toMatchObject({ code: "closed" });
+    expect(client.state).toBe("closed");
+    expect(closes.map((info) => info.willReconnect)).toEqual([true, true, false]);
+    expect(closes.every((info) => info.reason === "no welcome within 1000 ms")).toBe(true);
+    // The server saw the attempts whose handshakes finished in time: all of them, unless the machine crawls.
+    expect(connections).toBeGreaterThan(0);
+    expect(connections).toBeLessThanOrEqual(3);
   });
 });

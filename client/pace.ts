@@ -1,0 +1,37 @@
+// A token bucket for what the client sends in bulk on its own (what waited, sent after a connect;
+// subscribe frames, many at once after a reconnect). The relay drops frames past its
+// RATE_LIMIT_PER_SECOND (20 by default, bursts of 2x) and closes 1008 a socket that keeps on, so
+// a user socket with a hundred subscriptions (MAX_SUBSCRIPTIONS) must not send them all at once.
+// What the app itself sends goes out as it asks: flooding is its choice, and the relay's answer.
+
+export class Pace {
+  readonly #perSecond: number;
+  #tokens: number;
+  #at = Date.now();
+
+  /** `perSecond` frames a second, in bursts of as many. */
+  constructor(perSecond: number) {
+    this.#perSecond = Math.max(1, perSecond);
+    this.#tokens = this.#perSecond;
+  }
+
+  /** Takes a token if there is one. */
+  take(): boolean {
+    this.#refill();
+    if (this.#tokens < 1) return false;
+    this.#tokens--;
+    return true;
+  }
+
+  /** Milliseconds until the next token. */
+  get wait(): number {
+    this.#refill();
+    return Math.max(0, Math.ceil(((1 - this.#tokens) * 1000) / this.#perSecond));
+  }
+
+  #refill(): void {
+    const now = Date.now();
+    this.#tokens = Math.min(this.#perSecond, this.#tokens + ((now - this.#at) * this.#perSecond) / 1000);
+    this.#at = now;
+  }
+}

@@ -10,84 +10,55 @@ import { defineConfig } from "vitest/config";
 
 const wrangler = { configPath: "./wrangler.toml" };
 
+/** A project of tests inside workerd, with these variables over wrangler.toml's. */
+function workerd(name: string, bindings: Record<string, string>, timeoutMs?: number) {
+  return {
+    plugins: [cloudflareTest({ wrangler, miniflare: { bindings } })],
+    test: { name, include: [`test/${name}/**/*.test.ts`], ...(timeoutMs !== undefined && { testTimeout: timeoutMs }) },
+  };
+}
+
+/** A project of tests in Node that start the whole relay (and a browser) themselves. */
+function node(name: string) {
+  return { test: { name, include: [`test/${name}/**/*.test.ts`], environment: "node", testTimeout: 60_000, hookTimeout: 120_000 } };
+}
+
 export default defineConfig({
   test: {
     reporters: ["default", "./test/support/summary-reporter.ts"],
     projects: [
-      {
-        plugins: [
-          cloudflareTest({
-            wrangler,
-            miniflare: {
-              bindings: {
-                ALLOW_ANONYMOUS: "true",
-                API_KEY: "test-api-key",
-                RATE_LIMIT_PER_SECOND: "5",
-                MAX_MESSAGE_BYTES: "1024",
-                HISTORY_LIMIT: "5",
-                MAX_CONNECTIONS_PER_ROOM: "3",
-                INBOX_MAX_MESSAGES: "4",
-              },
-            },
-          }),
-        ],
-        test: { name: "workers", include: ["test/workers/**/*.test.ts"] },
-      },
-      {
-        plugins: [
-          cloudflareTest({
-            wrangler,
-            miniflare: {
-              bindings: {
-                ALLOW_ANONYMOUS: "true",
-                AUTH_SECRET: "liveness-secret",
-                HEARTBEAT_INTERVAL_MS: "200",
-                HEARTBEAT_TIMEOUT_MS: "800",
-                INBOX_TTL_SECONDS: "1",
-              },
-            },
-          }),
-        ],
-        test: { name: "liveness", include: ["test/liveness/**/*.test.ts"] },
-      },
-      {
-        plugins: [
-          cloudflareTest({
-            wrangler,
-            miniflare: {
-              bindings: {
-                ALLOW_ANONYMOUS: "true",
-                AUTH_SECRET: "scale-secret",
-                API_KEY: "test-api-key",
-                SOCKETS_PER_OBJECT: "3",
-                PRESENCE_LIST_LIMIT: "3",
-                MAX_SUBSCRIPTIONS: "3",
-                MAX_CONNECTIONS_PER_ROOM: "12",
-                USER_HUBS: "4",
-              },
-            },
-          }),
-        ],
-        test: { name: "scale", include: ["test/scale/**/*.test.ts"], testTimeout: 30_000 },
-      },
-      {
-        test: {
-          name: "browser",
-          include: ["test/browser/**/*.test.ts"],
-          environment: "node",
-          testTimeout: 60_000,
-          hookTimeout: 120_000,
+      workerd("workers", {
+        ALLOW_ANONYMOUS: "true",
+        API_KEY: "test-api-key",
+        RATE_LIMIT_PER_SECOND: "5",
+        MAX_MESSAGE_BYTES: "1024",
+        HISTORY_LIMIT: "5",
+        MAX_CONNECTIONS_PER_ROOM: "3",
+        INBOX_MAX_MESSAGES: "4",
+      }),
+      workerd("liveness", {
+        ALLOW_ANONYMOUS: "true",
+        AUTH_SECRET: "liveness-secret",
+        HEARTBEAT_INTERVAL_MS: "200",
+        HEARTBEAT_TIMEOUT_MS: "800",
+        INBOX_TTL_SECONDS: "1",
+      }),
+      workerd(
+        "scale",
+        {
+          ALLOW_ANONYMOUS: "true",
+          AUTH_SECRET: "scale-secret",
+          API_KEY: "test-api-key",
+          SOCKETS_PER_OBJECT: "3",
+          PRESENCE_LIST_LIMIT: "3",
+          MAX_SUBSCRIPTIONS: "3",
+          MAX_CONNECTIONS_PER_ROOM: "12",
+          USER_HUBS: "4",
         },
-      },
-      {
-        test: {
-          name: "e2e",
-          include: ["test/e2e/**/*.test.ts"],
-          environment: "node",
-          testTimeout: 60_000,
-          hookTimeout: 120_000,
-        },
-      },
+        30_000,
+      ),
+      node("browser"),
+      node("e2e"),
     ],
   },
 });

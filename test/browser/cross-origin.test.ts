@@ -1,29 +1,18 @@
 // A page on another origin uses the relay's HTTP routes (docs/protocol.md "Cross-origin
 // browsers"): history, room info, an event stream, and the reason a connection was refused.
-import { readFile } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { API_KEY, freshRoom, SERVER_AUTH, startRelay, type Relay } from "../e2e/relay";
 import { launch } from "./chromium";
+import { startSite, type Site } from "./site";
 
-/** Serves an empty page and the client bundle from its own origin (a port of its own). */
-async function startOtherOrigin(): Promise<{ server: Server; url: string }> {
-  const bundle = await readFile("public/edge-relay-client.js");
-  const server = createServer((req, res) => {
-    if (req.url === "/edge-relay-client.js") {
-      res.writeHead(200, { "Content-Type": "text/javascript" }).end(bundle);
-    } else res.writeHead(200, { "Content-Type": "text/html" }).end("<!doctype html><title>another origin</title>");
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
-}
+/** An empty page of its own origin, with the client bundle beside it. */
+const startOtherOrigin = () => startSite("public/edge-relay-client.js", () => "<!doctype html><title>another origin</title>");
 
 describe("a page on another origin", () => {
   let relay: Relay;
   let browser: Browser;
-  let other: { server: Server; url: string };
+  let other: Site;
   let page: Page;
 
   beforeAll(async () => {
@@ -34,7 +23,7 @@ describe("a page on another origin", () => {
   afterAll(async () => {
     await browser?.close();
     await relay?.close();
-    other?.server.close();
+    other?.close();
   });
 
   const relayUrl = () => relay.url.toString().replace(/\/$/, "");

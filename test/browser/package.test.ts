@@ -3,9 +3,7 @@
 // classic <script> tag in Chromium, against the whole relay.
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -13,6 +11,7 @@ import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freshRoom, startRelay, type Relay } from "../e2e/relay";
 import { launch } from "./chromium";
+import { startSite, type Site } from "./site";
 
 const run = promisify(execFile);
 const REPO = resolve(".");
@@ -53,7 +52,7 @@ describe("the installed client package", () => {
   let relay: Relay;
   let browser: Browser;
   let app: string;
-  let served: Server | undefined;
+  let site: Site | undefined;
 
   beforeAll(async () => {
     app = await mkdtemp(join(tmpdir(), "edge-relay-app-"));
@@ -68,7 +67,7 @@ describe("the installed client package", () => {
   });
 
   afterAll(async () => {
-    served?.close();
+    site?.close();
     await browser?.close();
     await relay?.close();
     if (app) await rm(app, { recursive: true, force: true });
@@ -109,14 +108,9 @@ new RelayClient({ url: "x", rooom: "typo" });
   });
 
   it("runs from a classic <script> tag in Chromium, as the global EdgeRelay", async () => {
-    const bundle = await readFile(join(app, "node_modules/edge-relay/client/edge-relay-client.global.js"));
-    served = createServer((req, res) => {
-      if (req.url === "/edge-relay-client.global.js") res.writeHead(200, { "Content-Type": "text/javascript" }).end(bundle);
-      else res.writeHead(200, { "Content-Type": "text/html" }).end('<!doctype html><script src="/edge-relay-client.global.js"></script>');
-    });
-    await new Promise<void>((done) => served!.listen(0, "127.0.0.1", done));
+    site = await startSite(join(app, "node_modules/edge-relay/client/edge-relay-client.global.js"), (script) => `<!doctype html><script src="${script}"></script>`);
     const page = await browser.newPage();
-    await page.goto(`http://127.0.0.1:${(served.address() as AddressInfo).port}/`);
+    await page.goto(site.url);
     const room = freshRoom();
     const welcome = await page.evaluate(
       ({ url, room }) =>

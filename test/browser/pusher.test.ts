@@ -1,24 +1,15 @@
 // pusher-js's browser build, in Chromium, on a page of another origin, connected to the relay
 // as docs/pusher.md tells an app to configure it; the server SDK triggers from the test.
-import { readFile } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { APP, PUSHER_RELAY, serverSdk, WAIT_MS } from "../e2e/pusher-support";
 import { freshRoom, startRelay, type Relay } from "../e2e/relay";
 import { launch } from "./chromium";
+import { startSite, type Site } from "./site";
 
-/** Serves a page and pusher-js's minified browser build, from an origin of its own. */
-async function startPage(): Promise<{ server: Server; url: string }> {
-  const bundle = await readFile("node_modules/pusher-js/dist/web/pusher.min.js");
-  const server = createServer((req, res) => {
-    if (req.url === "/pusher.min.js") res.writeHead(200, { "Content-Type": "text/javascript" }).end(bundle);
-    else res.writeHead(200, { "Content-Type": "text/html" }).end('<!doctype html><title>pusher-js</title><script src="/pusher.min.js"></script>');
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
-}
+/** A page of its own origin with pusher-js's minified browser build. */
+const startPage = () =>
+  startSite("node_modules/pusher-js/dist/web/pusher.min.js", (script) => `<!doctype html><title>pusher-js</title><script src="${script}"></script>`);
 
 /** What the page keeps: its socket id and the events it heard. */
 interface PageState {
@@ -30,7 +21,7 @@ interface PageState {
 describe("pusher-js in a browser", () => {
   let relay: Relay;
   let browser: Browser;
-  let site: { server: Server; url: string };
+  let site: Site;
   let page: Page;
 
   beforeAll(async () => {
@@ -41,7 +32,7 @@ describe("pusher-js in a browser", () => {
   afterAll(async () => {
     await browser?.close();
     await relay?.close();
-    site?.server.close();
+    site?.close();
   });
 
   const state = () => page.evaluate(() => (globalThis as unknown as { state: PageState }).state);

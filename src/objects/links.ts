@@ -7,22 +7,15 @@
 // arrive in order. A stub whose call failed may be broken for good, so it is dropped and the
 // next call makes a fresh one.
 import { log } from "../log";
-import type { Directory } from "./directory";
-import type { Holder } from "./holder";
-import type { Inbox } from "./inbox";
-import type { Room } from "./room";
 
 /** Past this many targets the cache starts over (targets come and go). */
 const MAX_CACHED_STUBS = 1_000;
 
-type Kind = "room" | "holder" | "inbox" | "directory";
-type StubOf<K extends Kind> = K extends "room"
-  ? DurableObjectStub<Room>
-  : K extends "holder"
-    ? DurableObjectStub<Holder>
-    : K extends "inbox"
-      ? DurableObjectStub<Inbox>
-      : DurableObjectStub<Directory>;
+/** Each kind of object and its binding. The stubs' types come from the generated Env, so this
+ * module needs none of the object classes, which all use it. */
+const BINDINGS = { room: "ROOMS", holder: "HOLDERS", inbox: "INBOXES", directory: "DIRECTORY" } as const;
+type Kind = keyof typeof BINDINGS;
+type StubOf<K extends Kind> = ReturnType<Env[(typeof BINDINGS)[K]]["getByName"]>;
 
 /** Whether the platform says a failed call may succeed if made again. */
 function retryable(error: unknown): boolean {
@@ -54,8 +47,7 @@ export class Links {
     let stub = this.#cache.get(key);
     if (!stub) {
       if (this.#cache.size >= MAX_CACHED_STUBS) this.#cache.clear();
-      const namespaces = { room: this.#env.ROOMS, holder: this.#env.HOLDERS, inbox: this.#env.INBOXES, directory: this.#env.DIRECTORY };
-      const namespace: DurableObjectNamespace = namespaces[kind];
+      const namespace: DurableObjectNamespace = this.#env[BINDINGS[kind]];
       stub = namespace.getByName(name) as DurableObjectStub;
       this.#cache.set(key, stub);
     }

@@ -38,6 +38,8 @@ export class Inbox extends DurableObject<Env> {
 
   /** A hub now holds `sockets` of this user's sockets, one of them new: answers its welcome and replay. */
   attach(hub: string, sockets: number): Attachment {
+    // Store what is pending first: the replay and the welcome's seq then cover it.
+    this.#flush();
     this.detach(hub, sockets);
     const pending = this.ctx.storage.sql
       .exec<{ frame: string }>("SELECT frame FROM directs WHERE expires > ? ORDER BY seq", Date.now())
@@ -66,32 +68,62 @@ export class Inbox extends DurableObject<Env> {
   }
 
   /**
-   * Stores one direct durably, then forwards it to every hub of this user. A full inbox refuses
-   * it (answered, not thrown: a refusal is an outcome, not a failure of the call).
+   * Stores one direct durably, then forwards it to every hub of this user; answers once it is
+   * stored. A full inbox refuses it (answered, not thrown: a refusal is an outcome, not a failure
+   * of the call). Directs that arrive together are stored in one transaction, as a room stores
+   * its messages (docs/design.md): one commit for many deliveries, each answered after it.
    */
-  deliver(from: string, data: Json, id?: string): Delivery | Refusal {
-    const now = Date.now();
-    const sql = this.ctx.storage.sql;
+  deliver(from: string, data: Json, id?: string): Promise<Delivery> | Refusal {
     // Expired rows are never replayed; they are only deleted when they would count against the
     // limit, so a delivery usually costs one INSERT and nothing else.
-    if (this.#held() >= this.#config.inboxMaxMessages) {
+    if (this.#held() + this.#pending.length >= this.#config.inboxMaxMessages) {
       this.#heldCount = undefined;
-      sql.exec("DELETE FROM directs WHERE expires <= ?", now);
-      const held = this.#held();
+      this.ctx.storage.sql.exec("DELETE FROM directs WHERE expires <= ?", Date.now());
+      const held = this.#held() + this.#pending.length;
       if (held >= this.#config.inboxMaxMessages) {
         return { refused: "inbox_full", message: `inbox of ${this.#name} holds ${held} unacknowledged messages, its limit; not sent` };
       }
     }
-    const { seq, text } = this.ctx.storage.transactionSync(() => {
-      const seq = this.#sequence.next();
-      const text = JSON.stringify(directFrame(seq, from, data, id, now));
-      sql.exec("INSERT INTO directs (seq, frame, expires) VALUES (?, ?, ?)", seq, text, now + this.#config.inboxTtlSeconds * 1000);
-      return { seq, text };
-    });
-    this.#heldCount = this.#held() + 1;
-    // The output gate holds these calls, and the caller's answer, until the write is durable.
-    for (const hub of this.#sockets.keys()) this.#hubs.push(hub, [{ frame: text, seq }]);
-    return { status: this.#sockets.size > 0 ? "delivered" : "queued", seq };
+    const { promise, resolve, reject } = Promise.withResolvers<Delivery>();
+    this.#pending.push({ from, data, id, at: Date.now(), resolve, reject });
+    if (this.#pending.length === 1) setTimeout(() => this.#flush(), 0);
+    promise.catch(() => {}); // its caller handles a rejection; the runtime need not report it too
+    return promise;
+  }
+
+  /** Directs numbered and answered only once stored: the batch the next flush writes. */
+  #pending: { from: string; data: Json; id?: string; at: number; resolve: (delivery: Delivery) => void; reject: (error: unknown) => void }[] = [];
+
+  /** Stores the pending directs in one transaction, forwards them to the hubs, answers each. */
+  #flush(): void {
+    const batch = this.#pending;
+    if (batch.length === 0) return;
+    this.#pending = [];
+    const sql = this.ctx.storage.sql;
+    const first = this.#sequence.current + 1;
+    let stored: { seq: number; text: string }[];
+    try {
+      stored = this.ctx.storage.transactionSync(() => {
+        const rows = batch.map(({ from, data, id, at }) => {
+          const seq = this.#sequence.reserve();
+          const text = JSON.stringify(directFrame(seq, from, data, id, at));
+          sql.exec("INSERT INTO directs (seq, frame, expires) VALUES (?, ?, ?)", seq, text, at + this.#config.inboxTtlSeconds * 1000);
+          return { seq, text };
+        });
+        this.#sequence.save();
+        return rows;
+      });
+    } catch (error) {
+      this.#sequence.rewind(first - 1);
+      for (const { reject } of batch) reject(error);
+      return;
+    }
+    this.#heldCount = this.#held() + batch.length;
+    // The output gate holds these calls, and the callers' answers, until the write is durable.
+    const entries = stored.map(({ seq, text }) => ({ frame: text, seq }));
+    for (const hub of this.#sockets.keys()) this.#hubs.push(hub, entries);
+    const status = this.#sockets.size > 0 ? "delivered" : "queued";
+    stored.forEach(({ seq }, i) => batch[i]!.resolve({ status, seq }));
   }
 
   /** Drops every direct up to `seq`: the user has them. */

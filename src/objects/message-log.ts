@@ -63,6 +63,8 @@ export class MessageLog {
     const frame = JSON.stringify(messageFrame(this.#room, seq, from, data, id, Date.now()));
     const { promise, resolve, reject } = Promise.withResolvers<number>();
     this.#pending.push({ seq, frame, resolve, reject, ...(except !== undefined && { except }) });
+    // Its caller handles a rejection; this keeps the runtime from also reporting it as unhandled.
+    promise.catch(() => {});
     if (!this.#scheduled) {
       this.#scheduled = true;
       setTimeout(() => this.flush(), 0);

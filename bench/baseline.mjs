@@ -17,7 +17,7 @@ export function baselineConfig(rev = BASELINE_COMMIT) {
   const commit = git("rev-parse", "--short", rev);
   const dir = `/tmp/edge-relay-${commit}`;
   if (!existsSync(join(dir, "wrangler.toml"))) {
-    progress(`baseline: git worktree add ${dir} ${commit}`);
+    progress(`worktree: git worktree add ${dir} ${commit}`);
     git("worktree", "add", "--detach", dir, commit);
   }
   const head = git("-C", dir, "rev-parse", "--short", "HEAD");
@@ -32,10 +32,10 @@ export function baselineConfig(rev = BASELINE_COMMIT) {
       same = false;
     }
     if (same) {
-      progress(`baseline: dependencies of ${commit} are those of HEAD; node_modules linked`);
+      progress(`worktree: dependencies of ${commit} are those of HEAD; node_modules linked`);
       symlinkSync(resolve("node_modules"), join(dir, "node_modules"));
     } else {
-      progress(`baseline: dependencies of ${commit} differ from HEAD; npm ci in ${dir}`);
+      progress(`worktree: dependencies of ${commit} differ from HEAD; npm ci in ${dir}`);
       execFileSync("npm", ["ci", "--no-audit", "--no-fund"], { cwd: dir, stdio: "inherit" });
     }
   }

@@ -10,15 +10,21 @@ function statFields(pid) {
   return text.slice(text.lastIndexOf(")") + 2).split(" ");
 }
 
-/** CPU seconds used so far by `pid` (user + system), or 0 if it is gone. */
-export function cpuSeconds(pid) {
+/** CPU seconds used so far by `pid` in user and in system (kernel) mode, or zeros if it is gone. */
+export function cpuSplit(pid) {
   try {
     const fields = statFields(pid);
     // Fields 14 and 15 of /proc/<pid>/stat, counted from the state field (3) here.
-    return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+    return { user: Number(fields[11]) / TICKS_PER_SECOND, sys: Number(fields[12]) / TICKS_PER_SECOND };
   } catch {
-    return 0;
+    return { user: 0, sys: 0 };
   }
+}
+
+/** CPU seconds used so far by `pid` (user + system), or 0 if it is gone. */
+export function cpuSeconds(pid) {
+  const { user, sys } = cpuSplit(pid);
+  return user + sys;
 }
 
 /** Resident memory of `pid` in bytes, or 0 if it is gone. */
@@ -58,14 +64,18 @@ export function childrenNamed(pid, comm) {
 
 /**
  * A CPU meter over labelled groups of pids: `start()` then `stop()` answers, per group, CPU
- * seconds and percent of one core over the wall time, plus what the rest of the machine used.
+ * seconds (and how many of them were in the kernel) and percent of one core over the wall time,
+ * plus what the rest of the machine used.
  */
 export function cpuMeter(groups) {
   const take = () => ({
     at: performance.now(),
     machine: machineSeconds(),
     groups: Object.fromEntries(
-      Object.entries(groups).map(([name, pids]) => [name, pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0)]),
+      Object.entries(groups).map(([name, pids]) => [
+        name,
+        pids.map(cpuSplit).reduce((sum, { user, sys }) => ({ total: sum.total + user + sys, sys: sum.sys + sys }), { total: 0, sys: 0 }),
+      ]),
     ),
   });
   const before = take();
@@ -76,10 +86,11 @@ export function cpuMeter(groups) {
       const result = { wallSeconds: round(wall, 3), groups: {} };
       let ours = 0;
       for (const name of Object.keys(groups)) {
-        const seconds = after.groups[name] - before.groups[name];
+        const seconds = after.groups[name].total - before.groups[name].total;
+        const sys = after.groups[name].sys - before.groups[name].sys;
         // "pid:N" entries break a group down; they are already counted in it.
         if (!name.startsWith("pid:")) ours += seconds;
-        result.groups[name] = { cpuSeconds: round(seconds, 2), percentOfCore: round((100 * seconds) / wall, 0) };
+        result.groups[name] = { cpuSeconds: round(seconds, 2), sysSeconds: round(sys, 2), percentOfCore: round((100 * seconds) / wall, 0) };
       }
       const busy = after.machine.busy - before.machine.busy;
       const other = Math.max(0, busy - ours);

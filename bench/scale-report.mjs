@@ -39,19 +39,21 @@ export function renderScale(results) {
   lines.push(
     `${c.rate} publishes/s for ${c.seconds} s per size; one socket publishes, every socket (its echo included) receives, so a publish is n deliveries. ` +
       `Runtime CPU is user + sys of the workerd runtime process over the window (until the last delivery arrived), less its idle rate with the same sockets open (measured for ${c.idleSeconds} s just before). ` +
+      `Kernel share = the part of the runtime's CPU spent in the kernel (sys), which on loopback includes TCP work for the receiving side. ` +
       `Clients = publisher + the two receiver processes, percent of one core.`,
     "",
   );
   lines.push(
-    "| variant | sockets | objects | delivered / expected | seq gaps / repeats | runtime ms per publish | runtime µs per delivery | per delivery vs smallest size | p50 / p99 ms | runtime idle % | runtime % | clients % | runtime RSS MiB | connect s | load (1/5/15 min) |",
+    "| variant | sockets | objects | delivered / expected | seq gaps / repeats | runtime ms per publish | runtime µs per delivery | per delivery vs smallest size | runtime kernel share | p50 / p99 ms | runtime idle % | runtime % | clients % | runtime RSS MiB | connect s | load (1/5/15 min) |",
   );
-  lines.push("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+  lines.push("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
   for (const variant of Object.values(results.variants)) {
     const base = variant.sizes[0];
     for (const s of variant.sizes) {
       lines.push(
         `| ${variant.label} | ${fmt(s.sockets)} | ${fmt(s.objects)} | ${fmt(s.received)} / ${fmt(s.expected)}${s.complete ? "" : " **incomplete**"} | ${s.seqGaps} / ${s.seqRepeats} | ` +
-          `${fmt(s.msPerPublish, 2)} | ${fmt(s.usPerDelivery, 1)} | ${ratio(s.usPerDelivery, base.usPerDelivery)} | ${fmt(s.p50, 1)} / ${fmt(s.p99, 1)} | ` +
+          `${fmt(s.msPerPublish, 2)} | ${fmt(s.usPerDelivery, 1)} | ${ratio(s.usPerDelivery, base.usPerDelivery)} | ` +
+          `${s.serverSysSeconds === undefined ? "–" : `${fmt((100 * s.serverSysSeconds) / s.serverCpuSeconds)}%`} | ${fmt(s.p50, 1)} / ${fmt(s.p99, 1)} | ` +
           `${fmt(s.idleServerPercentOfCore, 1)} | ${s.cpu.groups.server.percentOfCore} | ${clientPercent(s.cpu)} | ${fmt(s.rssMiB)} | ${fmt(s.connectSeconds, 1)} | ${loadText(variant.load)} |`,
       );
     }
@@ -148,6 +150,7 @@ export function renderStorm(results) {
   row("frames received in all", (t) => t.frames);
   row("seconds until the room went quiet", (t) => t.quietSeconds, 1);
   row("runtime CPU seconds (storm and settle)", (t) => t.cpu.groups.server.cpuSeconds, 2);
+  row("of which in the kernel (sys)", (t) => t.cpu.groups.server.sysSeconds, 2);
   row("client CPU seconds (both receiver processes)", (t) => t.cpu.groups["receivers-1"].cpuSeconds + t.cpu.groups["receivers-2"].cpuSeconds, 2);
   row("runtime RSS MiB after", (t) => t.rssMiB, 0);
   row("other work on the machine meanwhile, % of one core", (t) => t.cpu.groups.other.percentOfCore);

@@ -145,6 +145,7 @@ async function measure(target, server, run, n) {
     ...latencySummary(reports.map((r) => r.latencies)),
     idleServerPercentOfCore: round(idleCoresOfServer * 100, 1),
     serverCpuSeconds: serverSeconds,
+    serverSysSeconds: cpu.groups.server.sysSeconds,
     serverNetCpuSeconds: round(netSeconds, 3),
     msPerPublish: round((netSeconds * 1e3) / sent.sent, 3),
     usPerDelivery: round((netSeconds * 1e6) / expected, 2),

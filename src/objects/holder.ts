@@ -9,6 +9,7 @@ import {
   CloseCode,
   FrameError,
   connectionEstablished,
+  PUSHER_PING,
   pusherCloseCode,
   pusherError,
   welcomeFrame,
@@ -254,6 +255,12 @@ export class Holder extends SocketHost {
   protected override refuse(session: Session, error: FrameError): void {
     if (session.pusher) this.send(session.ws, pusherError(error.code, error.message));
     else super.refuse(session, error);
+  }
+
+  // A pusher-js client on a busy channel hears events all the time and so never pings: asked,
+  // it answers pusher:pong, which counts as activity.
+  protected override onQuiet(session: Session): void {
+    if (session.pusher) this.send(session.ws, PUSHER_PING);
   }
 
   protected override closeCodeFor(session: Session, code: number): number {

@@ -57,6 +57,9 @@ export class PusherSockets {
     switch (frame.event) {
       case "pusher:ping":
         return this.#host.send(session, PUSHER_PONG);
+      case "pusher:pong":
+        return; // the answer to the relay's own ping: its arrival was the point
+
       case "pusher:subscribe":
         return this.#subscribe(session, frame);
       case "pusher:unsubscribe":

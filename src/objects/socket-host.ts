@@ -307,11 +307,20 @@ export abstract class SocketHost extends DurableObject<Env> {
     const timeout = this.config.heartbeatTimeoutMs;
     for (const session of [...this.#live().values()]) {
       const pinged = this.ctx.getWebSocketAutoResponseTimestamp(session.ws)?.getTime() ?? 0;
-      if (now - Math.max(session.seen, pinged) >= timeout) {
+      const quiet = now - Math.max(session.seen, pinged);
+      if (quiet >= timeout) {
         this.close(session, CloseCode.heartbeatTimeout, "heartbeat timeout");
       } else if (session.identity.exp !== undefined && now >= session.identity.exp * 1000) {
         this.close(session, CloseCode.tokenExpired, "token expired");
+      } else if (quiet >= timeout / 2) {
+        this.onQuiet(session);
       }
     }
   }
+
+  /**
+   * `session` has sent nothing for half the timeout. The relay's own clients ping by themselves;
+   * Holder asks Pusher clients, which ping only when *they* hear nothing (docs/pusher.md).
+   */
+  protected onQuiet(_session: Session): void {}
 }

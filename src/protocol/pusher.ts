@@ -47,6 +47,7 @@ function pusherErrorCode(code: ErrorCode): number | null {
 
 export type PusherClientFrame =
   | { event: "pusher:ping" }
+  | { event: "pusher:pong" }
   | { event: "pusher:subscribe"; channel: string; auth?: string; channelData?: string; since?: number; epoch?: string }
   | { event: "pusher:unsubscribe"; channel: string }
   | { event: `client-${string}`; channel: string; data: Json }
@@ -87,6 +88,8 @@ export function decodePusherFrame(text: string): PusherClientFrame {
   switch (frame.event) {
     case "pusher:ping":
       return { event: "pusher:ping" };
+    case "pusher:pong":
+      return { event: "pusher:pong" };
     case "pusher:subscribe": {
       const channel = channelOf(fields);
       const since = fields?.since;
@@ -126,6 +129,9 @@ export function connectionEstablished(socketId: string, activityTimeoutSeconds: 
 }
 
 export const PUSHER_PONG = JSON.stringify({ event: "pusher:pong", data: "{}" });
+
+/** The relay asking a quiet Pusher client whether it is still there. */
+export const PUSHER_PING = JSON.stringify({ event: "pusher:ping", data: "{}" });
 
 export function pusherError(code: ErrorCode | number | null, message: string): string {
   const numeric = typeof code === "string" ? pusherErrorCode(code) : code;

@@ -593,6 +593,21 @@ describe("a relay with short heartbeats", () => {
     expect((await client.closed).code).toBe(4201);
   });
 
+  it("asks a client that only listens with pusher:ping, and keeps it while it answers pusher:pong", async () => {
+    const { client } = await rawPusher(quick);
+    let pings = 0;
+    client.ws.addEventListener("message", (event: { data: unknown }) => {
+      if (String(event.data).includes('"pusher:ping"')) {
+        pings++;
+        client.send({ event: "pusher:pong", data: {} });
+      }
+    });
+    await new Promise((resolve) => setTimeout(resolve, 7_000));
+    expect(pings).toBeGreaterThan(0);
+    expect(client.ws.readyState).toBe(1);
+    await client.close();
+  });
+
   it("keeps pusher-js connected: its pusher:ping counts as activity", async () => {
     const client = new PusherClient(quick);
     try {

@@ -18,7 +18,8 @@ import {
   type ResumePoint,
 } from "../protocol";
 import { overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
-import { Feed, sendEntry, type Admission, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
+import { sendEntry, type Admission, type Feed, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
+import { Feeds, type SubscriptionRow } from "./feeds";
 import { Links } from "./links";
 import { PusherSockets } from "./pusher-sockets";
 import { RelaySockets } from "./relay-sockets";
@@ -32,8 +33,7 @@ export class Holder extends SocketHost {
   /** Subscribes of each socket still waiting for their room's answer. */
   readonly #joining = new Map<string, number>();
   // Built lazily from the sockets and the subscriptions table, so they are right after a wake-up.
-  #rooms?: Map<string, Feed>;
-  #inboxes?: Map<string, Feed>;
+  #feedsOf?: Feeds;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -69,43 +69,19 @@ export class Holder extends SocketHost {
 
   // ---- feeds ----
 
-  #feeds(): { rooms: Map<string, Feed>; inboxes: Map<string, Feed> } {
-    if (this.#rooms && this.#inboxes) return { rooms: this.#rooms, inboxes: this.#inboxes };
-    const rooms = new Map<string, Feed>();
-    const inboxes = new Map<string, Feed>();
-    const userSockets = new Map<string, Session>();
-    for (const session of this.sessions.values()) {
-      if (session.room !== undefined) feedIn(rooms, session.room).add(session);
-      else {
-        if (!session.pusher) feedIn(inboxes, session.identity.user, false).add(session);
-        userSockets.set(session.connection, session);
-      }
-    }
-    if (userSockets.size > 0) {
-      for (const { connection, room, member } of this.#subscriptionRows()) {
-        const session = userSockets.get(connection);
-        if (session) feedIn(rooms, room).add(session, undefined, member ?? undefined);
-      }
-    }
-    this.#rooms = rooms;
-    this.#inboxes = inboxes;
-    return { rooms, inboxes };
+  #feeds(): Feeds {
+    return (this.#feedsOf ??= new Feeds(this.sessions.values(), () => this.#subscriptionRows()));
   }
 
-  #subscriptionRows(connection?: string): { connection: string; room: string; member: string | null }[] {
+  #subscriptionRows(connection?: string): SubscriptionRow[] {
     const sql = this.ctx.storage.sql;
     const columns = "SELECT connection, room, member FROM subscriptions";
-    type Row = { connection: string; room: string; member: string | null };
-    return (connection === undefined ? sql.exec<Row>(columns) : sql.exec<Row>(`${columns} WHERE connection = ?`, connection)).toArray();
+    return (connection === undefined ? sql.exec<SubscriptionRow>(columns) : sql.exec<SubscriptionRow>(`${columns} WHERE connection = ?`, connection)).toArray();
   }
 
   /** The sockets held here for `room`; a Room uses this for its own. */
   protected roomFeed(room: string): Feed | undefined {
     return this.#feeds().rooms.get(room);
-  }
-
-  #dropIfEmpty(feeds: Map<string, Feed>, key: string): void {
-    if (feeds.get(key)?.empty) feeds.delete(key);
   }
 
   // ---- joining a room (room sockets and subscriptions) ----
@@ -128,8 +104,8 @@ export class Holder extends SocketHost {
    * gap and no duplicate (docs/design.md "Joining, counting and presence").
    */
   async #admit(room: string, user: string, connection: string, resume: ResumePoint, info?: unknown) {
-    const { rooms } = this.#feeds();
-    const feed = feedIn(rooms, room);
+    const feeds = this.#feeds();
+    const feed = feeds.room(room);
     const joiner = feed.startJoin(user);
     try {
       const request: JoinRequest = { holder: this.joinAs, user, connection, connections: feed.count(user), ...resume };
@@ -141,7 +117,7 @@ export class Holder extends SocketHost {
       feed.endJoin(joiner, undefined);
       throw error;
     } finally {
-      this.#dropIfEmpty(rooms, room);
+      feeds.dropIfEmpty(room);
     }
   }
 
@@ -187,15 +163,15 @@ export class Holder extends SocketHost {
   async #openUserSocket(connect: ConnectInfo): Promise<Response> {
     const identity = identityOf(connect);
     const { user } = identity;
-    const { inboxes } = this.#feeds();
-    const feed = feedIn(inboxes, user, false);
+    const feeds = this.#feeds();
+    const feed = feeds.inbox(user);
     const joiner = feed.startJoin(user);
     let attached;
     try {
       attached = await this.links.call("inbox", user, (stub) => stub.attach(this.name, feed.count(user)));
     } catch (error) {
       feed.endJoin(joiner, undefined);
-      this.#dropIfEmpty(inboxes, user);
+      feeds.dropIfEmpty(undefined, user);
       throw error;
     }
     const kept = feed.endJoin(joiner, attached.seq);
@@ -206,7 +182,7 @@ export class Holder extends SocketHost {
     for (const frame of attached.pending) this.send(server, frame);
     this.#sendKept(session, kept);
     feed.add(session, attached.seq);
-    inboxes.set(user, feed);
+    feeds.inboxes.set(user, feed);
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -224,12 +200,12 @@ export class Holder extends SocketHost {
     this.ctx.storage.sql.exec("DELETE FROM subscriptions WHERE connection = ?", session.connection);
     for (const { room, member } of subscribed) this.#leaveRoom(session, room, member ?? undefined);
     if (session.pusher) return;
-    const { inboxes } = this.#feeds();
+    const feeds = this.#feeds();
     const { user } = session.identity;
-    const feed = inboxes.get(user);
+    const feed = feeds.inboxes.get(user);
     feed?.remove(session);
     const left = feed?.count(user) ?? 0;
-    this.#dropIfEmpty(inboxes, user);
+    feeds.dropIfEmpty(undefined, user);
     this.links
       .call("inbox", user, (stub) => stub.detach(this.name, left))
       .catch((error: unknown) => log("error", "could not detach from an inbox", { holder: this.name, user, error }));
@@ -237,12 +213,12 @@ export class Holder extends SocketHost {
 
   /** `session` leaves `room` here; the Room hears how many of that member's sockets are left. */
   #leaveRoom(session: Session, room: string, member?: string): void {
-    const { rooms } = this.#feeds();
-    const feed = rooms.get(room);
+    const feeds = this.#feeds();
+    const feed = feeds.rooms.get(room);
     const who = member ?? feed?.memberOf(session) ?? session.identity.user;
     feed?.remove(session);
     const left = feed?.count(who) ?? 0;
-    this.#dropIfEmpty(rooms, room);
+    feeds.dropIfEmpty(room);
     this.report(room, who, left);
   }
 
@@ -396,12 +372,6 @@ export class Holder extends SocketHost {
   census(room: string): Record<string, number> {
     return this.#feeds().rooms.get(room)?.census() ?? {};
   }
-}
-
-function feedIn(feeds: Map<string, Feed>, key: string, gapless = true): Feed {
-  let feed = feeds.get(key);
-  if (!feed) feeds.set(key, (feed = new Feed(gapless)));
-  return feed;
 }
 
 function identityOf({ user, exp, rooms }: ConnectInfo): Identity {

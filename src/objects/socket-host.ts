@@ -12,6 +12,7 @@ import {
   errorFrame,
   FrameError,
   isOversized,
+  MAX_CLIENT_ID_LENGTH,
   PING,
   PONG,
   sendableCloseCode,
@@ -191,7 +192,11 @@ export abstract class SocketHost extends DurableObject<Env> {
         case "drop":
           return;
         case "drop-and-tell":
-          return this.refuse(session, new FrameError("rate_limited", `more than ${this.config.rateLimitPerSecond} frames a second; frame dropped`));
+          // Parsed only for its id (at most once a second), so the client can tell which frame.
+          return this.refuse(
+            session,
+            new FrameError("rate_limited", `more than ${this.config.rateLimitPerSecond} frames a second; frame dropped`, frameId(message)),
+          );
         case "close":
           return this.close(session, CloseCode.policy, "rate limit exceeded");
       }
@@ -323,4 +328,15 @@ export abstract class SocketHost extends DurableObject<Env> {
    * Holder asks Pusher clients, which ping only when *they* hear nothing (docs/pusher.md).
    */
   protected onQuiet(_session: Session): void {}
+}
+
+/** The `id` of a client frame, if it is JSON text that has one; never throws. */
+function frameId(message: string | ArrayBuffer): string | undefined {
+  if (typeof message !== "string") return undefined;
+  try {
+    const id = (JSON.parse(message) as { id?: unknown } | null)?.id;
+    return typeof id === "string" && id.length <= MAX_CLIENT_ID_LENGTH ? id : undefined;
+  } catch {
+    return undefined;
+  }
 }

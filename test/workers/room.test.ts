@@ -111,6 +111,13 @@ describe("bad input and limits on room sockets", () => {
 });
 
 describe("publishing in bursts", () => {
+  it("names the dropped frame's id on its rate_limited error", async () => {
+    const { client } = await join(freshRoom(), "hasty");
+    // A bucket of 10 (2 x RATE_LIMIT_PER_SECOND=5): the eleventh frame is the first dropped.
+    for (let i = 0; i < 11; i++) client.send({ type: "publish", data: i, id: `p${i}` });
+    expect(await client.nextOf("error")).toMatchObject({ code: "rate_limited", id: "p10" });
+  });
+
   it("delivers a burst from several senders to everyone in one seq order, with no gap", async () => {
     const room = freshRoom();
     const alice = await join(room, "alice");

@@ -9,6 +9,8 @@
 import WebSocket from "ws";
 
 const T_KEY = Buffer.from('"t":');
+/** The same key inside a JSON string (a Pusher event's `data` is the payload stringified). */
+const T_KEY_ESCAPED = Buffer.from('\\"t\\":');
 const DIRECT_PREFIX = Buffer.from('{"type":"direct"');
 const SEQ = /"seq":(\d+)/;
 
@@ -49,8 +51,12 @@ function parseT(data, at) {
 function onMessage(ws, data) {
   frames++;
   bytes += data.length;
-  const at = data.indexOf(T_KEY);
-  if (at < 0) return;
+  let at = data.indexOf(T_KEY);
+  if (at < 0) {
+    at = data.indexOf(T_KEY_ESCAPED);
+    if (at < 0) return;
+    at += T_KEY_ESCAPED.length - T_KEY.length;
+  }
   received++;
   if (checkSeq) {
     const seq = Number(SEQ.exec(data.toString())?.[1]);
@@ -89,7 +95,20 @@ function openOne(url, waitWelcome, timeoutMs) {
     ws.once("unexpected-response", (_req, res) => finish(new Error(`upgrade answered ${res.statusCode}`)));
     ws.on("message", (data) => onMessage(ws, data));
     ws.on("close", (code) => (ws.benchCloseCode = code));
-    if (waitWelcome) ws.once("message", () => finish());
+    if (waitWelcome === "pusher") {
+      // Pusher protocol 7: connection_established, then subscribe to the channel named by the
+      // URL's bench_channel parameter (the relay ignores it); open once subscription_succeeded.
+      const channel = new URL(url).searchParams.get("bench_channel");
+      const onFrame = (data) => {
+        const text = data.toString();
+        if (text.includes('"pusher:connection_established"')) ws.send(JSON.stringify({ event: "pusher:subscribe", data: { channel } }));
+        else if (text.includes('"pusher_internal:subscription_succeeded"')) {
+          ws.off("message", onFrame);
+          finish();
+        } else if (text.includes('"pusher:error"') || text.includes("subscription_error")) finish(new Error(text.slice(0, 200)));
+      };
+      ws.on("message", onFrame);
+    } else if (waitWelcome) ws.once("message", () => finish());
     else ws.once("open", () => finish());
   });
 }
@@ -188,7 +207,45 @@ function census() {
   return states;
 }
 
-const commands = { open, track, report, send, closeAll, census };
+/**
+ * Closed-loop HTTP POSTs: `inflight` requests at a time to `url` for `durationMs`, each body
+ * `prefix + <intended time us> + suffix`. Answers counts by status and the answer times.
+ */
+async function post({ url, headers, prefix, suffix, inflight, durationMs }) {
+  const start = nowUs();
+  const end = start + durationMs * 1000;
+  const statuses = {};
+  const times = [];
+  let ok = 0;
+  let lastOkUs = start;
+  async function lane() {
+    while (nowUs() < end) {
+      const t0 = nowUs();
+      let status;
+      try {
+        const res = await fetch(url, { method: "POST", headers, body: prefix + Math.round(t0) + suffix });
+        await res.arrayBuffer();
+        status = res.status;
+      } catch (error) {
+        status = String(error?.cause?.code ?? error?.message ?? error);
+      }
+      const t1 = nowUs();
+      statuses[status] = (statuses[status] ?? 0) + 1;
+      if (status === 200) {
+        ok++;
+        lastOkUs = t1;
+        if (times.length < 500_000) times.push((t1 - t0) / 1000);
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: inflight }, lane));
+  const stop = nowUs();
+  times.sort((a, b) => a - b);
+  const pct = (p) => (times.length ? times[Math.min(times.length - 1, Math.floor((p / 100) * times.length))] : null);
+  return { ok, statuses, startUs: start, endUs: stop, seconds: (stop - start) / 1e6, okPerSecond: ok / ((stop - start) / 1e6), p50: pct(50), p99: pct(99) };
+}
+
+const commands = { open, track, report, send, closeAll, census, post };
 
 process.on("message", async (message) => {
   const { id, cmd, ...args } = message;

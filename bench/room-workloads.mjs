@@ -24,7 +24,9 @@ export const PADDING = "x".repeat(64);
 
 /** Opens `n` receivers and one publisher socket in `room`; answers the publisher's frame template. */
 export async function openRoom(target, server, room, n) {
-  await openAcross(Array.from({ length: n }, () => server.base + target.room(room, "bench")), target.welcome);
+  // A target may receive on other sockets than it publishes on (Pusher subscribers: bench/pusher.mjs).
+  const receiverUrl = target.receiverRoom ?? target.room;
+  await openAcross(Array.from({ length: n }, () => server.base + receiverUrl(room, "bench")), target.receiverWelcome ?? target.welcome);
   await publisher.call("open", { urls: [server.base + target.room(room, "bench")], concurrency: 1, waitWelcome: target.welcome });
   return { socket: 0, prefix: '{"type":"publish","data":{"t":', suffix: `,"p":"${PADDING}"}}` };
 }

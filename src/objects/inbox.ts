@@ -86,7 +86,10 @@ export class Inbox extends DurableObject<Env> {
     }
     const { promise, resolve, reject } = Promise.withResolvers<Delivery>();
     this.#pending.push({ from, data, id, at: Date.now(), resolve, reject });
-    if (this.#pending.length === 1) setTimeout(() => this.#flush(), 0);
+    // As a room's log does: a batch grown big or old under a flood is stored now, not later.
+    const first = this.#pending[0]!;
+    if (this.#pending.length >= 256 || Date.now() - first.at >= 20) this.#flush();
+    else if (this.#pending.length === 1) setTimeout(() => this.#flush(), 0);
     promise.catch(() => {}); // its caller handles a rejection; the runtime need not report it too
     return promise;
   }

@@ -24,6 +24,10 @@ export interface Resume {
   messages: Stored[];
 }
 
+/** The most messages one batch holds, and the longest its first waits, before it is stored. */
+const MAX_BATCH = 256;
+const MAX_BATCH_AGE_MS = 20;
+
 interface Pending extends Fresh {
   resolve: (seq: number) => void;
   reject: (error: unknown) => void;
@@ -37,6 +41,8 @@ export class MessageLog {
   readonly #onStored: (batch: Fresh[]) => void;
   #pending: Pending[] = [];
   #scheduled = false;
+  /** When the first message of the pending batch arrived. */
+  #startedAt = 0;
 
   constructor(storage: DurableObjectStorage, room: string, historyLimit: number, onStored: (batch: Fresh[]) => void) {
     this.#storage = storage;
@@ -65,7 +71,12 @@ export class MessageLog {
     this.#pending.push({ seq, frame, resolve, reject, ...(except !== undefined && { except }) });
     // Its caller handles a rejection; this keeps the runtime from also reporting it as unhandled.
     promise.catch(() => {});
-    if (!this.#scheduled) {
+    if (this.#pending.length === 1) this.#startedAt = Date.now();
+    // A flood of incoming frames can keep the zero timer waiting (BENCHMARKS.md, "write
+    // batching"): a batch that is big or old enough is stored now, so delivery never stalls.
+    if (this.#pending.length >= MAX_BATCH || Date.now() - this.#startedAt >= MAX_BATCH_AGE_MS) {
+      this.flush();
+    } else if (!this.#scheduled) {
       this.#scheduled = true;
       setTimeout(() => this.flush(), 0);
     }

@@ -61,6 +61,18 @@ describe("batched writes", () => {
     expect(await watcher.client.nextOf("message")).toMatchObject({ seq: 2, data: "after" });
   });
 
+  it("stores a batch once it holds 256 messages, without waiting for the timer a flood can hold up", async () => {
+    const room = freshRoom();
+    const stored = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
+      const published = Array.from({ length: 600 }, (_, i) => instance.publish("flood", i));
+      // Read before this event ends, so before any timer could run: only size-bound flushes count.
+      const seq = instance.info().seq;
+      return Promise.all(published).then(() => seq);
+    });
+    expect(stored).toBe(512);
+    expect(await info(room)).toMatchObject({ seq: 600 });
+  });
+
   it("numbers directs on from the last stored after a batch that could not be stored", async () => {
     const user = freshUser();
     expect((await serverDirect(user, "first")).status).toBe(200);

@@ -99,27 +99,14 @@ async function rep(target, i) {
     }
     // 2: server publishes, 1 / 10 / 100 in flight; one room socket receives them.
     const http = server.base.replace("ws://", "http://");
-    const headers = { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" };
     for (const inflight of CONFIG.inflight) {
-      await quiet(server);
       const room = `post-${inflight}-${run}`;
-      await openAcross([server.base + own.room(room, "bench")], true);
-      await Promise.all(receivers.map((c) => c.call("track")));
-      const meter = cpuMeter(meterGroups(server));
-      const r = await publisher.call("post", {
+      result.posts[inflight] = await posting(server, {
+        receiver: server.base + own.room(room, "bench"),
         url: `${http}/rooms/${room}/messages`,
-        headers,
-        prefix: '{"data":{"t":',
-        suffix: `,"p":"${PADDING}"}}`,
         inflight,
-        durationMs: CONFIG.postSeconds * 1000,
+        label: "2 POST room",
       });
-      const cpu = meter.stop();
-      await sleep(500);
-      const delivered = (await Promise.all(receivers.map((c) => c.call("report", { stop: true })))).reduce((s, x) => s + x.received, 0);
-      result.posts[inflight] = { ...r, delivered, cpu, okPerSecond: Math.round(r.okPerSecond) };
-      progress(`  2 POST room, ${inflight} in flight: ${Math.round(r.okPerSecond)}/s answered (${JSON.stringify(r.statuses)}), p50 ${r.p50?.toFixed(1)} ms p99 ${r.p99?.toFixed(1)} ms, delivered ${delivered}; server cpu ${cpu.groups.server.percentOfCore}% pub ${cpu.groups.publisher.percentOfCore}%`);
-      await closeEverything();
     }
     // 2: one room socket publishing open-loop, one receiving socket.
     await quiet(server);
@@ -143,25 +130,14 @@ async function rep(target, i) {
     }
     // 3 (server side): server directs to one recipient with its user socket open.
     for (const inflight of CONFIG.inflight) {
-      await quiet(server);
       const user = `rcpt-${inflight}-${run}`;
-      await openAcross([server.base + own.user(user)], true);
-      await Promise.all(receivers.map((c) => c.call("track", { ack: 50 })));
-      const meter = cpuMeter(meterGroups(server));
-      const r = await publisher.call("post", {
+      result.directPosts[inflight] = await posting(server, {
+        receiver: server.base + own.user(user),
         url: `${http}/users/${user}/messages`,
-        headers,
-        prefix: '{"data":{"t":',
-        suffix: `,"p":"${PADDING}"}}`,
+        track: { ack: 50 },
         inflight,
-        durationMs: CONFIG.postSeconds * 1000,
+        label: "3 POST direct",
       });
-      const cpu = meter.stop();
-      await sleep(500);
-      const delivered = (await Promise.all(receivers.map((c) => c.call("report", { stop: true })))).reduce((s, x) => s + x.received, 0);
-      result.directPosts[inflight] = { ...r, delivered, cpu, okPerSecond: Math.round(r.okPerSecond) };
-      progress(`  3 POST direct, ${inflight} in flight: ${Math.round(r.okPerSecond)}/s answered (${JSON.stringify(r.statuses)}), p50 ${r.p50?.toFixed(1)} ms p99 ${r.p99?.toFixed(1)} ms, delivered ${delivered}; server cpu ${cpu.groups.server.percentOfCore}% pub ${cpu.groups.publisher.percentOfCore}%`);
-      await closeEverything();
     }
   } catch (error) {
     result.error = String(error?.stack ?? error);
@@ -238,4 +214,29 @@ try {
   await main();
 } finally {
   releaseClients();
+}
+
+/**
+ * POSTs `{"data":…}` to `url` with `inflight` requests in flight for CONFIG.postSeconds, while the
+ * socket at `receiver` counts what arrives: answered/s, latency, deliveries and the CPU split.
+ */
+async function posting(server, { receiver, url, track, inflight, label }) {
+  await quiet(server);
+  await openAcross([receiver], true);
+  await Promise.all(receivers.map((c) => c.call("track", track)));
+  const meter = cpuMeter(meterGroups(server));
+  const r = await publisher.call("post", {
+    url,
+    headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+    prefix: '{"data":{"t":',
+    suffix: `,"p":"${PADDING}"}}`,
+    inflight,
+    durationMs: CONFIG.postSeconds * 1000,
+  });
+  const cpu = meter.stop();
+  await sleep(500);
+  const delivered = (await Promise.all(receivers.map((c) => c.call("report", { stop: true })))).reduce((s, x) => s + x.received, 0);
+  progress(`  ${label}, ${inflight} in flight: ${Math.round(r.okPerSecond)}/s answered (${JSON.stringify(r.statuses)}), p50 ${r.p50?.toFixed(1)} ms p99 ${r.p99?.toFixed(1)} ms, delivered ${delivered}; server cpu ${cpu.groups.server.percentOfCore}% pub ${cpu.groups.publisher.percentOfCore}%`);
+  await closeEverything();
+  return { ...r, delivered, cpu, okPerSecond: Math.round(r.okPerSecond) };
 }

@@ -35,7 +35,7 @@ pusher.get("/app/:key", async (c) => {
   // Pusher tells a client with an unknown key over the socket, then closes it 4001: pusher-js
   // then stops instead of retrying.
   if (c.req.param("key") !== app.key) return refuseSocket(PusherClose.appUnknown, `App key ${c.req.param("key")} not in this cluster`);
-  let { hub, socketId } = pusherPlacement(c.get("config").userHubs);
+  let { hub, socketId } = pusherPlacement();
   for (let hops = 0; hops < MAX_HUB_HOPS; hops++) {
     const answer = await c.env.HOLDERS.getByName(hub).fetch(connectRequest({ user: `pusher-${socketId}`, pusher: socketId }));
     if (placedAt(answer) === undefined) return answer;

@@ -46,10 +46,18 @@ export function shardName(room: string, n: number): string {
   return `${room}#${n}`;
 }
 
-/** Where a Pusher socket goes: any hub (it has no user to group by), and a socket_id for it. */
-export function pusherPlacement(hubs: number): { hub: string; socketId: string } {
+/**
+ * Pusher sockets are spread over this many hubs of their own (overflow hubs come on top). A
+ * Pusher socket names no user to group by and its channels come only after it connects, so a
+ * room's Pusher subscribers sit on any of these hubs: fewer hubs, fewer delivery calls per
+ * message (BENCHMARKS.md measured ~31 calls a publish with them spread over all 32 user hubs).
+ */
+const PUSHER_HUBS = 4;
+
+/** Where a Pusher socket goes, and a socket_id for it. */
+export function pusherPlacement(): { hub: string; socketId: string } {
   const [a, b] = crypto.getRandomValues(new Uint32Array(2));
-  return { hub: `users-${a! % hubs}`, socketId: `${a}.${b}` };
+  return { hub: `pusher-${a! % PUSHER_HUBS}`, socketId: `${a}.${b}` };
 }
 
 /** The hub a user's sockets go to first: the devices of a user meet there (FNV-1a of the id). */

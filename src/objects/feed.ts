@@ -163,9 +163,11 @@ export class Feed {
         if (this.#gapless && this.last !== undefined && entry.seq > this.last + 1) return false;
         this.last = entry.seq;
       }
+      // Floors exist only just after a join; most deliveries skip the lookup.
+      const floors = entry.seq !== undefined && this.#floors.size > 0;
       for (const session of this.sessions.values()) {
         if (session.connection === entry.except) continue;
-        if (entry.seq !== undefined && entry.seq <= (this.#floors.get(session.connection) ?? 0)) continue;
+        if (floors && entry.seq! <= (this.#floors.get(session.connection) ?? 0)) continue;
         send(session, entry);
       }
       for (const joiner of this.#joiners) joiner.entries.push(entry);

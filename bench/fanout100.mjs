@@ -10,18 +10,14 @@
 //   npm run bench -- fanout100 --quick     smoke test: 1 repetition, short steps
 //   npm run bench -- fanout100 --reps=5
 //   … --ours-commit=HEAD                  measure a worktree of that commit, not the working tree
-import { existsSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { randomUUID } from "node:crypto";
-import { calmLoad, closeEverything, describeMachine, progress, quiet, releaseClients, saveResults } from "./harness.mjs";
+import { calmLoad, closeEverything, commandLine, describeMachine, measuring, progress, quiet, runBench, report, startTarget } from "./harness.mjs";
 import { fanout, latency } from "./room-workloads.mjs";
 import { relayTarget } from "./targets.mjs";
 import { baselineConfig, oursConfig } from "./baseline.mjs";
 import { renderFanout } from "./scale-report.mjs";
 
-const argv = process.argv.slice(2);
-const option = (name) => argv.find((arg) => arg.startsWith(`--${name}=`))?.split("=")[1];
-const QUICK = argv.includes("--quick");
+const { argv, option, quick: QUICK } = commandLine();
 
 const CONFIG = {
   sockets: 100,
@@ -42,21 +38,16 @@ function others(result) {
 async function measure(target, run) {
   const load = await calmLoad();
   progress(`${target.label}: starting`);
-  const server = await target.start({ storageDir: existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), viaProxy: false });
+  const server = await startTarget(target);
   progress(`${target.label}: up at ${server.base}, runtime pid ${server.pids.join(",")}`);
   const result = { label: target.label, load };
-  try {
+  const failed = await measuring(server, target.label, async () => {
     result.otherBeforeLatency = await quiet(server);
     result.latency = await latency(target, server, run, CONFIG.latency);
     result.otherBeforeFanout = await quiet(server);
     result.fanout = await fanout(target, server, run, CONFIG.sockets, CONFIG.fanout);
-  } catch (error) {
-    result.error = String(error?.stack ?? error);
-    progress(`${target.label}: FAILED ${error?.message ?? error}`);
-    await closeEverything().catch(() => {});
-  } finally {
-    await server.stop();
-  }
+  });
+  if (failed) result.error = failed;
   return result;
 }
 
@@ -93,12 +84,7 @@ async function main() {
     results.reps.push(rep);
   }
   const markdown = renderFanout(results);
-  process.stdout.write(`\n${markdown}\n`);
-  saveResults("fanout100", results, markdown);
+  report("fanout100", results, markdown);
 }
 
-try {
-  await main();
-} finally {
-  releaseClients();
-}
+await runBench(main);

@@ -2,8 +2,8 @@
 // forked from bench/client.mjs and driven over IPC), progress output, and the helpers that open
 // sockets across the receivers, wait for deliveries, summarise latencies and meter CPU.
 import { execSync, fork } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus, totalmem } from "node:os";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
 import { otherLoad, round, rssBytes } from "./proc.mjs";
 
 const started = performance.now();
@@ -209,4 +209,46 @@ export function saveResults(name, results, markdown) {
 /** Resident memory of the server's processes, MiB. */
 export function serverRssMiB(server) {
   return round(server.pids.reduce((sum, pid) => sum + rssBytes(pid), 0) / 2 ** 20, 1);
+}
+
+/** The command line of a bench script: `option("name")` reads `--name=value`, `quick` is `--quick`. */
+export function commandLine(argv = process.argv.slice(2)) {
+  return { argv, option: (name) => argv.find((arg) => arg.startsWith(`--${name}=`))?.split("=")[1], quick: argv.includes("--quick") };
+}
+
+/** Starts a target for one measurement, its storage in memory where the machine has /dev/shm. */
+export function startTarget(target) {
+  return target.start({ storageDir: existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), viaProxy: false });
+}
+
+/**
+ * Runs one measurement against a started server, then stops the server. A failure is reported
+ * and answered as text (for the results' `error`), so one target's failure does not end the run.
+ */
+export async function measuring(server, label, body) {
+  try {
+    await body();
+    return undefined;
+  } catch (error) {
+    progress(`${label}: FAILED ${error?.message ?? error}`);
+    await closeEverything().catch(() => {});
+    return String(error?.stack ?? error);
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Prints a benchmark's tables and keeps them, with the raw results, in bench/results/. */
+export function report(name, results, markdown) {
+  process.stdout.write(`\n${markdown}\n`);
+  saveResults(name, results, markdown);
+}
+
+/** Runs a benchmark's `main`, and lets the client processes go however it ends. */
+export async function runBench(main) {
+  try {
+    await main();
+  } finally {
+    releaseClients();
+  }
 }

@@ -4,21 +4,18 @@
 // --before=1000,2000,4000 first publishes at those rates (--seconds each, 0.5 s apart), as the
 // steps of workload 2 do.
 //   node bench/publish-overload.mjs [--rate=8000] [--seconds=2.5] [--before=…] [--ours-commit=HEAD]
-import { existsSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { randomUUID } from "node:crypto";
-import { closeEverything, openAcross, progress, publisher, receivers, releaseClients, sleep } from "./harness.mjs";
+import { closeEverything, commandLine, openAcross, progress, publisher, receivers, releaseClients, sleep, startTarget } from "./harness.mjs";
 import { PADDING } from "./room-workloads.mjs";
 import { relayTarget } from "./targets.mjs";
 import { baselineConfig } from "./baseline.mjs";
 
-const argv = process.argv.slice(2);
-const option = (name) => argv.find((arg) => arg.startsWith(`--${name}=`))?.split("=")[1];
+const { option } = commandLine();
 const rate = Number(option("rate") ?? 8000);
 const seconds = Number(option("seconds") ?? 2.5);
 const ours = baselineConfig(option("ours-commit") ?? "HEAD");
 const target = relayTarget(`edge-relay ${ours.commit}`, { configPath: ours.configPath });
-const server = await target.start({ storageDir: existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), viaProxy: false });
+const server = await startTarget(target);
 try {
   const room = `over-${randomUUID().slice(0, 8)}`;
   await openAcross([server.base + target.room(room, "bench")], true);

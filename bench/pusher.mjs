@@ -18,8 +18,6 @@
 //   npm run bench -- pusher --quick           1 repetition, short steps
 //   npm run bench -- pusher --reps=2 --ours-commit=<rev>
 //   npm run bench -- pusher --user-hubs=1      Pusher sockets all in one hub (USER_HUBS)
-import { existsSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { randomUUID } from "node:crypto";
 import { cpuMeter, round } from "./proc.mjs";
 import {
@@ -32,17 +30,18 @@ import {
   publisher,
   quiet,
   receivers,
-  releaseClients,
-  saveResults,
+  runBench,
+  report,
   sleep,
+  commandLine,
+  measuring,
+  startTarget,
 } from "./harness.mjs";
 import { PADDING, fanout, latency, steps } from "./room-workloads.mjs";
 import { relayTarget } from "./targets.mjs";
 import { baselineConfig } from "./baseline.mjs";
 
-const argv = process.argv.slice(2);
-const option = (name) => argv.find((arg) => arg.startsWith(`--${name}=`))?.split("=")[1];
-const QUICK = argv.includes("--quick");
+const { argv, option, quick: QUICK } = commandLine();
 
 const CONFIG = {
   reps: Number(option("reps") ?? (QUICK ? 1 : 3)),
@@ -60,7 +59,7 @@ const API_KEY = "bench-api-key";
 
 async function rep(target, i) {
   const run = randomUUID().slice(0, 8);
-  const server = await target.start({ storageDir: existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), viaProxy: false });
+  const server = await startTarget(target);
   progress(`repetition ${i + 1}: relay up at ${server.base}, runtime pid ${server.pids.join(",")}`);
   const own = target;
   // Receivers are Pusher sockets subscribed to the channel named like the room; the publisher stays a room socket.
@@ -72,7 +71,7 @@ async function rep(target, i) {
   };
   const order = i % 2 === 0 ? [["pusher", pusher], ["own", own]] : [["own", own], ["pusher", pusher]];
   const result = { order: order.map(([name]) => name), fanout: {}, latency: {}, connect: {}, posts: {}, directPosts: {} };
-  try {
+  const failed = await measuring(server, target.label, async () => {
     // 1a
     for (const [name, t] of order) {
       result[`otherBeforeLatency_${name}`] = await quiet(server);
@@ -139,13 +138,8 @@ async function rep(target, i) {
         label: "3 POST direct",
       });
     }
-  } catch (error) {
-    result.error = String(error?.stack ?? error);
-    progress(`FAILED ${error?.message ?? error}`);
-    await closeEverything().catch(() => {});
-  } finally {
-    await server.stop();
-  }
+  });
+  if (failed) result.error = failed;
   return result;
 }
 
@@ -206,15 +200,10 @@ async function main() {
     results.reps.push(await rep(target, i));
   }
   const markdown = render(results);
-  process.stdout.write(`\n${markdown}\n`);
-  saveResults("pusher", results, markdown);
+  report("pusher", results, markdown);
 }
 
-try {
-  await main();
-} finally {
-  releaseClients();
-}
+await runBench(main);
 
 /**
  * POSTs `{"data":…}` to `url` with `inflight` requests in flight for CONFIG.postSeconds, while the

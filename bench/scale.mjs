@@ -12,8 +12,6 @@
 //   npm run bench -- scale --variants=sharded  only the sharded relay
 //   npm run bench -- scale --rate=2 --seconds=30   the defaults
 //   … --ours-commit=HEAD                  measure a worktree of that commit, not the working tree
-import { existsSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { randomUUID } from "node:crypto";
 import { cpuMeter, round } from "./proc.mjs";
 import {
@@ -28,10 +26,13 @@ import {
   publisher,
   quiet,
   receivers,
-  releaseClients,
-  saveResults,
+  runBench,
+  report,
   serverRssMiB,
   sleep,
+  commandLine,
+  measuring,
+  startTarget,
 } from "./harness.mjs";
 import { PADDING } from "./room-workloads.mjs";
 import { relayTarget } from "./targets.mjs";
@@ -39,9 +40,7 @@ import { renderScale } from "./scale-report.mjs";
 import { openFileLimit } from "./file-limit.mjs";
 import { oursConfig } from "./baseline.mjs";
 
-const argv = process.argv.slice(2);
-const option = (name) => argv.find((arg) => arg.startsWith(`--${name}`))?.split("=")[1];
-const QUICK = argv.includes("--quick");
+const { argv, option, quick: QUICK } = commandLine();
 const API_KEY = "bench-api-key";
 
 const CONFIG = {
@@ -182,30 +181,20 @@ async function main() {
     const target = relayTarget(variant.label, { configPath: ours.configPath, vars: { ...variant.vars, API_KEY } });
     const load = await calmLoad();
     progress(`${variant.label}: starting`);
-    const server = await target.start({ storageDir: existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), viaProxy: false });
+    const server = await startTarget(target);
     progress(`${variant.label}: up at ${server.base}, runtime pid ${server.pids.join(",")}`);
     const entry = { label: variant.label, load, sizes: [] };
-    try {
+    const failed = await measuring(server, variant.label, async () => {
       for (const n of CONFIG.sizes) {
         progress(`${variant.label}: ${n} sockets, ${CONFIG.rate} publishes/s for ${CONFIG.seconds} s`);
         entry.sizes.push(await measure(target, server, run, n));
       }
-    } catch (error) {
-      entry.error = String(error?.stack ?? error);
-      progress(`${variant.label}: FAILED ${error?.message ?? error}`);
-      await closeEverything().catch(() => {});
-    } finally {
-      await server.stop();
-    }
+    });
+    if (failed) entry.error = failed;
     results.variants[name] = entry;
   }
   const markdown = renderScale(results);
-  process.stdout.write(`\n${markdown}\n`);
-  saveResults("scale", results, markdown);
+  report("scale", results, markdown);
 }
 
-try {
-  await main();
-} finally {
-  releaseClients();
-}
+await runBench(main);

@@ -8,8 +8,6 @@
 //   npm run bench -- storm --quick         smoke test: 200 sockets, 20 in flight
 //   npm run bench -- storm --sockets=1000 --in-flight=50
 //   … --ours-commit=HEAD                  measure a worktree of that commit, not the working tree
-import { existsSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { randomUUID } from "node:crypto";
 import { cpuMeter, round } from "./proc.mjs";
 import {
@@ -20,18 +18,19 @@ import {
   progress,
   quiet,
   receivers,
-  releaseClients,
-  saveResults,
+  runBench,
+  report,
   serverRssMiB,
   sleep,
+  commandLine,
+  measuring,
+  startTarget,
 } from "./harness.mjs";
 import { relayTarget } from "./targets.mjs";
 import { baselineConfig, oursConfig } from "./baseline.mjs";
 import { renderStorm } from "./scale-report.mjs";
 
-const argv = process.argv.slice(2);
-const option = (name) => argv.find((arg) => arg.startsWith(`--${name}=`))?.split("=")[1];
-const QUICK = argv.includes("--quick");
+const { argv, option, quick: QUICK } = commandLine();
 
 const CONFIG = {
   sockets: Number(option("sockets") ?? (QUICK ? 200 : 2000)),
@@ -50,10 +49,10 @@ const totals = async () => {
 async function storm(target, run) {
   const load = await calmLoad();
   progress(`${target.label}: starting`);
-  const server = await target.start({ storageDir: existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), viaProxy: false });
+  const server = await startTarget(target);
   progress(`${target.label}: up at ${server.base}, runtime pid ${server.pids.join(",")}`);
   const result = { label: target.label, load };
-  try {
+  const failed = await measuring(server, target.label, async () => {
     await quiet(server);
     const room = `storm-${run}`;
     const urls = Array.from({ length: CONFIG.sockets }, (_, i) => server.base + target.room(room, `u${i}-${run}`));
@@ -120,13 +119,8 @@ async function storm(target, run) {
         `${result.socketsOpen} sockets open; cpu s runtime ${g.server.cpuSeconds} receivers ${receivers.map((c) => g[c.name].cpuSeconds).join("+")}; RSS ${result.rssMiB} MiB`,
     );
     await closeEverything();
-  } catch (error) {
-    result.error = String(error?.stack ?? error);
-    progress(`${target.label}: FAILED ${error?.message ?? error}`);
-    await closeEverything().catch(() => {});
-  } finally {
-    await server.stop();
-  }
+  });
+  if (failed) result.error = failed;
   return result;
 }
 
@@ -143,12 +137,7 @@ async function main() {
   const results = { benchmark: "storm", machine, config: CONFIG, baseline: baseline.commit, ours, targets: {} };
   for (const [name, target] of Object.entries(targets)) results.targets[name] = await storm(target, run);
   const markdown = renderStorm(results);
-  process.stdout.write(`\n${markdown}\n`);
-  saveResults("storm", results, markdown);
+  report("storm", results, markdown);
 }
 
-try {
-  await main();
-} finally {
-  releaseClients();
-}
+await runBench(main);

@@ -22,7 +22,7 @@ import {
   releaseClients,
   sleep,
 } from "./harness.mjs";
-import { PADDING, fanout, latency, steps } from "./room-workloads.mjs";
+import { fanout, latency, openDirects, steps } from "./room-workloads.mjs";
 
 const argv = process.argv.slice(2);
 const option = (name) => argv.find((arg) => arg.startsWith(`--${name}`));
@@ -90,28 +90,7 @@ async function connectionsAndIdle(target, server, run) {
 /** (e) direct messages: users on their own inboxes, each sending to one in the other process. */
 async function directs(target, server, run) {
   const { users, latencyRate, latencySeconds, startOffered, maxSteps } = CONFIG.directs;
-  const names = Array.from({ length: users }, (_, i) => `u-${run}-${i}`);
-  const share = users / receivers.length;
-  await Promise.all(
-    receivers.map((client, c) =>
-      client.call("open", { urls: names.slice(c * share, (c + 1) * share).map((u) => server.base + target.user(u)), concurrency: 10, waitWelcome: target.welcome }),
-    ),
-  );
-  const sendersOf = (c) =>
-    Array.from({ length: share }, (_, i) => {
-      const to = names[(c * share + i + users / 2) % users];
-      return { socket: i, prefix: `{"type":"direct","to":"${to}","data":{"t":`, suffix: `,"p":"${PADDING}"}}` };
-    });
-  const sendAll = async (perUserRate, durationMs) => {
-    const results = await Promise.all(receivers.map((client, c) => client.call("send", { senders: sendersOf(c), rate: perUserRate, durationMs })));
-    return {
-      sent: results.reduce((sum, r) => sum + r.sent, 0),
-      senders: users,
-      startUs: Math.min(...results.map((r) => r.startUs)),
-      endUs: Math.max(...results.map((r) => r.endUs)),
-      maxLagMs: Math.max(...results.map((r) => r.maxLagMs)),
-    };
-  };
+  const sendAll = await openDirects(target, server, run, users);
   await Promise.all(receivers.map((c) => c.call("track", { ack: target.ackEvery })));
   const warm = await sendAll(5, 400);
   await drain(receivers, warm.sent);

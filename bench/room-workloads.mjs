@@ -126,3 +126,32 @@ export async function fanout(target, server, run, n, { startOffered, maxSteps, s
   await closeEverything();
   return { sockets: n, ...result };
 }
+
+/**
+ * (e) Opens `users` user sockets spread over the receivers, each to send directs to one user in
+ * the other process; answers `sendAll(perUserRate, durationMs)`, which sends from all of them.
+ */
+export async function openDirects(target, server, run, users) {
+  const names = Array.from({ length: users }, (_, i) => `u-${run}-${i}`);
+  const share = users / receivers.length;
+  await Promise.all(
+    receivers.map((client, c) =>
+      client.call("open", { urls: names.slice(c * share, (c + 1) * share).map((u) => server.base + target.user(u)), concurrency: 10, waitWelcome: target.welcome }),
+    ),
+  );
+  const sendersOf = (c) =>
+    Array.from({ length: share }, (_, i) => {
+      const to = names[(c * share + i + users / 2) % users];
+      return { socket: i, prefix: `{"type":"direct","to":"${to}","data":{"t":`, suffix: `,"p":"${PADDING}"}}` };
+    });
+  return async (perUserRate, durationMs) => {
+    const results = await Promise.all(receivers.map((client, c) => client.call("send", { senders: sendersOf(c), rate: perUserRate, durationMs })));
+    return {
+      sent: results.reduce((sum, r) => sum + r.sent, 0),
+      senders: users,
+      startUs: Math.min(...results.map((r) => r.startUs)),
+      endUs: Math.max(...results.map((r) => r.endUs)),
+      maxLagMs: Math.max(...results.map((r) => r.maxLagMs)),
+    };
+  };
+}

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { unstable_startWorker } from "wrangler";
 import { childrenNamed } from "./proc.mjs";
+import { startProfile } from "./profiler.mjs";
 
 process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
 
@@ -19,13 +20,29 @@ export const RELAY_VARS = {
   INBOX_MAX_MESSAGES: "100000",
 };
 
-/** The TCP port `pid` listens on, from `ss` (iproute2). */
-function listeningPort(pid) {
-  const line = execSync("ss -ltnpH", { encoding: "utf8" })
+/** The TCP ports `pid` listens on, from `ss` (iproute2). */
+function listeningPorts(pid) {
+  return execSync("ss -ltnpH", { encoding: "utf8" })
     .split("\n")
-    .find((l) => l.includes(`pid=${pid},`));
-  const port = line && /127\.0\.0\.1:(\d+)/.exec(line)?.[1];
-  return port ? Number(port) : undefined;
+    .filter((l) => l.includes(`pid=${pid},`))
+    .map((l) => Number(/127\.0\.0\.1:(\d+)/.exec(l)?.[1]))
+    .filter((port) => port > 0);
+}
+
+/** Whether `port` is a V8 inspector (with BENCH_PROFILE the runtime listens on one too). */
+async function isInspector(port) {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/json/version`);
+    return "Protocol-Version" in (await res.json());
+  } catch {
+    return false;
+  }
+}
+
+/** The port a runtime serves requests on: its one listening port that is no inspector. */
+async function servingPort(pid) {
+  for (const port of listeningPorts(pid)) if (!(await isInspector(port))) return port;
+  return undefined;
 }
 
 /**
@@ -45,7 +62,7 @@ export async function startWorkerd(configPath, vars, { storageDir, viaProxy }) {
     dev: {
       server: { hostname: "127.0.0.1", port: 0 },
       persist,
-      inspector: false,
+      inspector: process.env.BENCH_PROFILE ? { port: 9300 + (process.pid % 600) } : false,
       watch: false,
       logLevel: "warn",
     },
@@ -59,17 +76,20 @@ export async function startWorkerd(configPath, vars, { storageDir, viaProxy }) {
   let runtime;
   for (let tries = 0; tries < 50 && (proxy === undefined || runtime === undefined); tries++) {
     if (tries > 0) await new Promise((resolve) => setTimeout(resolve, 100));
-    pids = childrenNamed(process.pid, "workerd").filter((pid) => !before.has(pid) && listeningPort(pid) !== undefined);
-    proxy = pids.find((pid) => listeningPort(pid) === Number(url.port));
+    pids = childrenNamed(process.pid, "workerd").filter((pid) => !before.has(pid) && listeningPorts(pid).length > 0);
+    proxy = pids.find((pid) => listeningPorts(pid).includes(Number(url.port)));
     runtime = pids.find((pid) => pid !== proxy);
   }
   if (proxy === undefined || runtime === undefined) throw new Error(`cannot tell wrangler's proxy from the runtime among ${pids}`);
+  const port = viaProxy ? url.port : await servingPort(runtime);
+  const profile = process.env.BENCH_PROFILE ? await startProfile(9300 + (process.pid % 600)) : undefined;
   return {
-    base: `ws://127.0.0.1:${viaProxy ? url.port : listeningPort(runtime)}`,
+    base: `ws://127.0.0.1:${port}`,
     pids: viaProxy ? [runtime, proxy] : [runtime],
     runtimePid: runtime,
     proxyPid: proxy,
     async stop() {
+      await profile?.stop(`${process.env.BENCH_PROFILE}-${configPath.replace(/\W+/g, "_")}`);
       await worker.dispose();
       await rm(persist, { recursive: true, force: true });
     },

@@ -13,6 +13,7 @@
 //   npm run bench -- cost --quick               1 repetition, shorter windows
 //   npm run bench -- cost --reps=5 --workloads=direct,fanout10
 //   npm run bench -- cost --relay-config=/tmp/wt/wrangler.toml   another build of the relay as well
+//   npm run bench -- cost --no-partyserver      floor and relay only
 import { randomUUID } from "node:crypto";
 import { cpuMeter, round } from "./proc.mjs";
 import {
@@ -37,15 +38,15 @@ import {
 import { openDirects, openRoom, steps } from "./room-workloads.mjs";
 import { relayTarget, TARGETS } from "./targets.mjs";
 
-const { option, quick: QUICK } = commandLine();
+const { argv, option, quick: QUICK } = commandLine();
 const CONFIG = {
   reps: Number(option("reps") ?? (QUICK ? 1 : 3)),
   // Connections first: memory is measured on a runtime that has done nothing else yet.
   workloads: option("workloads")?.split(",") ?? ["connect", "direct", "fanout10"],
   seconds: QUICK ? 2 : 4,
-  direct: { users: 20, offered: 4_000 },
+  direct: { users: 20, offered: 8_000 },
   connect: { sockets: QUICK ? 200 : 500, idleSeconds: QUICK ? 6 : 12 },
-  fanout10: { sockets: 10, offered: 40_000 },
+  fanout10: { sockets: 10, offered: 80_000 },
 };
 
 /**
@@ -141,6 +142,7 @@ function render(results) {
       const v = value(name, workload, key);
       return name === "floor" ? `${round(v, digits)}` : `${round(v, digits)} (${round(v / floor, 2)}×)`;
     });
+    if (names.includes("partyserver")) cells.push(`${round(value("ours", workload, key) / value("partyserver", workload, key), 2)}×`);
     rows.push(`| ${what} | ${cells.join(" | ")} |`);
   };
   if (CONFIG.workloads.includes("direct")) {
@@ -159,15 +161,15 @@ function render(results) {
   return [
     `Medians of ${results.reps.length} repetitions on ${results.machine.nproc}× ${results.machine.cpuModel}, commit ${results.machine.commit}${results.machine.relaySourceModified ? " (modified)" : ""}; ratio to the floor in brackets.`,
     "",
-    `| | ${names.map((name) => results.targets[name]).join(" | ")} |`,
-    `|---|${names.map(() => "---:").join("|")}|`,
+    `| | ${names.map((name) => results.targets[name]).join(" | ")} |${names.includes("partyserver") ? " edge-relay ÷ partyserver |" : ""}`,
+    `|---|${names.map(() => "---:").join("|")}|${names.includes("partyserver") ? "---:|" : ""}`,
     ...rows,
   ].join("\n");
 }
 
 async function main() {
   const machine = { ...describeMachine(), quick: QUICK };
-  const targets = { floor: TARGETS.floor, ours: TARGETS.ours };
+  const targets = { floor: TARGETS.floor, ours: TARGETS.ours, ...(!argv.includes("--no-partyserver") && { partyserver: TARGETS.partyserver }) };
   const other = option("relay-config");
   if (other) targets.other = relayTarget(`edge-relay (${other})`, { configPath: other });
   progress(`cost on ${machine.nproc}x ${machine.cpuModel}, commit ${machine.commit}: ${Object.keys(targets).join(", ")}, ${CONFIG.reps} repetitions`);

@@ -11,6 +11,11 @@ import { childrenNamed } from "./proc.mjs";
 import { startProfile } from "./profiler.mjs";
 
 process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
+// wrangler's local observability (on by default) streams a trace of every invocation, each
+// WebSocket message included, to a collector in the host process: 30-47% of a core in the host
+// and ~10,000 error lines a workload as sockets close. Production traces elsewhere, and it would
+// cost every target alike, so benchmarks run without it.
+process.env.X_LOCAL_OBSERVABILITY = "false";
 
 /** Variables that make our relay benchmarkable: anonymous clients, limits out of the way. */
 export const RELAY_VARS = {

@@ -7,6 +7,7 @@ import { HttpError } from "./http-error";
 import type { Identity } from "./identity";
 import { log } from "./log";
 import { pusher } from "./pusher-routes";
+import { siteFile } from "./site";
 import { connectRequest, hubFor, placedAt, type ConnectInfo } from "./objects/connect";
 import { HEALTHY, isValidName, isValidRoom, NAME_RULE, publishedBody, ROOM_RULE, type Json } from "./protocol";
 
@@ -14,6 +15,9 @@ type App = { Bindings: Env; Variables: { config: Config; url: URL } };
 type AppContext = Context<App>;
 
 export const app = new Hono<App>();
+
+// The demo page and client bundle (src/site.ts) come first: no CORS, no variables, no auth.
+app.get("*", async (c, next) => siteFile(c) ?? next());
 
 // Browsers on other origins read history, room info, event streams and the reason an upgrade was
 // refused (docs/protocol.md "Cross-origin browsers"). Refusals carry the headers too. WebSocket

@@ -1,7 +1,7 @@
 // What a holder keeps per source it receives: the sockets it holds for one room (room sockets
 // and subscriptions alike) or for one user's inbox, and the sockets waiting for their welcome.
 import { toPusher, type PresenceEntry, type ResumePoint } from "../protocol";
-import type { Session } from "./session";
+import { transmit, type Session } from "./session";
 
 /** A holder asking a Room to count one more (or fewer) of a user's sockets, and to join it. */
 export interface JoinRequest extends ResumePoint {
@@ -197,10 +197,5 @@ export const sendEntry: Send = (session, entry) => {
       payload = text ?? undefined;
     }
   } else if (entry.pusherOnly || (typeof entry.frame !== "string" && session.room === undefined)) return;
-  if (payload === undefined) return;
-  try {
-    session.ws.send(payload);
-  } catch {
-    // Closing or gone.
-  }
+  if (payload !== undefined) transmit(session.ws, payload);
 };

@@ -23,9 +23,10 @@ export class Inbox extends DurableObject<Env> {
     this.#config = configOf(env);
     if (ctx.id.name === undefined) throw new Error("Inbox must be addressed by name");
     this.#name = ctx.id.name;
-    this.#sequence = new Sequence(ctx.storage.kv);
     const sql = ctx.storage.sql;
     sql.exec("CREATE TABLE IF NOT EXISTS directs (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL, expires INTEGER NOT NULL)");
+    const { highest } = sql.exec<{ highest: number | null }>("SELECT MAX(seq) AS highest FROM directs").one();
+    this.#sequence = new Sequence(ctx.storage.kv, highest ?? 0);
     sql.exec("CREATE TABLE IF NOT EXISTS hubs (name TEXT PRIMARY KEY, sockets INTEGER NOT NULL)");
     for (const { name, sockets } of sql.exec<{ name: string; sockets: number }>("SELECT name, sockets FROM hubs")) {
       this.#sockets.set(name, sockets);
@@ -78,6 +79,7 @@ export class Inbox extends DurableObject<Env> {
     // limit, so a delivery usually costs one INSERT and nothing else.
     if (this.#held() + this.#pending.length >= this.#config.inboxMaxMessages) {
       this.#heldCount = undefined;
+      this.#sequence.save(); // the newest row, which holds the seq, may be among them
       this.ctx.storage.sql.exec("DELETE FROM directs WHERE expires <= ?", Date.now());
       const held = this.#held() + this.#pending.length;
       if (held >= this.#config.inboxMaxMessages) {
@@ -113,7 +115,6 @@ export class Inbox extends DurableObject<Env> {
           sql.exec("INSERT INTO directs (seq, frame, expires) VALUES (?, ?, ?)", seq, text, at + this.#config.inboxTtlSeconds * 1000);
           return { seq, text };
         });
-        this.#sequence.save();
         return rows;
       });
     } catch (error) {
@@ -131,6 +132,8 @@ export class Inbox extends DurableObject<Env> {
 
   /** Drops every direct up to `seq`: the user has them. */
   ack(seq: number): void {
+    // The newest row holds the seq (sequence.ts): kept in storage before it goes.
+    if (seq >= this.#sequence.current) this.#sequence.save();
     this.ctx.storage.sql.exec("DELETE FROM directs WHERE seq <= ?", seq);
     this.#heldCount = undefined; // recounted at the next delivery
   }

@@ -51,7 +51,8 @@ export class MessageLog {
     this.#onStored = onStored;
     // Stored frames are the exact text sent to clients, so replay and history never re-encode.
     storage.sql.exec("CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL)");
-    this.#sequence = new Sequence(storage.kv);
+    const { highest } = storage.sql.exec<{ highest: number | null }>("SELECT MAX(seq) AS highest FROM messages").one();
+    this.#sequence = new Sequence(storage.kv, highest ?? 0);
   }
 
   /** The last stored seq. */
@@ -94,8 +95,8 @@ export class MessageLog {
     try {
       this.#storage.transactionSync(() => {
         for (const { seq, frame } of batch) sql.exec("INSERT INTO messages (seq, frame) VALUES (?, ?)", seq, frame);
+        // The history keeps at least one row, the newest, which holds the seq (sequence.ts).
         sql.exec("DELETE FROM messages WHERE seq <= ?", last - this.#historyLimit);
-        this.#sequence.save();
       });
     } catch (error) {
       // Nothing of the batch was stored or sent: take its numbers back and fail each publish.

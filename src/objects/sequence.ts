@@ -1,14 +1,20 @@
-// The counter every message-holding object keeps: a `seq` that only grows, persisted, and the
-// random `epoch` of the object's storage (a different epoch tells a client its history was lost).
+// The counter every message-holding object keeps: a `seq` that only grows, and the random
+// `epoch` of the object's storage (a different epoch tells a client its history was lost).
+//
+// The highest seq handed out is the highest seq in the object's own rows, so a batch stores its
+// rows and nothing else (one write fewer a commit; BENCHMARKS.md, "Cost per operation"). The
+// counter goes to storage only when the rows that hold it are about to go (an inbox whose every
+// direct is acknowledged, or expired rows purged), through `save()`.
 
 export class Sequence {
   readonly epoch: string;
   #kv: SyncKvStorage;
   #seq: number;
 
-  constructor(kv: SyncKvStorage) {
+  /** `highestStored`: the highest seq among the rows the object keeps (0 with none). */
+  constructor(kv: SyncKvStorage, highestStored: number) {
     this.#kv = kv;
-    this.#seq = kv.get<number>("seq") ?? 0;
+    this.#seq = Math.max(kv.get<number>("seq") ?? 0, highestStored);
     let epoch = kv.get<string>("epoch");
     if (epoch === undefined) {
       epoch = crypto.randomUUID();
@@ -22,16 +28,7 @@ export class Sequence {
     return this.#seq;
   }
 
-  /** Hands out the next seq and stores it; call inside the transaction that stores what it numbers. */
-  next(): number {
-    this.#kv.put("seq", ++this.#seq);
-    return this.#seq;
-  }
-
-  /**
-   * Hands out the next seq without storing it yet: for a batch whose transaction calls `save()`
-   * once. Until then the number lives only in memory, as does what it numbers.
-   */
+  /** Hands out the next seq; it lasts once a row holding it is stored. */
   reserve(): number {
     return ++this.#seq;
   }
@@ -41,7 +38,7 @@ export class Sequence {
     this.#seq = seq;
   }
 
-  /** Stores the highest seq handed out. */
+  /** Stores the highest seq handed out: call before deleting the rows that hold it. */
   save(): void {
     this.#kv.put("seq", this.#seq);
   }

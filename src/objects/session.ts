@@ -37,3 +37,36 @@ export function liveAttachment(ws: WebSocket): Attachment | undefined {
   const attachment = ws.deserializeAttachment() as Attachment | null;
   return attachment && !attachment.closed ? attachment : undefined;
 }
+
+// Frames sent on a socket before its 101 answer has gone out wait in a pipe that keeps its
+// buffers for the socket's whole life: ~12 KiB a socket locally, measured with the floor
+// (BENCHMARKS.md, "Cost per operation"). So a new socket's frames (welcome, replay, live frames
+// that arrive meanwhile) are held here, in order, and sent one tick later, after the answer.
+const opening = new WeakMap<WebSocket, (string | ArrayBuffer)[]>();
+
+/** Holds what is sent on `ws` until `release(ws)`. */
+export function hold(ws: WebSocket): void {
+  opening.set(ws, []);
+}
+
+/** Sends what `ws` held, in order; later frames go straight out. */
+export function release(ws: WebSocket): void {
+  const held = opening.get(ws);
+  if (held === undefined) return;
+  opening.delete(ws);
+  for (const frame of held) transmit(ws, frame);
+}
+
+/** Sends one frame now, or after the socket's answer; a socket that cannot take it is left to its close event. */
+export function transmit(ws: WebSocket, frame: string | ArrayBuffer): void {
+  const held = opening.get(ws);
+  if (held !== undefined) {
+    held.push(frame);
+    return;
+  }
+  try {
+    ws.send(frame);
+  } catch {
+    // Closing or gone: webSocketClose/webSocketError will report it.
+  }
+}

@@ -21,7 +21,7 @@ import {
   type ServerFrame,
 } from "../protocol";
 import { OversizeCounter, RateLimiter } from "./limits";
-import { liveAttachment, type Attachment, type Session } from "./session";
+import { hold, liveAttachment, release, transmit, type Attachment, type Session } from "./session";
 
 export abstract class SocketHost extends DurableObject<Env> {
   protected readonly config: Config;
@@ -126,6 +126,9 @@ export abstract class SocketHost extends DurableObject<Env> {
     const attachment: Attachment = { identity, connection, ...kind, seen: now };
     ws.serializeAttachment(attachment);
     const session = this.#add(sessions, ws, attachment, now);
+    // What is sent before the 101 answer goes out after it (session.ts).
+    hold(ws);
+    setTimeout(() => release(ws), 0);
     this.armAlarm();
     return session;
   }
@@ -153,17 +156,14 @@ export abstract class SocketHost extends DurableObject<Env> {
   /** Sends one frame; a socket that cannot take it is left to the close path. */
   protected send(ws: WebSocket, frame: ServerFrame | string): void {
     this.beforeSend();
-    try {
-      ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
-    } catch {
-      // Closing or gone: webSocketClose/webSocketError will report it.
-    }
+    transmit(ws, typeof frame === "string" ? frame : JSON.stringify(frame));
   }
 
 
   /** Closes `session` from our side and counts it as left at once. */
   protected close(session: Session, code: number, reason: string): void {
     this.beforeSend();
+    release(session.ws); // what it was sent goes before the close
     try {
       this.#save(session, true);
       session.ws.close(this.closeCodeFor(session, code), closeReason(reason));

@@ -1,4 +1,4 @@
-// The whole relay (Worker, objects, assets) started from ./wrangler.toml by wrangler's own APIs,
+// The whole relay (Worker, objects, demo site) started from ./wrangler.toml by wrangler's own APIs,
 // reached over real loopback TCP: `fetch` for HTTP, the `ws` package for WebSockets.
 import { randomUUID } from "node:crypto";
 import { createServer } from "node:http";

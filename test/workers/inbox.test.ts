@@ -1,4 +1,4 @@
-import { env, runInDurableObject } from "cloudflare:test";
+import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { connect, freshRoom, join, request } from "./connect";
 import { itHandlesBadInputAndLimits } from "./socket.case";
@@ -69,6 +69,25 @@ describe("direct messages", () => {
     await second.client.close();
     const third = await inbox(to);
     expect(third.client.pending).toEqual([]);
+  });
+
+  it("number on from the last seq after every direct was acked and the inbox was evicted", async () => {
+    // The seq lives in the newest row (src/objects/sequence.ts); acking them all must not lose it.
+    const to = freshUser("bob");
+    for (let i = 1; i <= 2; i++) expect(await (await post(`/users/${to}/messages`, { data: i })).json()).toMatchObject({ seq: i });
+    const first = await inbox(to);
+    expect((await first.client.json()).seq).toBe(1);
+    expect((await first.client.json()).seq).toBe(2);
+    first.client.send({ type: "ack", seq: 2 });
+    const held = () => runInDurableObject(env.INBOXES.getByName(to), (_, state) => state.storage.sql.exec("SELECT seq FROM directs").toArray().length);
+    await expect.poll(held, { timeout: 10_000 }).toBe(0);
+    await first.client.close();
+    await evictDurableObject(env.INBOXES.getByName(to));
+    const second = await inbox(to);
+    expect(second.welcome).toMatchObject({ seq: 2, epoch: first.welcome.epoch });
+    expect(second.client.pending).toEqual([]);
+    expect(await (await post(`/users/${to}/messages`, { data: 3 })).json()).toMatchObject({ seq: 3 });
+    expect(await second.client.json()).toMatchObject({ type: "direct", seq: 3, data: 3 });
   });
 
   it("reach every device of the recipient and ack delivered", async () => {

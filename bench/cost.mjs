@@ -44,7 +44,7 @@ const CONFIG = {
   // Connections first: memory is measured on a runtime that has done nothing else yet.
   workloads: option("workloads")?.split(",") ?? ["connect", "direct", "fanout10"],
   seconds: QUICK ? 2 : 4,
-  direct: { users: 20, offered: 8_000 },
+  direct: { users: 20, offered: 16_000 },
   connect: { sockets: QUICK ? 200 : 500, idleSeconds: QUICK ? 6 : 12 },
   fanout10: { sockets: 10, offered: 80_000 },
 };

@@ -38,7 +38,6 @@ for (const name of ["index.html", "edge-relay-client.js", "edge-relay-client.js.
   const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 22)}"`;
   site[`/${name}`] = { type: TYPES[name.split(".").pop()], etag, body };
 }
-site["/"] = site["/index.html"];
 mkdirSync("src/generated", { recursive: true });
 writeAtomically(
   "src/generated/site.ts",

@@ -7,7 +7,7 @@ import { FILES } from "./generated/site";
 
 /** The file at the request's path, 304 when the client holds this version; undefined for other paths. */
 export function siteFile(c: Context): Response | undefined {
-  const file = FILES[c.req.path];
+  const file = FILES[c.req.path === "/" ? "/index.html" : c.req.path];
   if (file === undefined) return undefined;
   // Revalidated every time: a deploy changes the files at once, and a 304 costs little.
   const headers = { "Content-Type": file.type, ETag: file.etag, "Cache-Control": "no-cache" };

@@ -20,7 +20,7 @@ import {
 import { overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
 import { sendEntry, type Admission, type Feed, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
 import { Feeds, type SubscriptionRow } from "./feeds";
-import { Links } from "./links";
+import { Batches, Links } from "./links";
 import { PusherSockets } from "./pusher-sockets";
 import { RelaySockets } from "./relay-sockets";
 import type { Session } from "./session";
@@ -38,9 +38,11 @@ export class Holder extends SocketHost {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.links = new Links(env);
+    const links = this.links;
     this.#relay = new RelaySockets({
       name: this.name,
-      links: this.links,
+      links,
+      directs: new Batches((to, directs) => links.call("inbox", to, (stub) => stub.deliverAll(directs))),
       send: (session, frame) => this.send(session.ws, frame),
       publishTo: (room, from, data, id) => this.publishTo(room, from, data, id),
       subscribe: (session, room, resume, answer) => this.subscribe(session, room, resume, answer),

@@ -96,6 +96,18 @@ export class Inbox extends DurableObject<Env> {
     return promise;
   }
 
+  /**
+   * Several directs from one holder in one call (links.ts `Batches`), each answered on its own,
+   * in order: a refusal, a failure to store, or its seq once stored.
+   */
+  async deliverAll(directs: { from: string; data: Json; id?: string }[]): Promise<(Delivery | Refusal)[]> {
+    // async: a direct that throws fails alone, not the call.
+    const outcomes = await Promise.allSettled(directs.map(async ({ from, data, id }) => this.deliver(from, data, id)));
+    return outcomes.map((outcome) =>
+      outcome.status === "fulfilled" ? outcome.value : { refused: "internal", message: `the inbox of ${this.#name} could not store this message; not sent` },
+    );
+  }
+
   /** Directs numbered and answered only once stored: the batch the next flush writes. */
   #pending: { from: string; data: Json; id?: string; at: number; resolve: (delivery: Delivery) => void; reject: (error: unknown) => void }[] = [];
 

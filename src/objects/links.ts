@@ -98,3 +98,50 @@ export class Streams<E> {
       });
   }
 }
+
+/** The most items one batched call carries; the rest wait for the next call. */
+const MAX_BATCH = 256;
+
+/**
+ * Calls that each want an answer, batched per target like Streams: at most one call in flight
+ * to each target, carrying everything pushed for it meanwhile, in order; `send` answers one
+ * result per item, and each push gets its own. A failed call fails each of its items.
+ */
+export class Batches<I, R> {
+  readonly #send: (target: string, items: I[]) => Promise<R[]>;
+  readonly #queues = new Map<string, { items: I[]; answers: PromiseWithResolvers<R>[]; busy: boolean }>();
+
+  constructor(send: (target: string, items: I[]) => Promise<R[]>) {
+    this.#send = send;
+  }
+
+  push(target: string, item: I): Promise<R> {
+    let queue = this.#queues.get(target);
+    if (!queue) this.#queues.set(target, (queue = { items: [], answers: [], busy: false }));
+    const answer = Promise.withResolvers<R>();
+    queue.items.push(item);
+    queue.answers.push(answer);
+    this.#pump(target, queue);
+    return answer.promise;
+  }
+
+  #pump(target: string, queue: { items: I[]; answers: PromiseWithResolvers<R>[]; busy: boolean }): void {
+    if (queue.busy) return;
+    if (queue.items.length === 0) {
+      this.#queues.delete(target);
+      return;
+    }
+    queue.busy = true;
+    const items = queue.items.splice(0, MAX_BATCH);
+    const answers = queue.answers.splice(0, MAX_BATCH);
+    this.#send(target, items)
+      .then(
+        (results) => answers.forEach((answer, i) => answer.resolve(results[i]!)),
+        (error: unknown) => answers.forEach((answer) => answer.reject(error)),
+      )
+      .finally(() => {
+        queue.busy = false;
+        this.#pump(target, queue);
+      });
+  }
+}

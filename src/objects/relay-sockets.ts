@@ -17,13 +17,22 @@ import {
   type ServerFrame,
 } from "../protocol";
 import type { Admission } from "./feed";
-import type { Links } from "./links";
+import type { Batches, Links } from "./links";
 import type { Session } from "./session";
+
+/** A direct on its way to the recipient's inbox. */
+export interface Direct {
+  from: string;
+  data: Json;
+  id?: string;
+}
 
 /** What the holder lends this module. */
 export interface RelayHost {
   name: string;
   links: Links;
+  /** Directs to each inbox, batched (links.ts `Batches`). */
+  directs: Batches<Direct, Delivery | Refusal>;
   send(session: Session, frame: ServerFrame | string): void;
   publishTo(room: string, from: string, data: Json, id?: string): Promise<number>;
   subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void): Promise<void>;
@@ -88,9 +97,7 @@ export class RelaySockets {
   async #direct(session: Session, to: string, data: Json, id?: string): Promise<void> {
     const host = this.#host;
     try {
-      const deliver = async (stub: { deliver(from: string, data: Json, id?: string): unknown }) =>
-        (await stub.deliver(session.identity.user, data, id)) as Delivery | Refusal;
-      const result = await host.links.call("inbox", to, deliver);
+      const result = await host.directs.push(to, { from: session.identity.user, data, ...(id !== undefined && { id }) });
       host.send(session, "refused" in result ? errorFrame(result.refused, result.message, id) : ackFrame(id, result.status, result.seq));
     } catch (error) {
       log("error", "direct delivery failed", { holder: host.name, to, error });

@@ -195,8 +195,8 @@ export interface Delivery {
   seq: number;
 }
 
-/** What an inbox answers for a direct message it would not take. */
+/** What an inbox answers for a direct message it would not take, or could not store. */
 export interface Refusal {
-  refused: "inbox_full";
+  refused: "inbox_full" | "internal";
   message: string;
 }

@@ -142,6 +142,9 @@ describe("direct messages", () => {
     const sender = await join(freshRoom(), "alice");
     sender.client.send({ type: "direct", to, data: 1, id: "lost" });
     expect(await sender.client.json()).toMatchObject({ type: "error", code: "internal", id: "lost" });
+    // Back to back, they travel in one batched call (links.ts `Batches`): each still gets its own answer.
+    for (let i = 1; i <= 3; i++) sender.client.send({ type: "direct", to, data: i, id: `lost${i}` });
+    for (let i = 1; i <= 3; i++) expect(await sender.client.json()).toMatchObject({ type: "error", code: "internal", id: `lost${i}` });
   });
 });
 

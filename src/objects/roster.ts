@@ -64,11 +64,19 @@ export class Roster {
     return this.#versions.get(holder) ?? 0;
   }
 
-  /** Sets `user`'s connections on `holder` (an absolute count, so a repeated report is harmless). */
+  /**
+   * Sets `user`'s connections on `holder` (an absolute count, so a repeated report is harmless).
+   * The Room's own counts are recounted from the platform's socket list after every start (Room
+   * `#members`), so for them a row only marks that the user is here, written when the first
+   * socket comes and deleted when the last goes: a user's second tab costs no write.
+   */
   set(holder: string, user: string, connections: number): Change {
     const before = this.#totals.has(user);
-    if (connections === this.at(holder, user)) return undefined;
-    if (connections > 0) {
+    const old = this.at(holder, user);
+    if (connections === old) return undefined;
+    if (holder === HERE && old > 0 && connections > 0) {
+      // Still here: the marker row stands.
+    } else if (connections > 0) {
       this.#sql.exec("INSERT OR REPLACE INTO members (holder, user, connections) VALUES (?, ?, ?)", holder, user, connections);
     } else {
       this.#sql.exec("DELETE FROM members WHERE holder = ? AND user = ?", holder, user);

@@ -237,6 +237,25 @@ describe("history and resume", () => {
 });
 
 describe("hibernation", () => {
+  it("announces a user's leave once, when the last of their sockets closes while the room hibernates", async () => {
+    // The Room keeps a row per user present, not per socket (src/objects/roster.ts); counts come
+    // from the platform's socket list after a wake-up.
+    const room = freshRoom();
+    const bob = await join(room, "bob");
+    const first = await join(room, "alice");
+    expect(await bob.client.json()).toEqual({ type: "presence", room, event: "join", user: "alice" });
+    const second = await join(room, "alice");
+    await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+    await first.client.close();
+    expect(await env.ROOMS.getByName(room).info()).toMatchObject({ connections: 2, users: 2 });
+    await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+    await second.client.close();
+    expect(await bob.client.json()).toEqual({ type: "presence", room, event: "leave", user: "alice" });
+    expect(await env.ROOMS.getByName(room).info()).toMatchObject({ connections: 1, users: 1, presence: [{ user: "bob", connections: 1 }] });
+    bob.client.send({ type: "publish", data: "still here" });
+    expect(await bob.client.json()).toMatchObject({ type: "message", data: "still here" });
+  });
+
   it("keeps presence, seq and history right after the object is evicted mid-conversation", async () => {
     const room = freshRoom();
     const alice = await join(room, "alice");

@@ -2,9 +2,10 @@
 // partyserver room on local workerd through wrangler's unstable_startWorker (storage in a temp
 // dir), and the Node `ws` hub as a child process. Each answers the URLs its clients use and the
 // pids whose CPU and memory count as "the server".
-import { execSync, spawn } from "node:child_process";
+import { execFileSync, execSync, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { unstable_startWorker } from "wrangler";
 import { childrenNamed } from "./proc.mjs";
@@ -58,6 +59,10 @@ async function servingPort(pid) {
  * `viaProxy` sends them through it.
  */
 export async function startWorkerd(configPath, vars, { storageDir, viaProxy }) {
+  // wrangler's programmatic start does not run `[build]`: build the relay's generated files
+  // (scripts/build-client.mjs, src/generated/) in the config's own checkout first.
+  const root = dirname(resolve(configPath));
+  if (existsSync(join(root, "scripts/build-client.mjs"))) execFileSync(process.execPath, ["scripts/build-client.mjs"], { cwd: root, stdio: "inherit" });
   const before = new Set(childrenNamed(process.pid, "workerd"));
   const persist = await mkdtemp(join(storageDir, "edge-relay-bench-"));
   const bindings = Object.fromEntries(Object.entries(vars).map(([k, value]) => [k, { type: "plain_text", value }]));

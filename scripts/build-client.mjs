@@ -6,7 +6,11 @@
 // client/ and public/index.html.
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
+
+// Paths from the project's root, wherever wrangler runs the build from.
+process.chdir(fileURLToPath(new URL("..", import.meta.url)));
 
 const { outputFiles } = await build({
   entryPoints: ["client/index.ts"],

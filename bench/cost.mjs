@@ -9,6 +9,9 @@
 //   connect    sockets opened into one room and welcomed; then memory per 1,000 once idle
 //   fanout10   a 10-socket room, one publisher; CPU per delivery
 //
+// Connections are also measured against "floor + welcome" (bench/floor/ with WELCOME=true): the
+// floor sending each socket one welcome-sized frame, the least the protocol asks of a connection.
+//
 //   npm run bench -- cost                       3 repetitions, floor against the working tree
 //   npm run bench -- cost --quick               1 repetition, shorter windows
 //   npm run bench -- cost --reps=5 --workloads=direct,fanout10
@@ -116,7 +119,7 @@ async function measure(target) {
   const server = await startTarget(target);
   const result = { label: target.label };
   const failed = await measuring(server, target.label, async () => {
-    for (const name of CONFIG.workloads) {
+    for (const name of CONFIG.workloads.filter((w) => !target.workloads || target.workloads.includes(w))) {
       await quiet(server);
       result[name] = await WORKLOADS[name](target, server, randomUUID().slice(0, 8));
       const r = result[name];
@@ -140,6 +143,7 @@ function render(results) {
     const floor = value("floor", workload, key);
     const cells = names.map((name) => {
       const v = value(name, workload, key);
+      if (!Number.isFinite(v)) return "–";
       return name === "floor" ? `${round(v, digits)}` : `${round(v, digits)} (${round(v / floor, 2)}×)`;
     });
     if (names.includes("partyserver")) cells.push(`${round(value("ours", workload, key) / value("partyserver", workload, key), 2)}×`);
@@ -169,7 +173,12 @@ function render(results) {
 
 async function main() {
   const machine = { ...describeMachine(), quick: QUICK };
-  const targets = { floor: TARGETS.floor, ours: TARGETS.ours, ...(!argv.includes("--no-partyserver") && { partyserver: TARGETS.partyserver }) };
+  const targets = {
+    floor: TARGETS.floor,
+    ours: TARGETS.ours,
+    ...(!argv.includes("--no-partyserver") && { partyserver: TARGETS.partyserver }),
+    ...(CONFIG.workloads.includes("connect") && { floorWelcome: TARGETS.floorWelcome }),
+  };
   const other = option("relay-config");
   if (other) targets.other = relayTarget(`edge-relay (${other})`, { configPath: other });
   progress(`cost on ${machine.nproc}x ${machine.cpuModel}, commit ${machine.commit}: ${Object.keys(targets).join(", ")}, ${CONFIG.reps} repetitions`);

@@ -145,6 +145,18 @@ export const TARGETS = {
     welcome: false,
     ackEvery: 0,
   },
+  // The floor that also sends each new socket one welcome-sized frame, as the relay must: what a
+  // connection costs with the protocol's least (bench/cost.mjs, connections only).
+  floorWelcome: {
+    label: "floor + welcome",
+    runtime: "workerd",
+    start: (options) => startWorkerd("bench/floor/wrangler.toml", { WELCOME: "true" }, options),
+    room: (room) => `/rooms/${room}/ws`,
+    user: (user) => `/users/${user}/ws`,
+    welcome: true,
+    ackEvery: 0,
+    workloads: ["connect"],
+  },
   partyserver: {
     label: "partyserver",
     runtime: "workerd",

@@ -8,11 +8,28 @@ import { DurableObject } from "cloudflare:workers";
 interface FloorEnv {
   FLOOR: DurableObjectNamespace<Floor>;
   FLOOR_INBOX: DurableObjectNamespace<FloorInbox>;
+  /** "true": each new socket gets one welcome-sized frame, as the relay's welcome (the "floor + welcome" target). */
+  WELCOME?: string;
 }
 
-function upgrade(ctx: DurableObjectState): Response {
+const WELCOME = JSON.stringify({ type: "welcome", protocol: 1, room: "r", user: "bench", connection: "00000000-0000-4000-8000-000000000000", seq: 0, epoch: "00000000-0000-4000-8000-000000000001", users: 1, presence: [{ user: "bench", connections: 1 }], heartbeat: { interval: 30000, timeout: 90000 } });
+
+/** Sockets waiting for their welcome, per object; sent by one zero timer after the 101 answers, as the relay does. */
+const opening = new WeakMap<DurableObjectState, WebSocket[]>();
+
+function upgrade(ctx: DurableObjectState, env: FloorEnv): Response {
   const { 0: client, 1: server } = new WebSocketPair();
   ctx.acceptWebSocket(server);
+  if (env.WELCOME === "true") {
+    const waiting = opening.get(ctx) ?? [];
+    opening.set(ctx, waiting);
+    if (waiting.push(server) === 1) {
+      setTimeout(() => {
+        opening.delete(ctx);
+        for (const ws of waiting) ws.send(WELCOME);
+      }, 0);
+    }
+  }
   return new Response(null, { status: 101, webSocket: client });
 }
 
@@ -36,7 +53,7 @@ function sendToAll(ctx: DurableObjectState, message: string | ArrayBuffer): void
 
 export class Floor extends DurableObject<FloorEnv> {
   override async fetch(): Promise<Response> {
-    return upgrade(this.ctx);
+    return upgrade(this.ctx, this.env);
   }
   override webSocketMessage(_ws: WebSocket, message: string | ArrayBuffer): void {
     sendToAll(this.ctx, message);
@@ -48,7 +65,7 @@ export class Floor extends DurableObject<FloorEnv> {
 
 export class FloorInbox extends DurableObject<FloorEnv> {
   override async fetch(): Promise<Response> {
-    return upgrade(this.ctx);
+    return upgrade(this.ctx, this.env);
   }
   override webSocketMessage(_ws: WebSocket, message: string | ArrayBuffer): void {
     if (typeof message !== "string") return;

@@ -25,7 +25,7 @@ import {
   commandLine,
   describeMachine,
   drain,
-  measuring,
+  measureOn,
   meterGroups,
   openAcross,
   progress,
@@ -36,7 +36,6 @@ import {
   runBench,
   serverRssMiB,
   sleep,
-  startTarget,
 } from "./harness.mjs";
 import { openDirects, openRoom, steps } from "./room-workloads.mjs";
 import { relayTarget, TARGETS } from "./targets.mjs";
@@ -116,9 +115,8 @@ const WORKLOADS = {
 };
 
 async function measure(target) {
-  const server = await startTarget(target);
   const result = { label: target.label };
-  const failed = await measuring(server, target.label, async () => {
+  const failed = await measureOn(target, async (server) => {
     for (const name of CONFIG.workloads.filter((w) => !target.workloads || target.workloads.includes(w))) {
       await quiet(server);
       result[name] = await WORKLOADS[name](target, server, randomUUID().slice(0, 8));

@@ -11,7 +11,7 @@
 //   npm run bench -- fanout100 --reps=5
 //   … --ours-commit=HEAD                  measure a worktree of that commit, not the working tree
 import { randomUUID } from "node:crypto";
-import { calmLoad, closeEverything, commandLine, describeMachine, measuring, progress, quiet, runBench, report, startTarget } from "./harness.mjs";
+import { calmLoad, closeEverything, commandLine, describeMachine, measureOn, progress, quiet, runBench, report } from "./harness.mjs";
 import { fanout, latency } from "./room-workloads.mjs";
 import { relayTarget } from "./targets.mjs";
 import { baselineConfig, oursConfig } from "./baseline.mjs";
@@ -36,12 +36,8 @@ function others(result) {
 }
 
 async function measure(target, run) {
-  const load = await calmLoad();
-  progress(`${target.label}: starting`);
-  const server = await startTarget(target);
-  progress(`${target.label}: up at ${server.base}, runtime pid ${server.pids.join(",")}`);
-  const result = { label: target.label, load };
-  const failed = await measuring(server, target.label, async () => {
+  const result = { label: target.label, load: await calmLoad() };
+  const failed = await measureOn(target, async (server) => {
     result.otherBeforeLatency = await quiet(server);
     result.latency = await latency(target, server, run, CONFIG.latency);
     result.otherBeforeFanout = await quiet(server);

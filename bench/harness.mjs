@@ -222,12 +222,16 @@ export function startTarget(target) {
 }
 
 /**
- * Runs one measurement against a started server, then stops the server. A failure is reported
- * and answered as text (for the results' `error`), so one target's failure does not end the run.
+ * Starts `target`, runs one measurement against it (`body(server)`), then stops it. A failure is
+ * reported and answered as text (for the results' `error`), so one target's failure does not end
+ * the run.
  */
-export async function measuring(server, label, body) {
+export async function measureOn(target, body, label = target.label) {
+  progress(`${label}: starting`);
+  const server = await startTarget(target);
+  progress(`${label}: up at ${server.base}, runtime pid ${server.pids.join(",")}`);
   try {
-    await body();
+    await body(server);
     return undefined;
   } catch (error) {
     progress(`${label}: FAILED ${error?.message ?? error}`);

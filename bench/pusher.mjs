@@ -34,8 +34,7 @@ import {
   report,
   sleep,
   commandLine,
-  measuring,
-  startTarget,
+  measureOn,
 } from "./harness.mjs";
 import { PADDING, fanout, latency, steps } from "./room-workloads.mjs";
 import { relayTarget } from "./targets.mjs";
@@ -59,8 +58,6 @@ const API_KEY = "bench-api-key";
 
 async function rep(target, i) {
   const run = randomUUID().slice(0, 8);
-  const server = await startTarget(target);
-  progress(`repetition ${i + 1}: relay up at ${server.base}, runtime pid ${server.pids.join(",")}`);
   const own = target;
   // Receivers are Pusher sockets subscribed to the channel named like the room; the publisher stays a room socket.
   const pusher = {
@@ -71,7 +68,7 @@ async function rep(target, i) {
   };
   const order = i % 2 === 0 ? [["pusher", pusher], ["own", own]] : [["own", own], ["pusher", pusher]];
   const result = { order: order.map(([name]) => name), fanout: {}, latency: {}, connect: {}, posts: {}, directPosts: {} };
-  const failed = await measuring(server, target.label, async () => {
+  const failed = await measureOn(target, async (server) => {
     // 1a
     for (const [name, t] of order) {
       result[`otherBeforeLatency_${name}`] = await quiet(server);

@@ -31,8 +31,7 @@ import {
   serverRssMiB,
   sleep,
   commandLine,
-  measuring,
-  startTarget,
+  measureOn,
 } from "./harness.mjs";
 import { PADDING } from "./room-workloads.mjs";
 import { relayTarget } from "./targets.mjs";
@@ -179,12 +178,8 @@ async function main() {
   for (const name of variants) {
     const variant = VARIANTS[name];
     const target = relayTarget(variant.label, { configPath: ours.configPath, vars: { ...variant.vars, API_KEY } });
-    const load = await calmLoad();
-    progress(`${variant.label}: starting`);
-    const server = await startTarget(target);
-    progress(`${variant.label}: up at ${server.base}, runtime pid ${server.pids.join(",")}`);
-    const entry = { label: variant.label, load, sizes: [] };
-    const failed = await measuring(server, variant.label, async () => {
+    const entry = { label: variant.label, load: await calmLoad(), sizes: [] };
+    const failed = await measureOn(target, async (server) => {
       for (const n of CONFIG.sizes) {
         progress(`${variant.label}: ${n} sockets, ${CONFIG.rate} publishes/s for ${CONFIG.seconds} s`);
         entry.sizes.push(await measure(target, server, run, n));

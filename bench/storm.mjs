@@ -23,8 +23,7 @@ import {
   serverRssMiB,
   sleep,
   commandLine,
-  measuring,
-  startTarget,
+  measureOn,
 } from "./harness.mjs";
 import { relayTarget } from "./targets.mjs";
 import { baselineConfig, oursConfig } from "./baseline.mjs";
@@ -47,12 +46,8 @@ const totals = async () => {
 };
 
 async function storm(target, run) {
-  const load = await calmLoad();
-  progress(`${target.label}: starting`);
-  const server = await startTarget(target);
-  progress(`${target.label}: up at ${server.base}, runtime pid ${server.pids.join(",")}`);
-  const result = { label: target.label, load };
-  const failed = await measuring(server, target.label, async () => {
+  const result = { label: target.label, load: await calmLoad() };
+  const failed = await measureOn(target, async (server) => {
     await quiet(server);
     const room = `storm-${run}`;
     const urls = Array.from({ length: CONFIG.sockets }, (_, i) => server.base + target.room(room, `u${i}-${run}`));

@@ -58,6 +58,13 @@ export class Links {
 /** The most entries waiting for one target; past it the oldest are dropped (docs/design.md "Failures"). */
 const MAX_QUEUED = 10_000;
 
+interface StreamOptions<E> {
+  /** The most entries one call carries; the rest wait for the next call. Default: all queued. */
+  perCall?: number;
+  /** Entries dropped from a queue past MAX_QUEUED. Default: none told. */
+  dropped?: (entries: E[]) => void;
+}
+
 /**
  * One ordered stream of entries per target object, with at most one call in flight each: what
  * arrives while a call is out goes in the next one, so under load one call carries many entries
@@ -65,19 +72,23 @@ const MAX_QUEUED = 10_000;
  */
 export class Streams<E> {
   readonly #send: (target: string, entries: E[]) => Promise<unknown>;
+  readonly #perCall: number;
+  readonly #dropped: (entries: E[]) => void;
   readonly #queues = new Map<string, { entries: E[]; busy: boolean }>();
 
-  constructor(send: (target: string, entries: E[]) => Promise<unknown>) {
+  constructor(send: (target: string, entries: E[]) => Promise<unknown>, { perCall = Infinity, dropped = () => {} }: StreamOptions<E> = {}) {
     this.#send = send;
+    this.#perCall = perCall;
+    this.#dropped = dropped;
   }
 
   push(target: string, entries: E[]): void {
     let queue = this.#queues.get(target);
     if (!queue) this.#queues.set(target, (queue = { entries: [], busy: false }));
     queue.entries.push(...entries);
-    // A target that stopped answering must not grow the queue without bound: its receiver
+    // A target that stopped answering must not grow the queue without bound: a room's receiver
     // notices the hole in the seqs and has its clients resume from history.
-    if (queue.entries.length > MAX_QUEUED) queue.entries.splice(0, queue.entries.length - MAX_QUEUED);
+    if (queue.entries.length > MAX_QUEUED) this.#dropped(queue.entries.splice(0, queue.entries.length - MAX_QUEUED));
     this.#pump(target, queue);
   }
 
@@ -88,8 +99,9 @@ export class Streams<E> {
       return;
     }
     queue.busy = true;
-    const entries = queue.entries;
-    queue.entries = [];
+    let entries = queue.entries;
+    if (entries.length <= this.#perCall) queue.entries = [];
+    else entries = queue.entries.splice(0, this.#perCall);
     this.#send(target, entries)
       .catch((error: unknown) => log("error", "delivery to another object failed", { target, entries: entries.length, error }))
       .finally(() => {
@@ -99,49 +111,37 @@ export class Streams<E> {
   }
 }
 
-/** The most items one batched call carries; the rest wait for the next call. */
+/** The most items one batched call carries. */
 const MAX_BATCH = 256;
 
 /**
- * Calls that each want an answer, batched per target like Streams: at most one call in flight
- * to each target, carrying everything pushed for it meanwhile, in order; `send` answers one
- * result per item, and each push gets its own. A failed call fails each of its items.
+ * Calls whose items each want an answer, batched per target over a Streams queue: `send` answers
+ * one result per item, and each push gets its own. A failed call fails each of its items; an
+ * item dropped from a queue that grew past MAX_QUEUED fails too, so every push is answered.
  */
 export class Batches<I, R> {
-  readonly #send: (target: string, items: I[]) => Promise<R[]>;
-  readonly #queues = new Map<string, { items: I[]; answers: PromiseWithResolvers<R>[]; busy: boolean }>();
+  readonly #streams: Streams<{ item: I; answer: PromiseWithResolvers<R> }>;
 
   constructor(send: (target: string, items: I[]) => Promise<R[]>) {
-    this.#send = send;
+    this.#streams = new Streams(
+      async (target, asked) => {
+        try {
+          const results = await send(target, asked.map(({ item }) => item));
+          asked.forEach(({ answer }, i) => answer.resolve(results[i]!));
+        } catch (error) {
+          for (const { answer } of asked) answer.reject(error);
+        }
+      },
+      {
+        perCall: MAX_BATCH,
+        dropped: (asked) => asked.forEach(({ answer }) => answer.reject(new Error(`more than ${MAX_QUEUED} calls queued for one object`))),
+      },
+    );
   }
 
   push(target: string, item: I): Promise<R> {
-    let queue = this.#queues.get(target);
-    if (!queue) this.#queues.set(target, (queue = { items: [], answers: [], busy: false }));
     const answer = Promise.withResolvers<R>();
-    queue.items.push(item);
-    queue.answers.push(answer);
-    this.#pump(target, queue);
+    this.#streams.push(target, [{ item, answer }]);
     return answer.promise;
-  }
-
-  #pump(target: string, queue: { items: I[]; answers: PromiseWithResolvers<R>[]; busy: boolean }): void {
-    if (queue.busy) return;
-    if (queue.items.length === 0) {
-      this.#queues.delete(target);
-      return;
-    }
-    queue.busy = true;
-    const items = queue.items.splice(0, MAX_BATCH);
-    const answers = queue.answers.splice(0, MAX_BATCH);
-    this.#send(target, items)
-      .then(
-        (results) => answers.forEach((answer, i) => answer.resolve(results[i]!)),
-        (error: unknown) => answers.forEach((answer) => answer.reject(error)),
-      )
-      .finally(() => {
-        queue.busy = false;
-        this.#pump(target, queue);
-      });
   }
 }

@@ -74,13 +74,11 @@ export class Roster {
     const before = this.#totals.has(user);
     const old = this.at(holder, user);
     if (connections === old) return undefined;
-    if (holder === HERE && old > 0 && connections > 0) {
-      // Still here: the marker row stands.
-    } else if (connections > 0) {
-      this.#sql.exec("INSERT OR REPLACE INTO members (holder, user, connections) VALUES (?, ?, ?)", holder, user, connections);
-    } else {
+    if (connections === 0) {
       this.#sql.exec("DELETE FROM members WHERE holder = ? AND user = ?", holder, user);
-    }
+    } else if (holder !== HERE || old === 0) {
+      this.#sql.exec("INSERT OR REPLACE INTO members (holder, user, connections) VALUES (?, ?, ?)", holder, user, connections);
+    } // else the Room's own user is still here: the marker row stands
     this.#versions.set(holder, this.version(holder) + 1);
     this.#apply(holder, user, connections);
     const after = this.#totals.has(user);

@@ -50,21 +50,42 @@ export async function startProfile(port) {
   };
 }
 
-/** The top functions by self time, with their share of all samples (idle included). */
+/**
+ * The top functions by self time, then by total time (their callees included, each sample counted
+ * once per function however deep it recurses), with their share of all samples (idle included).
+ */
 export function summarise(profile, sources = new Map(), top = 25) {
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
-  const self = new Map();
-  for (const id of profile.samples) self.set(id, (self.get(id) ?? 0) + 1);
-  const total = profile.samples.length;
-  const byFunction = new Map();
-  for (const [id, count] of self) {
+  const parent = new Map();
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
+  const name = (id) => {
     const { functionName, url, lineNumber } = byId.get(id).callFrame;
     const line = sources.get(url.split("/").pop())?.[lineNumber]?.trim().slice(0, 90);
-    const key = `${functionName || "(anonymous)"} ${url.split("/").pop()}:${lineNumber + 1}${line ? `  ${line}` : ""}`;
-    byFunction.set(key, (byFunction.get(key) ?? 0) + count);
+    return `${functionName || "(anonymous)"} ${url.split("/").pop()}:${lineNumber + 1}${line ? `  ${line}` : ""}`;
+  };
+  const samples = new Map();
+  for (const id of profile.samples) samples.set(id, (samples.get(id) ?? 0) + 1);
+  const self = new Map();
+  const total = new Map();
+  for (const [id, count] of samples) {
+    self.set(name(id), (self.get(name(id)) ?? 0) + count);
+    const seen = new Set();
+    for (let at = id; at !== undefined; at = parent.get(at)) seen.add(name(at));
+    for (const key of seen) total.set(key, (total.get(key) ?? 0) + count);
   }
-  const idle = [...byFunction].filter(([key]) => key.startsWith("(idle)")).reduce((sum, [, n]) => sum + n, 0);
-  const rows = [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, top);
-  const pct = (n) => `${((100 * n) / total).toFixed(1).padStart(5)}%`;
-  return [`${total} samples, ${pct(idle).trim()} idle; self time of the busiest functions:`, ...rows.map(([key, n]) => `${pct(n)}  ${key}`)].join("\n");
+  const all = profile.samples.length;
+  const idle = [...self].filter(([key]) => key.startsWith("(idle)")).reduce((sum, [, n]) => sum + n, 0);
+  const pct = (n) => `${((100 * n) / all).toFixed(1).padStart(5)}%`;
+  const busiest = (counts) =>
+    [...counts]
+      .filter(([key]) => !key.startsWith("(root)"))
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([key, n]) => `${pct(n)}  ${key}`);
+  return [
+    `${all} samples, ${pct(idle).trim()} idle; self time of the busiest functions:`,
+    ...busiest(self),
+    "total time (callees included):",
+    ...busiest(total),
+  ].join("\n");
 }

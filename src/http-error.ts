@@ -1,5 +1,6 @@
 // Every HTTP refusal is an HttpError: status, stable code and a human message, answered as
-// `{"error": code, "message": message}` by the one error handler in routes.ts.
+// `{"error": code, "message": message}` by `answerError` (src/request.ts), the one error handler
+// of every route.
 import { errorBody } from "./protocol";
 
 export type HttpErrorCode =

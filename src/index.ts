@@ -1,5 +1,7 @@
-// Worker entry: the Hono app routes every request; the object classes are exported for bindings.
+// Worker entry: WebSocket upgrades to the relay's socket routes go straight to src/sockets.ts,
+// the Hono app routes every other request; the object classes are exported for bindings.
 import { app } from "./routes";
+import { openSocket } from "./sockets";
 
 export { Directory } from "./objects/directory";
 export { Holder } from "./objects/holder";
@@ -7,5 +9,5 @@ export { Inbox } from "./objects/inbox";
 export { Room } from "./objects/room";
 
 export default {
-  fetch: app.fetch,
+  fetch: (request, env, ctx) => openSocket(request, env) ?? app.fetch(request, env, ctx),
 } satisfies ExportedHandler<Env>;

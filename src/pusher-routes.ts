@@ -3,9 +3,10 @@
 // PUSHER_APP_ID, PUSHER_APP_KEY and the secret PUSHER_APP_SECRET are all set.
 import { Hono, type Context } from "hono";
 import { checkOrigin } from "./auth";
-import type { Config } from "./config";
+import { configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { connectRequest, overflowHub, placedAt, pusherPlacement } from "./objects/connect";
+import { requireUpgrade } from "./request";
 import { isPresenceChannel, isValidRoom, pusherError, PusherClose, roomDataOf, ROOM_RULE, type PresenceEntry } from "./protocol";
 
 type PusherApp = { Bindings: Env; Variables: { config: Config; url: URL } };
@@ -14,7 +15,11 @@ type PusherContext = Context<PusherApp>;
 export const pusher = new Hono<PusherApp>();
 
 function appOf(c: PusherContext): NonNullable<Config["pusher"]> {
-  const app = c.get("config").pusher;
+  return pusherApp(c.get("config"));
+}
+
+function pusherApp(config: Config): NonNullable<Config["pusher"]> {
+  const app = config.pusher;
   if (!app) {
     throw new HttpError(404, "not_found", "Pusher compatibility is off: set PUSHER_APP_ID, PUSHER_APP_KEY and the secret PUSHER_APP_SECRET");
   }
@@ -26,23 +31,25 @@ function appOf(c: PusherContext): NonNullable<Config["pusher"]> {
 /** How many full hubs a Pusher socket is handed past before it is refused. */
 const MAX_HUB_HOPS = 16;
 
-pusher.get("/app/:key", async (c) => {
-  const app = appOf(c);
-  checkOrigin(c.req.raw, c.get("config"));
-  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
-    throw new HttpError(426, "upgrade_required", "this route takes a WebSocket upgrade (Upgrade: websocket)");
-  }
+// Upgrades skip the app (src/sockets.ts); a plain GET gets here, and 426 once vetted.
+pusher.get("/app/:key", (c) => pusherSocket(c.req.raw, c.env, c.req.param("key")));
+
+export async function pusherSocket(request: Request, env: Env, key: string): Promise<Response> {
+  const config = configOf(env);
+  const app = pusherApp(config);
+  checkOrigin(request, config);
+  requireUpgrade(request);
   // Pusher tells a client with an unknown key over the socket, then closes it 4001: pusher-js
   // then stops instead of retrying.
-  if (c.req.param("key") !== app.key) return refuseSocket(PusherClose.appUnknown, `App key ${c.req.param("key")} not in this cluster`);
+  if (key !== app.key) return refuseSocket(PusherClose.appUnknown, `App key ${key} not in this cluster`);
   let { hub, socketId } = pusherPlacement();
   for (let hops = 0; hops < MAX_HUB_HOPS; hops++) {
-    const answer = await c.env.HOLDERS.getByName(hub).fetch(connectRequest({ user: `pusher-${socketId}`, pusher: socketId }));
+    const answer = await env.HOLDERS.getByName(hub).fetch(connectRequest({ user: `pusher-${socketId}`, pusher: socketId }));
     if (placedAt(answer) === undefined) return answer;
     hub = overflowHub(hub);
   }
   return refuseSocket(PusherClose.overCapacity, "over capacity; try again later");
-});
+}
 
 /** Accepts a socket only to tell it why it may not stay, as Pusher does. */
 function refuseSocket(code: number, message: string): Response {

@@ -1,15 +1,15 @@
 // The HTTP surface: validate, authenticate, then hand over to the room's object by name.
 import { Hono, type Context } from "hono";
 import { cors } from "hono/cors";
-import { authorizeServer, checkOrigin, identify, type Target } from "./auth";
-import { ConfigError, configOf, type Config } from "./config";
+import { authorizeServer } from "./auth";
+import { configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
-import type { Identity } from "./identity";
-import { log } from "./log";
+import { connectRequest } from "./objects/connect";
+import { HEALTHY, isValidName, NAME_RULE, publishedBody, type Json } from "./protocol";
 import { pusher } from "./pusher-routes";
+import { answerError, checkName, countParam as countIn, vetClient } from "./request";
 import { siteFile } from "./site";
-import { connectRequest, hubFor, placedAt, type ConnectInfo } from "./objects/connect";
-import { HEALTHY, isValidName, isValidRoom, NAME_RULE, publishedBody, ROOM_RULE, type Json } from "./protocol";
+import { roomSocket, userSocket } from "./sockets";
 
 type App = { Bindings: Env; Variables: { config: Config; url: URL } };
 type AppContext = Context<App>;
@@ -49,20 +49,7 @@ app.use(async (c, next) => {
 });
 
 function nameParam(c: AppContext, kind: "room" | "user"): string {
-  const name = c.req.param(kind) ?? "";
-  if (kind === "room" ? !isValidRoom(name) : !isValidName(name)) {
-    throw new HttpError(400, "bad_request", `${kind} id must be ${kind === "room" ? ROOM_RULE : NAME_RULE}`);
-  }
-  return name;
-}
-
-// Checked after the request is vetted, so a plain GET with the same URL answers what an upgrade
-// would get (400, 401, 403) or 426 when all is well. Browsers hide why an upgrade failed; the
-// client library asks this way to tell a refusal from a network failure.
-function requireUpgrade(c: AppContext): void {
-  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
-    throw new HttpError(426, "upgrade_required", "this route takes a WebSocket upgrade (Upgrade: websocket)");
-  }
+  return checkName(kind, c.req.param(kind));
 }
 
 /** The body as text, keeping no more than `max` bytes: a chunked body may carry no length. */
@@ -113,12 +100,8 @@ async function messageBody(c: AppContext): Promise<{ data: Json; from: string }>
   return { data, from };
 }
 
-/** A non-negative integer query parameter; undefined when absent. */
 function countParam(c: AppContext, name: string): number | undefined {
-  const value = c.get("url").searchParams.get(name);
-  if (value === null) return undefined;
-  if (!/^\d{1,15}$/.test(value)) throw new HttpError(400, "bad_request", `"${name}" must be a non-negative integer`);
-  return Number(value);
+  return countIn(c.get("url"), name);
 }
 
 function eventId(value: string): number {
@@ -128,54 +111,18 @@ function eventId(value: string): number {
 
 app.get("/healthz", (c) => c.json(HEALTHY));
 
-/** Origin and identity of a WebSocket or event-stream client, checked the same way everywhere. */
-function vetClient(c: AppContext, target: Target): Promise<Identity> {
-  const config = c.get("config");
-  checkOrigin(c.req.raw, config);
-  return identify(c.req.raw, c.get("url"), config, target);
-}
-
-app.get("/rooms/:room/ws", async (c) => {
-  const room = nameParam(c, "room");
-  const { user, exp } = await vetClient(c, { room });
-  const since = countParam(c, "since");
-  requireUpgrade(c);
-  const epoch = c.get("url").searchParams.get("epoch") ?? undefined;
-  const connect: ConnectInfo = { user, exp, since, epoch, room };
-  // A full Room names the shard to open the socket on instead (docs/design.md "Placement").
-  const answer = await c.env.ROOMS.getByName(room).fetch(connectRequest(connect));
-  const shard = placedAt(answer);
-  return shard === undefined ? answer : c.env.HOLDERS.getByName(shard).fetch(connectRequest(connect));
-});
+// Upgrades to these two skip the app (src/sockets.ts); a plain GET gets here, and 426 once vetted.
+app.get("/rooms/:room/ws", (c) => roomSocket(c.req.raw, c.env, c.get("url"), c.req.param("room")));
+app.get("/users/:user/ws", (c) => userSocket(c.req.raw, c.env, c.get("url"), c.req.param("user")));
 
 app.get("/rooms/:room/events", async (c) => {
   const room = nameParam(c, "room");
-  const { user, exp } = await vetClient(c, { room });
+  const { user, exp } = await vetClient(c.req.raw, c.get("url"), c.get("config"), { room });
   // An EventSource reconnecting sends Last-Event-ID, which wins over the page's own ?since=.
   const lastEventId = c.req.header("Last-Event-ID");
   const since = lastEventId !== undefined && lastEventId !== "" ? eventId(lastEventId) : countParam(c, "since");
   const epoch = c.get("url").searchParams.get("epoch") ?? undefined;
   return c.env.ROOMS.getByName(room).fetch(connectRequest({ user, exp, since, epoch, room }, "events"));
-});
-
-/** How many full hubs a user socket is handed past before it is refused. */
-const MAX_HUB_HOPS = 16;
-
-app.get("/users/:user/ws", async (c) => {
-  const user = nameParam(c, "user");
-  const identity = await vetClient(c, { user });
-  if (identity.user !== user) throw new HttpError(403, "forbidden", `${identity.user} may not open the inbox of ${user}`);
-  requireUpgrade(c);
-  // A user's sockets go to their hub, or to the overflow hub a full one names; the Inbox forwards
-  // the user's directs to every hub that holds one (docs/design.md "Placement").
-  let hub = hubFor(user, c.get("config").userHubs);
-  for (let hops = 0; hops < MAX_HUB_HOPS; hops++) {
-    const answer = await c.env.HOLDERS.getByName(hub).fetch(connectRequest(identity));
-    const next = placedAt(answer);
-    if (next === undefined) return answer;
-    hub = next;
-  }
-  throw new HttpError(503, "room_full", "every hub this user's sockets may use is full; try again later");
 });
 
 app.post("/rooms/:room/messages", async (c) => {
@@ -227,12 +174,4 @@ app.route("/", pusher);
 
 app.notFound((c) => new HttpError(404, "not_found", `no route for ${c.req.method} ${c.get("url")?.pathname ?? c.req.path}`).toResponse());
 
-// The one catch for every route: known refusals answer as themselves, the rest are logged once.
-app.onError((error) => {
-  if (error instanceof HttpError) return error.toResponse();
-  if (error instanceof ConfigError) {
-    return new HttpError(500, "bad_config", error.message).toResponse();
-  }
-  log("error", "request failed", { error });
-  return new HttpError(500, "internal", "the relay failed to handle this request").toResponse();
-});
+app.onError(answerError);

@@ -1,16 +1,17 @@
-import { env } from "cloudflare:test";
+import { createExecutionContext, env } from "cloudflare:test";
 import { sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
-import { app } from "../../src/routes";
+import worker from "../../src/index";
 import { connect, freshRoom, join, ORIGIN, request } from "./connect";
 
 // The project's relay runs with ALLOW_ANONYMOUS=true and API_KEY=test-api-key; other settings
-// are tried by calling the Hono app with a changed env (the objects keep the project's env).
+// are tried by calling the Worker's entry with a changed env (the objects keep the project's env):
+// upgrades to the socket routes take src/sockets.ts, everything else the Hono app.
 const KEY = { Authorization: "Bearer test-api-key" };
 const upgrade = { Upgrade: "websocket" };
 
 function withEnv(vars: Record<string, string>, path: string, headers: Record<string, string> = {}) {
-  return app.fetch(new Request(ORIGIN + path, { headers }), { ...env, ...vars });
+  return worker.fetch(new Request(ORIGIN + path, { headers }), { ...env, ...vars }, createExecutionContext());
 }
 
 /** Asserts a 101 and closes the socket, so no half-open pipe outlives the test. */
@@ -59,6 +60,8 @@ describe("HTTP surface", () => {
     expect(welcome.room).toHaveLength(128);
     const { welcome: other } = await join("Z9_.:-x", "u2");
     expect(other.room).toBe("Z9_.:-x");
+    const { welcome: encoded } = await join("Z9_.%3A-y", "u3"); // the path's encoding is undone
+    expect(encoded.room).toBe("Z9_.:-y");
   });
 
   it("answers 426 to a plain GET on the upgrade route", async () => {
@@ -181,6 +184,9 @@ describe("configuration", () => {
     for (const path of ["/healthz", "/rooms/r/ws", "/nope"]) {
       const message = await expectError(withEnv({ [name]: value }, path), 500, "bad_config");
       expect(message).toContain(name);
+    }
+    for (const path of ["/rooms/r/ws", "/users/u/ws?user=u"]) {
+      expect(await expectError(withEnv({ [name]: value }, path, upgrade), 500, "bad_config")).toContain(name);
     }
   });
 });

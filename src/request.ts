@@ -1,0 +1,51 @@
+// What every route shares: a request's parts read the same way everywhere (names, counts, the
+// upgrade header, origin and identity), each refusal an HttpError, and the one answer to errors.
+import { checkOrigin, identify, type Target } from "./auth";
+import { ConfigError, type Config } from "./config";
+import { HttpError } from "./http-error";
+import type { Identity } from "./identity";
+import { log } from "./log";
+import { isValidName, isValidRoom, NAME_RULE, ROOM_RULE } from "./protocol";
+
+/** A room or user id from the path, or a 400 saying what an id may be. */
+export function checkName(kind: "room" | "user", name: string | undefined = ""): string {
+  if (kind === "room" ? !isValidRoom(name) : !isValidName(name)) {
+    throw new HttpError(400, "bad_request", `${kind} id must be ${kind === "room" ? ROOM_RULE : NAME_RULE}`);
+  }
+  return name;
+}
+
+/** A non-negative integer query parameter; undefined when absent. */
+export function countParam(url: URL, name: string): number | undefined {
+  const value = url.searchParams.get(name);
+  if (value === null) return undefined;
+  if (!/^\d{1,15}$/.test(value)) throw new HttpError(400, "bad_request", `"${name}" must be a non-negative integer`);
+  return Number(value);
+}
+
+export function isUpgrade(request: Request): boolean {
+  return request.headers.get("Upgrade")?.toLowerCase() === "websocket";
+}
+
+// Checked after the request is vetted, so a plain GET with the same URL answers what an upgrade
+// would get (400, 401, 403) or 426 when all is well. Browsers hide why an upgrade failed; the
+// client library asks this way to tell a refusal from a network failure.
+export function requireUpgrade(request: Request): void {
+  if (!isUpgrade(request)) {
+    throw new HttpError(426, "upgrade_required", "this route takes a WebSocket upgrade (Upgrade: websocket)");
+  }
+}
+
+/** Origin and identity of a WebSocket or event-stream client, checked the same way everywhere. */
+export function vetClient(request: Request, url: URL, config: Config, target: Target): Promise<Identity> {
+  checkOrigin(request, config);
+  return identify(request, url, config, target);
+}
+
+/** The answer to whatever a route threw: known refusals answer as themselves, the rest are logged once. */
+export function answerError(error: unknown): Response {
+  if (error instanceof HttpError) return error.toResponse();
+  if (error instanceof ConfigError) return new HttpError(500, "bad_config", error.message).toResponse();
+  log("error", "request failed", { error });
+  return new HttpError(500, "internal", "the relay failed to handle this request").toResponse();
+}

@@ -6,7 +6,8 @@
 // afresh, in an order that alternates; the tables give the medians (issue 12).
 //
 //   direct     20 user sockets, each sending directs to one in the other client process
-//   connect    sockets opened into one room and welcomed; then memory per 1,000 once idle
+//   connect    sockets of one user opened into one room and welcomed; then memory per 1,000 once idle
+//   users      the same with a user per socket: presence (roster rows, join frames, counts) included
 //   fanout10   a 10-socket room, one publisher; CPU per delivery
 //
 // Connections are also measured against "floor + welcome" (bench/floor/ with WELCOME=true): the
@@ -44,7 +45,7 @@ const { argv, option, quick: QUICK } = commandLine();
 const CONFIG = {
   reps: Number(option("reps") ?? (QUICK ? 1 : 3)),
   // Connections first: memory is measured on a runtime that has done nothing else yet.
-  workloads: option("workloads")?.split(",") ?? ["connect", "direct", "fanout10"],
+  workloads: option("workloads")?.split(",") ?? ["connect", "users", "direct", "fanout10"],
   seconds: QUICK ? 2 : 4,
   direct: { users: 20, offered: 16_000 },
   // Enough sockets for about a second of opening: the runtime's CPU is read in 10 ms ticks.
@@ -67,6 +68,28 @@ async function saturated(server, { offered, deliveriesPerSend, sendStep, track }
   };
 }
 
+/**
+ * Opens CONFIG.connect.sockets sockets into `room`, the i-th as user `userOf(i)`: connections a
+ * second and CPU each; with `idleSeconds`, memory per 1,000 once they have been idle that long.
+ */
+async function connecting(target, server, room, userOf, idleSeconds) {
+  const { sockets } = CONFIG.connect;
+  // One socket first, so the room's object exists and its start is not counted.
+  await receivers[0].call("open", { urls: [server.base + target.room(room, userOf(-1))], concurrency: 1, waitWelcome: target.welcome });
+  await sleep(1000);
+  const before = serverRssMiB(server);
+  const meter = cpuMeter(meterGroups(server));
+  const { seconds } = await openAcross(Array.from({ length: sockets }, (_, i) => server.base + target.room(room, userOf(i))), target.welcome);
+  const cpu = meter.stop().groups;
+  const result = { perSecond: Math.round(sockets / seconds), us: round((cpu.server.cpuSeconds * 1e6) / sockets, 1), otherPercent: cpu.other.percentOfCore };
+  if (idleSeconds !== undefined) {
+    await sleep(idleSeconds * 1000);
+    result.idleMiBPer1000 = round(((serverRssMiB(server) - before) / sockets) * 1000, 1);
+  }
+  await closeEverything();
+  return result;
+}
+
 const WORKLOADS = {
   async direct(target, server, run) {
     const { users, offered } = CONFIG.direct;
@@ -84,20 +107,9 @@ const WORKLOADS = {
     return result;
   },
 
-  async connect(target, server, run) {
-    const { sockets, idleSeconds } = CONFIG.connect;
-    // One socket first, so the room's object exists and its start is not counted.
-    await receivers[0].call("open", { urls: [server.base + target.room(`conn-${run}`, "bench")], concurrency: 1, waitWelcome: target.welcome });
-    await sleep(1000);
-    const before = serverRssMiB(server);
-    const meter = cpuMeter(meterGroups(server));
-    const { seconds } = await openAcross(Array.from({ length: sockets }, () => server.base + target.room(`conn-${run}`, "bench")), target.welcome);
-    const cpu = meter.stop().groups;
-    await sleep(idleSeconds * 1000);
-    const idleMiBPer1000 = round(((serverRssMiB(server) - before) / sockets) * 1000, 1);
-    await closeEverything();
-    return { perSecond: Math.round(sockets / seconds), us: round((cpu.server.cpuSeconds * 1e6) / sockets, 1), idleMiBPer1000, otherPercent: cpu.other.percentOfCore };
-  },
+  connect: (target, server, run) => connecting(target, server, `conn-${run}`, () => "bench", CONFIG.connect.idleSeconds),
+
+  users: (target, server, run) => connecting(target, server, `users-${run}`, (i) => `u${i}`),
 
   async fanout10(target, server, run) {
     const { sockets, offered } = CONFIG.fanout10;
@@ -157,6 +169,10 @@ function render(results) {
     line("CPU per connection, µs", "connect", "us");
     line(`MiB per 1,000 idle sockets (after ${CONFIG.connect.idleSeconds} s)`, "connect", "idleMiBPer1000");
   }
+  if (CONFIG.workloads.includes("users")) {
+    line(`connections per second, a user each (${CONFIG.connect.sockets} sockets)`, "users", "perSecond", 0);
+    line("CPU per connection, µs", "users", "us");
+  }
   if (CONFIG.workloads.includes("fanout10")) {
     line(`deliveries per second, 10 sockets (${CONFIG.fanout10.offered}/s offered)`, "fanout10", "perSecond", 0);
     line("CPU per delivery, µs", "fanout10", "us");
@@ -181,7 +197,7 @@ async function main() {
     floor: TARGETS.floor,
     ours: TARGETS.ours,
     ...(!argv.includes("--no-partyserver") && { partyserver: TARGETS.partyserver }),
-    ...(CONFIG.workloads.includes("connect") && { floorWelcome: TARGETS.floorWelcome }),
+    ...(CONFIG.workloads.some((w) => TARGETS.floorWelcome.workloads.includes(w)) && { floorWelcome: TARGETS.floorWelcome }),
   };
   const other = option("relay-config");
   if (other) targets.other = relayTarget(`edge-relay (${other})`, { configPath: other });

@@ -155,7 +155,7 @@ export const TARGETS = {
     user: (user) => `/users/${user}/ws`,
     welcome: true,
     ackEvery: 0,
-    workloads: ["connect"],
+    workloads: ["connect", "users"],
   },
   partyserver: {
     label: "partyserver",

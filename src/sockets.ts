@@ -14,7 +14,7 @@ const SOCKET_PATH = /^\/(?:(rooms|users)\/([^/]+)\/ws|app\/([^/]+))$/;
 
 /** Opens a socket for an upgrade to a socket route; undefined for anything else (the app's). */
 export function openSocket(request: Request, env: Env): Promise<Response> | undefined {
-  if (!isUpgrade(request)) return undefined;
+  if (request.method !== "GET" || !isUpgrade(request)) return undefined;
   const url = new URL(request.url);
   const match = SOCKET_PATH.exec(url.pathname);
   if (!match) return undefined;

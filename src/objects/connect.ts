@@ -27,7 +27,7 @@ export function connectRequest(info: ConnectInfo, kind: ConnectKind = "socket"):
 export function readConnectRequest(request: Request): ConnectInfo & { kind: ConnectKind } {
   const header = request.headers.get(CONNECT_HEADER);
   if (header === null) throw new Error(`object reached without ${CONNECT_HEADER}`);
-  const kind = new URL(request.url).pathname === "/events" ? "events" : "socket";
+  const kind = request.url.endsWith("/events") ? "events" : "socket"; // connectRequest's URL, no query
   return { ...(JSON.parse(header) as ConnectInfo), kind };
 }
 

@@ -983,7 +983,7 @@ describe("server routes", () => {
 
   const cases = serverRoutes.flatMap((route) =>
     badKeys
-      // A user token may read a room's history (PROTOCOL.md "Authentication"): tested on its own below.
+      // A user token may read a room's history (docs/protocol.md "Authentication"): tested on its own below.
       .filter(([name]) => !(route.name === "GET /rooms/:room/messages" && name === "a valid user token as the bearer"))
       .map(([name, make]): [string, string, ServerRoute, typeof make] => [route.name, name, route, make]),
   );

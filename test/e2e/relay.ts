@@ -10,8 +10,12 @@ import { createTestHarness, unstable_startWorker } from "wrangler";
 import WebSocket from "ws";
 import { TestClient } from "../support/client";
 
-// Without this, starting the runtime tries to download the Request.cf object (PLATFORM.md).
+// Without this, starting the runtime tries to download the Request.cf object (docs/platform.md).
 process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
+// wrangler's local observability streams a trace of every invocation, each socket frame included,
+// to its own process, and prints an error line for each one cut short as sockets close
+// (docs/platform.md): nothing these tests read.
+process.env.X_LOCAL_OBSERVABILITY = "false";
 
 /** The server API key every e2e relay is given. */
 export const API_KEY = "e2e-api-key";
@@ -203,7 +207,7 @@ export function connect(base: URL, path: string, headers?: Record<string, string
  * When the relay closes a socket from `alarm()` (heartbeat timeout, token expiry), its close
  * frame reaches `ws` at once and `ws` answers it (readyState CLOSING, code known), but the local
  * runtime keeps the TCP connection up for ~10 s more, and `ws` emits 'close' only when TCP ends
- * (PLATFORM.md). Once both close frames are exchanged the closing handshake is complete (RFC 6455
+ * (docs/platform.md). Once both close frames are exchanged the closing handshake is complete (RFC 6455
  * section 7.1.1): nothing more can arrive, and a client may drop the TCP connection itself. So
  * this polls for that state and terminates the socket; 'close' then reports the code and reason
  * of the relay's close frame, which `ws` kept. The two flags are `ws` internals (8.x); should

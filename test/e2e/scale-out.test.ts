@@ -1,7 +1,7 @@
 // A room past one object, over real sockets: 150 room sockets spread over the Room and its
 // shards, and 30 user sockets (on hubs) subscribed to it. Every socket gets every message once,
 // in order; counts and presence stay right as sockets leave, time out, lose their object or all
-// come back at once (docs/design.md; PROTOCOL.md "Version 1.1 additions").
+// come back at once (docs/design.md; docs/protocol.md "Rooms past one object").
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hubFor } from "../../src/objects/connect";
 import { freshRoom, Relay, SERVER_AUTH, startRelay } from "./relay";

@@ -41,6 +41,13 @@ describe("HTTP surface", () => {
   it("answers 404 as JSON for unknown paths", async () => {
     await expectError(request("/nope"), 404, "not_found");
     await expectError(request("/rooms/a/b/ws"), 404, "not_found");
+    await expectError(request("/rooms/a/b/ws", { headers: upgrade }), 404, "not_found");
+  });
+
+  it("takes upgrades on GET only", async () => {
+    // Called in-process: a fetch with Upgrade: websocket is always sent as a GET by the runtime.
+    const post = worker.fetch(new Request(`${ORIGIN}/rooms/${freshRoom()}/ws`, { method: "POST", headers: upgrade }), env, createExecutionContext());
+    await expectError(post, 404, "not_found");
   });
 
   it.each([

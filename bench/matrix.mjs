@@ -56,7 +56,7 @@ const CONFIG = QUICK
       maxSteps: 6,
       startOffered: 20_000,
       latency: { receivers: 100, rate: 50, seconds: 5 },
-      connections: 1000,
+      connections: 2000, // about a second of opening: shorter windows were noisier than the differences measured
       idleWaitSeconds: 12,
       directs: { users: 20, latencyRate: 200, latencySeconds: 4, startOffered: 1000, maxSteps: 5 },
     };

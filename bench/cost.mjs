@@ -37,6 +37,7 @@ import {
   runBench,
   serverRssMiB,
   sleep,
+  warmUp,
 } from "./harness.mjs";
 import { openDirects, openRoom, steps } from "./room-workloads.mjs";
 import { relayTarget, TARGETS } from "./targets.mjs";
@@ -74,6 +75,7 @@ async function saturated(server, { offered, deliveriesPerSend, sendStep, track }
  */
 async function connecting(target, server, room, userOf, idleSeconds) {
   const { sockets } = CONFIG.connect;
+  await warmUp(target, server, `${room}-warm`);
   // One socket first, so the room's object exists and its start is not counted.
   await receivers[0].call("open", { urls: [server.base + target.room(room, userOf(-1))], concurrency: 1, waitWelcome: target.welcome });
   await sleep(1000);

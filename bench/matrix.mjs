@@ -21,6 +21,7 @@ import {
   receivers,
   releaseClients,
   sleep,
+  warmUp,
 } from "./harness.mjs";
 import { fanout, latency, openDirects, steps } from "./room-workloads.mjs";
 
@@ -65,6 +66,7 @@ const CONFIG = QUICK
 /** (c) connection rate, then (d) memory of the same sockets once idle (hibernated on workerd). */
 async function connectionsAndIdle(target, server, run) {
   const warm = `warm-${run}`;
+  await warmUp(target, server, warm);
   await receivers[0].call("open", { urls: [server.base + target.room(warm, "bench")], concurrency: 1, waitWelcome: target.welcome });
   await sleep(1000);
   const rssBefore = server.pids.reduce((sum, pid) => sum + rssBytes(pid), 0);

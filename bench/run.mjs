@@ -5,7 +5,7 @@
 //
 //   npm run bench                      the full matrix (about 8 minutes on 2 cores)
 //   npm run bench -- --quick           shorter steps and fewer sizes, to check the harness
-//   npm run bench -- --only=ours,hub   some targets (ours, floor, partyserver, hub)
+//   npm run bench -- --only=ours,hub   some targets, in that order (ours, floor, partyserver, hub)
 //   npm run bench -- --no-write        leave BENCHMARKS.md alone
 //   npm run bench -- --persist=disk    Durable Object storage on disk instead of tmpfs
 //   npm run bench -- --via-proxy       clients through wrangler's dev proxy, not to the runtime

@@ -45,7 +45,7 @@ import { relayTarget, TARGETS } from "./targets.mjs";
 const { argv, option, quick: QUICK } = commandLine();
 const CONFIG = {
   reps: Number(option("reps") ?? (QUICK ? 1 : 3)),
-  // Connections first: memory is measured on a runtime that has done nothing else yet.
+  // Connections first: memory is measured on a runtime that has done nothing but the warm-up.
   workloads: option("workloads")?.split(",") ?? ["connect", "users", "direct", "fanout10"],
   seconds: QUICK ? 2 : 4,
   direct: { users: 20, offered: 16_000 },

@@ -5,7 +5,7 @@ import { Hono, type Context } from "hono";
 import { checkOrigin } from "./auth";
 import { configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
-import { connectRequest, overflowHub, placedAt, pusherPlacement } from "./objects/connect";
+import { openOnHubs, pusherPlacement } from "./objects/connect";
 import { requireUpgrade } from "./request";
 import { isPresenceChannel, isValidRoom, pusherError, PusherClose, roomDataOf, ROOM_RULE, type PresenceEntry } from "./protocol";
 
@@ -28,9 +28,6 @@ function pusherApp(config: Config): NonNullable<Config["pusher"]> {
 
 // ---- the WebSocket ----
 
-/** How many full hubs a Pusher socket is handed past before it is refused. */
-const MAX_HUB_HOPS = 16;
-
 // Upgrades skip the app (src/sockets.ts); a plain GET gets here, and 426 once vetted.
 pusher.get("/app/:key", (c) => pusherSocket(c.req.raw, c.env, c.req.param("key")));
 
@@ -42,13 +39,9 @@ export async function pusherSocket(request: Request, env: Env, key: string): Pro
   // Pusher tells a client with an unknown key over the socket, then closes it 4001: pusher-js
   // then stops instead of retrying.
   if (key !== app.key) return refuseSocket(PusherClose.appUnknown, `App key ${key} not in this cluster`);
-  let { hub, socketId } = pusherPlacement();
-  for (let hops = 0; hops < MAX_HUB_HOPS; hops++) {
-    const answer = await env.HOLDERS.getByName(hub).fetch(connectRequest({ user: `pusher-${socketId}`, pusher: socketId }));
-    if (placedAt(answer) === undefined) return answer;
-    hub = overflowHub(hub);
-  }
-  return refuseSocket(PusherClose.overCapacity, "over capacity; try again later");
+  const { hub, socketId } = pusherPlacement();
+  const opened = await openOnHubs(env.HOLDERS, hub, { user: `pusher-${socketId}`, pusher: socketId });
+  return opened ?? refuseSocket(PusherClose.overCapacity, "over capacity; try again later");
 }
 
 /** Accepts a socket only to tell it why it may not stay, as Pusher does. */

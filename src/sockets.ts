@@ -5,7 +5,7 @@
 // paths goes through the app to the same functions, which answer it 426 once vetted.
 import { configOf } from "./config";
 import { HttpError } from "./http-error";
-import { connectRequest, hubFor, placedAt, type ConnectInfo } from "./objects/connect";
+import { connectRequest, hubFor, openOnHubs, placedAt, type ConnectInfo } from "./objects/connect";
 import { pusherSocket } from "./pusher-routes";
 import { answerError, checkName, countParam, isUpgrade, requireUpgrade, vetClient } from "./request";
 
@@ -52,9 +52,6 @@ export async function roomSocket(request: Request, env: Env, url: URL, name: str
   return shard === undefined ? answer : env.HOLDERS.getByName(shard).fetch(connectRequest(connect));
 }
 
-/** How many full hubs a user socket is handed past before it is refused. */
-const MAX_HUB_HOPS = 16;
-
 export async function userSocket(request: Request, env: Env, url: URL, name: string | undefined): Promise<Response> {
   const config = configOf(env);
   const user = checkName("user", name);
@@ -63,12 +60,7 @@ export async function userSocket(request: Request, env: Env, url: URL, name: str
   requireUpgrade(request);
   // A user's sockets go to their hub, or to the overflow hub a full one names; the Inbox forwards
   // the user's directs to every hub that holds one (docs/design.md "Placement").
-  let hub = hubFor(user, config.userHubs);
-  for (let hops = 0; hops < MAX_HUB_HOPS; hops++) {
-    const answer = await env.HOLDERS.getByName(hub).fetch(connectRequest(identity));
-    const next = placedAt(answer);
-    if (next === undefined) return answer;
-    hub = next;
-  }
+  const opened = await openOnHubs(env.HOLDERS, hubFor(user, config.userHubs), identity);
+  if (opened) return opened;
   throw new HttpError(503, "room_full", "every hub this user's sockets may use is full; try again later");
 }

@@ -41,6 +41,23 @@ export function placedAt(response: Response): string | undefined {
   return response.status === 307 ? (response.headers.get(HOLDER_HEADER) ?? undefined) : undefined;
 }
 
+/** How many full hubs a user or Pusher socket is handed past before it is refused. */
+const MAX_HUB_HOPS = 16;
+
+/**
+ * Opens a user or Pusher socket on `hub`, or on the overflow hub each full one names (at most
+ * MAX_HUB_HOPS); undefined when every one of them was full (docs/design.md "Placement").
+ */
+export async function openOnHubs(holders: Env["HOLDERS"], hub: string, info: ConnectInfo): Promise<Response | undefined> {
+  for (let hops = 0; hops < MAX_HUB_HOPS; hops++) {
+    const answer = await holders.getByName(hub).fetch(connectRequest(info));
+    const next = placedAt(answer);
+    if (next === undefined) return answer;
+    hub = next;
+  }
+  return undefined;
+}
+
 /** The name of a room's n-th shard; `#` is never part of a room id, so no room is named so. */
 export function shardName(room: string, n: number): string {
   return `${room}#${n}`;

@@ -19,7 +19,7 @@
 //   npm run bench -- cost --relay-config=/tmp/wt/wrangler.toml   another build of the relay as well
 //   npm run bench -- cost --no-partyserver      floor and relay only
 import { randomUUID } from "node:crypto";
-import { cpuMeter, round } from "./proc.mjs";
+import { round } from "./proc.mjs";
 import {
   calmLoad,
   closeEverything,
@@ -27,8 +27,7 @@ import {
   describeMachine,
   drain,
   measureOn,
-  meterGroups,
-  openAcross,
+  openMetered,
   progress,
   publisher,
   quiet,
@@ -37,7 +36,6 @@ import {
   runBench,
   serverRssMiB,
   sleep,
-  warmUp,
 } from "./harness.mjs";
 import { openDirects, openRoom, steps } from "./room-workloads.mjs";
 import { relayTarget, TARGETS } from "./targets.mjs";
@@ -75,18 +73,12 @@ async function saturated(server, { offered, deliveriesPerSend, sendStep, track }
  */
 async function connecting(target, server, room, userOf, idleSeconds) {
   const { sockets } = CONFIG.connect;
-  await warmUp(target, server, `${room}-warm`);
-  // One socket first, so the room's object exists and its start is not counted.
-  await receivers[0].call("open", { urls: [server.base + target.room(room, userOf(-1))], concurrency: 1, waitWelcome: target.welcome });
-  await sleep(1000);
-  const before = serverRssMiB(server);
-  const meter = cpuMeter(meterGroups(server));
-  const { seconds } = await openAcross(Array.from({ length: sockets }, (_, i) => server.base + target.room(room, userOf(i))), target.welcome);
-  const cpu = meter.stop().groups;
-  const result = { perSecond: Math.round(sockets / seconds), us: round((cpu.server.cpuSeconds * 1e6) / sockets, 1), otherPercent: cpu.other.percentOfCore };
+  const { seconds, cpu, rssBeforeMiB } = await openMetered(target, server, room, sockets, userOf);
+  const { server: runtime, other } = cpu.groups;
+  const result = { perSecond: Math.round(sockets / seconds), us: round((runtime.cpuSeconds * 1e6) / sockets, 1), otherPercent: other.percentOfCore };
   if (idleSeconds !== undefined) {
     await sleep(idleSeconds * 1000);
-    result.idleMiBPer1000 = round(((serverRssMiB(server) - before) / sockets) * 1000, 1);
+    result.idleMiBPer1000 = round(((serverRssMiB(server) - rssBeforeMiB) / sockets) * 1000, 1);
   }
   await closeEverything();
   return result;

@@ -4,7 +4,7 @@
 import { execSync, fork } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
-import { otherLoad, round, rssBytes } from "./proc.mjs";
+import { cpuMeter, otherLoad, round, rssBytes } from "./proc.mjs";
 
 const started = performance.now();
 export function progress(message) {
@@ -71,6 +71,22 @@ export async function openAcross(urls, welcome, concurrency = 25) {
 export async function warmUp(target, server, room, sockets = 1000) {
   await openAcross(Array.from({ length: sockets }, (_, i) => server.base + target.room(room, `warm${i % 50}`)), target.welcome);
   await closeEverything();
+}
+
+/**
+ * What the connection workloads share (cost.mjs, matrix (c)): a warm runtime, the room's object
+ * started by one socket first so its start is not counted, then `sockets` sockets into `room`
+ * (socket i as user `userOf(i)`) opened across the receivers with the CPU metered. Answers the
+ * window's length, its CPU and the runtime's resident memory (MiB) just before it.
+ */
+export async function openMetered(target, server, room, sockets, userOf = () => "bench") {
+  await warmUp(target, server, `${room}-warm`);
+  await receivers[0].call("open", { urls: [server.base + target.room(room, userOf(-1))], concurrency: 1, waitWelcome: target.welcome });
+  await sleep(1000);
+  const rssBeforeMiB = serverRssMiB(server);
+  const meter = cpuMeter(meterGroups(server));
+  const { seconds } = await openAcross(Array.from({ length: sockets }, (_, i) => server.base + target.room(room, userOf(i))), target.welcome);
+  return { seconds, cpu: meter.stop(), rssBeforeMiB };
 }
 
 export async function closeEverything() {

@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { randomUUID } from "node:crypto";
-import { cpuMeter, round, rssBytes } from "./proc.mjs";
+import { cpuMeter, round } from "./proc.mjs";
 import { render } from "./report.mjs";
 import { TARGETS } from "./targets.mjs";
 import {
@@ -16,11 +16,12 @@ import {
   latencySummary,
   measureOn,
   meterGroups,
-  openAcross,
+  openMetered,
   progress,
   quiet,
   receivers,
   releaseClients,
+  serverRssMiB,
   sleep,
   warmUp,
 } from "./harness.mjs";
@@ -66,25 +67,16 @@ const CONFIG = QUICK
 
 /** (c) connection rate, then (d) memory of the same sockets once idle (hibernated on workerd). */
 async function connectionsAndIdle(target, server, run) {
-  const room = `conn-${run}`;
-  await warmUp(target, server, `warm-${run}`);
-  // One socket first, so the room's object exists and its start is not counted.
-  await receivers[0].call("open", { urls: [server.base + target.room(room, "bench")], concurrency: 1, waitWelcome: target.welcome });
-  await sleep(1000);
-  const rssBefore = server.pids.reduce((sum, pid) => sum + rssBytes(pid), 0);
   const n = CONFIG.connections;
-  const urls = Array.from({ length: n }, () => server.base + target.room(room, "bench"));
-  const meter = cpuMeter(meterGroups(server));
-  const { seconds } = await openAcross(urls, target.welcome);
-  const cpu = meter.stop();
+  const { seconds, cpu, rssBeforeMiB } = await openMetered(target, server, `conn-${run}`, n);
   const rate = n / seconds;
   progress(`  (c) ${n} sockets opened${target.welcome ? " and welcomed" : ""} in ${seconds.toFixed(2)} s: ${Math.round(rate)}/s`);
   await sleep(2000);
-  const rssAwake = server.pids.reduce((sum, pid) => sum + rssBytes(pid), 0);
+  const rssAwakeMiB = serverRssMiB(server);
   await sleep(CONFIG.idleWaitSeconds * 1000 - 2000);
-  const rssIdle = server.pids.reduce((sum, pid) => sum + rssBytes(pid), 0);
-  const per1000 = (bytes) => round(((bytes - rssBefore) / n) * 1000 / 2 ** 20, 1);
-  const memory = { rssBeforeMiB: round(rssBefore / 2 ** 20, 1), awakeMiBPer1000: per1000(rssAwake), idleMiBPer1000: per1000(rssIdle) };
+  const rssIdleMiB = serverRssMiB(server);
+  const per1000 = (mib) => round(((mib - rssBeforeMiB) / n) * 1000, 1);
+  const memory = { rssBeforeMiB, awakeMiBPer1000: per1000(rssAwakeMiB), idleMiBPer1000: per1000(rssIdleMiB) };
   progress(`  (d) server RSS ${memory.rssBeforeMiB} MiB before; per 1,000 sockets: +${memory.awakeMiBPer1000} MiB after 2 s, +${memory.idleMiBPer1000} MiB after ${CONFIG.idleWaitSeconds} s idle`);
   await closeEverything();
   return { connections: { sockets: n, seconds: round(seconds, 3), perSecond: Math.round(rate), cpu, bottleneck: bottleneck(cpu) }, idle: memory };

@@ -5,7 +5,7 @@
 // wrangler.toml), and `npm run typecheck` before tsc, so the served files never lag behind
 // client/ and public/index.html.
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
@@ -26,8 +26,11 @@ const { outputFiles } = await build({
 });
 
 // Several test harnesses may build at once while a browser loads a file: write each output
-// beside its target and rename it into place, so a reader never sees half a file.
+// beside its target and rename it into place, so a reader never sees half a file. An output
+// that has not changed is not written at all: `wrangler dev` watches public/, and two of them
+// running from one checkout would otherwise set each other rebuilding without end.
 function writeAtomically(path, contents) {
+  if (existsSync(path) && Buffer.from(readFileSync(path)).equals(Buffer.from(contents))) return;
   const temporary = `${path}.${process.pid}.tmp`;
   writeFileSync(temporary, contents);
   renameSync(temporary, path);

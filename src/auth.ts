@@ -63,11 +63,19 @@ function authorize(claims: Claims, target: Target): void {
   }
 }
 
+/** A `rooms` claim that allows every room, private and presence rooms included. */
+const EVERY_ROOM = ["*", "private-*", "presence-*"];
+
 /** The identity of a WebSocket or SSE client, or an HttpError (400, 401, 403). */
 export async function identify(request: Request, url: URL, config: Config, target: Target): Promise<Identity> {
   const token = presentedToken(request, url);
   if (token !== undefined) {
-    const claims = await verifyToken(token, config);
+    const claims = await verifyToken(token, config).catch(async (error: unknown) => {
+      // The API key in a token's place opens every room, as on the server routes (docs/protocol.md
+      // "Authentication"); checked only once the token failed, so user tokens pay nothing for it.
+      if (config.apiKey === undefined || !(await sameSecret(token, config.apiKey))) throw error;
+      return { user: askedUser(url, target) ?? "server", rooms: EVERY_ROOM };
+    });
     authorize(claims, target);
     return claims;
   }
@@ -75,12 +83,7 @@ export async function identify(request: Request, url: URL, config: Config, targe
     if (target.room !== undefined && isPrivateRoom(target.room)) {
       throw new HttpError(403, "forbidden", `room ${target.room} is private: it takes a token whose "rooms" claim names it`);
     }
-    const asked = url.searchParams.get("user");
-    if (asked !== null) {
-      if (!isValidName(asked)) throw new HttpError(400, "bad_request", `"user" must be a user id: ${NAME_RULE}`);
-      return { user: asked };
-    }
-    return { user: target.user ?? `anon-${crypto.randomUUID().slice(0, 8)}` };
+    return { user: askedUser(url, target) ?? `anon-${crypto.randomUUID().slice(0, 8)}` };
   }
   if (config.authSecret === undefined) {
     throw new HttpError(
@@ -91,6 +94,14 @@ export async function identify(request: Request, url: URL, config: Config, targe
     );
   }
   throw new HttpError(401, "unauthorized", "missing token: pass ?token=<JWT> or Authorization: Bearer <JWT>");
+}
+
+/** Who a client without a user token is: the user route's user, else a valid `?user=` (else 400). */
+function askedUser(url: URL, target: Target): string | undefined {
+  const asked = url.searchParams.get("user");
+  if (asked === null) return target.user;
+  if (!isValidName(asked)) throw new HttpError(400, "bad_request", `"user" must be a user id: ${NAME_RULE}`);
+  return asked;
 }
 
 async function sameSecret(given: string, expected: string): Promise<boolean> {

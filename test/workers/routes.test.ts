@@ -172,6 +172,25 @@ describe("authentication seams", () => {
     await expectError(withEnv(vars, `/rooms/secret/ws?token=${token}`, upgrade), 403, "forbidden");
   });
 
+  it("takes the API key in a token's place on socket and stream routes, for every room, as server or as ?user=", async () => {
+    const room = freshRoom("private-ops");
+    const server = await connect(`/rooms/${room}/ws`, KEY);
+    expect(await server.json()).toMatchObject({ type: "welcome", room, user: "server" });
+    const named = await connect(`/rooms/${room}/ws?token=test-api-key&user=ops`);
+    expect(await named.json()).toMatchObject({ type: "welcome", room, user: "ops" });
+    const inbox = await connect(`/users/backend/ws`, KEY);
+    expect(await inbox.json()).toMatchObject({ type: "welcome", user: "backend" });
+    const stream = await request(`/rooms/${room}/events`, { headers: KEY });
+    expect(stream.status).toBe(200);
+    await stream.body?.cancel();
+    // Closed relays too; a wrong key is a bad token.
+    const closed = { ALLOW_ANONYMOUS: "false", AUTH_SECRET: "k" };
+    await expectUpgraded(withEnv(closed, `/rooms/${room}/ws`, { ...upgrade, ...KEY }));
+    await expectError(withEnv(closed, `/rooms/${room}/ws`, { ...upgrade, Authorization: "Bearer wrong-key" }), 401, "unauthorized");
+    await expectError(request(`/rooms/${room}/events?token=wrong-key`), 401, "unauthorized");
+    for (const client of [server, named, inbox]) client.close();
+  });
+
   it("refuses a foreign Origin when ALLOWED_ORIGINS is set, and allows a listed one", async () => {
     const vars = { ALLOWED_ORIGINS: "https://app.example, https://admin.example" };
     await expectError(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://evil.example" }), 403, "forbidden");

@@ -51,6 +51,7 @@ export class Holder extends SocketHost {
     this.#pusher = new PusherSockets({
       config: this.config,
       send: (session, text) => this.send(session.ws, text),
+      close: (session, code, reason) => this.close(session, code, reason),
       subscribe: (session, room, resume, answer, member, info) => this.subscribe(session, room, resume, answer, member, info),
       unsubscribe: (session, room) => this.unsubscribe(session, room),
       memberOf: (session, room) => (this.subscribed(session, room) ? (this.#feeds().rooms.get(room)?.memberOf(session) ?? null) : null),

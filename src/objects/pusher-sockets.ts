@@ -24,6 +24,8 @@ import type { Session } from "./session";
 export interface PusherHost {
   config: Config;
   send(session: Session, text: string): void;
+  /** Closes `session` with `code` (already a Pusher close code). */
+  close(session: Session, code: number, reason: string): void;
   subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void, member?: string, info?: unknown): Promise<void>;
   unsubscribe(session: Session, room: string): boolean;
   /** Who `session` is in `room` (its presence user_id), or null when it has not subscribed. */
@@ -105,15 +107,21 @@ export class PusherSockets {
           const members = isPresenceChannel(channel)
             ? (admission.presence ?? []).map(({ user }) => ({ user, info: admission.infos?.[user] }))
             : undefined;
-          this.#host.send(session, subscriptionSucceeded(channel, admission.seq, admission.epoch, members, admission.users));
+          const { seq, epoch, users, recovered } = admission;
+          this.#host.send(session, subscriptionSucceeded(channel, seq, epoch, members, users, recovered));
         },
         member,
         info,
       );
     } catch (error) {
       if (!(error instanceof FrameError)) throw error;
-      this.#host.send(session, subscriptionError(channel, error.code === "room_full" ? 503 : 400, error.message));
-      throw error;
+      const full = error.code === "room_full";
+      this.#host.send(session, subscriptionError(channel, full ? 503 : 400, error.message));
+      if (!full) throw error;
+      // Pusher's answer to "over capacity": the error, then a 4100 close, on which pusher-js
+      // backs off and reconnects (docs/pusher.md "Limits").
+      this.#host.send(session, pusherError(error.code, error.message));
+      this.#host.close(session, PusherClose.overCapacity, "over capacity");
     }
   }
 

@@ -152,7 +152,7 @@ export interface Member {
  * `pusher_internal:subscription_succeeded`, with the room's seq and epoch (pusher-js ignores
  * them). On presence channels, the members listed and how many there are in all.
  */
-export function subscriptionSucceeded(channel: string, seq: number, epoch: string, members?: Member[], count?: number): string {
+export function subscriptionSucceeded(channel: string, seq: number, epoch: string, members?: Member[], count?: number, recovered?: boolean): string {
   const data =
     members === undefined
       ? {}
@@ -163,7 +163,8 @@ export function subscriptionSucceeded(channel: string, seq: number, epoch: strin
             count: count ?? members.length,
           },
         };
-  return JSON.stringify({ event: "pusher_internal:subscription_succeeded", channel, data: JSON.stringify(data), seq, epoch });
+  const resumed = recovered === undefined ? {} : { recovered };
+  return JSON.stringify({ event: "pusher_internal:subscription_succeeded", channel, data: JSON.stringify(data), seq, epoch, ...resumed });
 }
 
 /** A client event, as the channel's other Pusher subscribers receive it. */

@@ -496,7 +496,7 @@ describe("resuming a channel (beyond Pusher)", () => {
     for (const i of [2, 3, 4]) await sdk.trigger(name, "e", { i });
     const back = await rawPusher(relay);
     back.client.send({ event: "pusher:subscribe", data: { channel: name, since: seen.seq, epoch } });
-    expect(await nextPusherFrame(back.client)).toMatchObject({ event: "pusher_internal:subscription_succeeded", seq: 4, epoch });
+    expect(await nextPusherFrame(back.client)).toMatchObject({ event: "pusher_internal:subscription_succeeded", seq: 4, epoch, recovered: true });
     for (const i of [2, 3, 4]) expect(await nextPusherFrame(back.client)).toMatchObject({ event: "e", data: { i }, seq: i });
     await sdk.trigger(name, "e", { i: 5 });
     expect(await nextPusherFrame(back.client)).toMatchObject({ event: "e", data: { i: 5 }, seq: 5 });
@@ -510,11 +510,38 @@ describe("resuming a channel (beyond Pusher)", () => {
     for (const extra of [{ since: 0, epoch: "not-the-epoch" }, {}]) {
       const { client } = await rawPusher(relay);
       client.send({ event: "pusher:subscribe", data: { channel: name, ...extra } });
-      expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher_internal:subscription_succeeded", seq });
+      const succeeded = await nextPusherFrame(client);
+      expect(succeeded).toMatchObject({ event: "pusher_internal:subscription_succeeded", seq });
+      // `recovered` answers a `since`, as in a room socket's welcome.
+      if ("since" in extra) expect(succeeded.recovered).toBe(false);
+      else expect(succeeded).not.toHaveProperty("recovered");
       await sdk.trigger(name, "live", {});
       expect(await nextPusherFrame(client)).toMatchObject({ event: "live", seq: ++seq });
       await client.close();
     }
+  });
+});
+
+describe("a full channel", () => {
+  let small: Relay;
+  beforeAll(async () => {
+    small = await startRelay({ ...PUSHER_RELAY, vars: { ...PUSHER_RELAY.vars, MAX_CONNECTIONS_PER_ROOM: "1" } });
+  });
+  afterAll(async () => {
+    await small?.close();
+  });
+
+  it("refuses a subscription over capacity with subscription_error, pusher:error 4100 and a 4100 close", async () => {
+    const name = channel();
+    const first = await rawPusher(small);
+    first.client.send({ event: "pusher:subscribe", data: { channel: name } });
+    await nextPusherEvent(first.client, "pusher_internal:subscription_succeeded");
+    const second = await rawPusher(small);
+    second.client.send({ event: "pusher:subscribe", data: { channel: name } });
+    expect(await nextPusherFrame(second.client)).toMatchObject({ event: "pusher:subscription_error", channel: name, data: { status: 503 } });
+    expect(await nextPusherFrame(second.client)).toMatchObject({ event: "pusher:error", data: { code: 4100 } });
+    expect(await second.client.closed).toEqual({ code: 4100, reason: "over capacity" });
+    await first.client.close();
   });
 });
 

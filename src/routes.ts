@@ -16,9 +16,6 @@ type AppContext = Context<App>;
 
 export const app = new Hono<App>();
 
-// The demo page and client bundle (src/site.ts) come first: no CORS, no variables, no auth.
-app.get("*", async (c, next) => siteFile(c) ?? next());
-
 // Browsers on other origins read history, room info, event streams and the reason an upgrade was
 // refused (docs/protocol.md "Cross-origin browsers"). Refusals carry the headers too. WebSocket
 // upgrades are left alone: browsers do not apply CORS to them (the Origin check in auth.ts does
@@ -40,6 +37,10 @@ const withCors = cors({
 });
 
 app.use((c, next) => (c.req.header("Upgrade")?.toLowerCase() === "websocket" ? next() : withCors(c, next)));
+
+// The demo page and client bundle (src/site.ts) come next: CORS like every route, but no
+// variables and no auth, so they load even when a variable is broken.
+app.get("*", async (c, next) => siteFile(c) ?? next());
 
 // Parse the variables before anything else, so a bad one answers 500 naming it.
 app.use(async (c, next) => {

@@ -1,5 +1,5 @@
 // The demo page and the browser client are served by the Worker itself (src/site.ts), before any
-// other route: no auth, revalidated by ETag.
+// other route: no auth, revalidated by ETag, with CORS headers like every route.
 import { describe, expect, it } from "vitest";
 import { request } from "./connect";
 
@@ -32,6 +32,18 @@ describe("the demo site", () => {
     expect(await again.text()).toBe("");
     const stale = await request("/edge-relay-client.js", { headers: { "If-None-Match": '"old"' } });
     expect(stale.status).toBe(200);
+  });
+
+  it("carries CORS headers like every other route, and answers a preflight", async () => {
+    for (const path of ["/", "/edge-relay-client.js"]) {
+      const res = await request(path, { headers: { Origin: "https://elsewhere.example" } });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("Access-Control-Allow-Origin")).toBe("*");
+      await res.body?.cancel();
+    }
+    const preflight = await request("/", { method: "OPTIONS", headers: { Origin: "https://elsewhere.example", "Access-Control-Request-Method": "GET" } });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get("Access-Control-Allow-Origin")).toBe("*");
   });
 
   it("leaves every other path to the relay's routes", async () => {

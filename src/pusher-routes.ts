@@ -31,6 +31,9 @@ function pusherApp(config: Config): NonNullable<Config["pusher"]> {
 // Upgrades skip the app (src/sockets.ts); a plain GET gets here, and 426 once vetted.
 pusher.get("/app/:key", (c) => pusherSocket(c.req.raw, c.env, c.req.param("key")));
 
+/** The Pusher protocol versions the relay speaks (pusher-js sends `?protocol=7`); an absent one is taken as 7. */
+const PROTOCOLS = ["5", "6", "7"];
+
 export async function pusherSocket(request: Request, env: Env, key: string): Promise<Response> {
   const config = configOf(env);
   const app = pusherApp(config);
@@ -39,6 +42,10 @@ export async function pusherSocket(request: Request, env: Env, key: string): Pro
   // Pusher tells a client with an unknown key over the socket, then closes it 4001: pusher-js
   // then stops instead of retrying.
   if (key !== app.key) return refuseSocket(PusherClose.appUnknown, `App key ${key} not in this cluster`);
+  const protocol = new URL(request.url).searchParams.get("protocol");
+  if (protocol !== null && !PROTOCOLS.includes(protocol)) {
+    return refuseSocket(PusherClose.unsupportedProtocol, `Unsupported protocol version ${protocol}: this relay speaks 5 to 7`);
+  }
   const { hub, socketId } = pusherPlacement();
   const opened = await openOnHubs(env.HOLDERS, hub, { user: `pusher-${socketId}`, pusher: socketId });
   return opened ?? refuseSocket(PusherClose.overCapacity, "over capacity; try again later");

@@ -9,6 +9,7 @@ import { isValidRoom, ROOM_RULE } from "./names";
 /** Pusher's close codes (4000-4099: do not reconnect; 4100-4199: back off; 4200-4299: reconnect now; 4300-4399: other). */
 export const PusherClose = {
   appUnknown: 4001,
+  unsupportedProtocol: 4007,
   unauthorized: 4009,
   overCapacity: 4100,
   generic: 4200,

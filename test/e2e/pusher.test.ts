@@ -93,6 +93,12 @@ describe("connecting", () => {
     // 4000-4099: pusher-js gives up instead of reconnecting.
     for (;;) if ((await client.states.next()) === "disconnected") break;
   });
+
+  it("refuses a protocol version it does not speak with pusher:error 4007 and close 4007", async () => {
+    const raw = await relay.connect(pusherSocketPath().replace("protocol=7", "protocol=3"));
+    expect(await nextPusherFrame(raw)).toMatchObject({ event: "pusher:error", data: { code: 4007 } });
+    expect((await raw.closed).code).toBe(4007);
+  });
 });
 
 describe("public channels", () => {

@@ -217,7 +217,9 @@ export function toPusher(text: string, info?: unknown): string | undefined {
   if (frame.type === "presence" && "user" in frame && isPresenceChannel(frame.room)) {
     const { room, event, user } = frame as PresenceFrame;
     if (event === "join") {
-      return JSON.stringify({ event: "pusher_internal:member_added", channel: room, data: JSON.stringify({ user_id: user, user_info: info ?? null }) });
+      // A member without user_info (any socket but a Pusher one that gave some) arrives without it.
+      const member = info === undefined || info === null ? { user_id: user } : { user_id: user, user_info: info };
+      return JSON.stringify({ event: "pusher_internal:member_added", channel: room, data: JSON.stringify(member) });
     }
     return JSON.stringify({ event: "pusher_internal:member_removed", channel: room, data: JSON.stringify({ user_id: user }) });
   }

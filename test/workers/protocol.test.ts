@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { OversizeCounter, RateLimiter } from "../../src/objects/limits";
-import { closeReason, decodeClientFrame, FrameError, isOversized, sendableCloseCode, utf8Length } from "../../src/protocol";
+import { closeReason, decodeClientFrame, FrameError, isOversized, sendableCloseCode, toPusher, utf8Length } from "../../src/protocol";
 
 function refusal(text: string): { code: string; id?: string } {
   try {
@@ -115,5 +115,16 @@ describe("close frames", () => {
     const reason = closeReason("é".repeat(100));
     expect(new TextEncoder().encode(reason).length).toBeLessThanOrEqual(123);
     expect(reason).toBe("é".repeat(61));
+  });
+});
+
+describe("Pusher presence frames", () => {
+  const join = (user: string) => JSON.stringify({ type: "presence", room: "presence-team", event: "join", user });
+  const data = (text: string | undefined) => JSON.parse(JSON.parse(text!).data);
+
+  it("announces a member with its user_info, and one that has none without the field", () => {
+    expect(data(toPusher(join("alice"), { name: "Alice" }))).toEqual({ user_id: "alice", user_info: { name: "Alice" } });
+    expect(data(toPusher(join("relay-user")))).toEqual({ user_id: "relay-user" });
+    expect(data(toPusher(join("bare"), null))).toEqual({ user_id: "bare" });
   });
 });

@@ -119,7 +119,7 @@ export class PusherSockets {
       this.#host.send(session, subscriptionError(channel, full ? 503 : 400, error.message));
       if (!full) throw error;
       // Pusher's answer to "over capacity": the error, then a 4100 close, on which pusher-js
-      // backs off and reconnects (docs/pusher.md "Limits").
+      // backs off and reconnects (docs/protocol.md "Pusher Channels compatibility").
       this.#host.send(session, pusherError(error.code, error.message));
       this.#host.close(session, PusherClose.overCapacity, "over capacity");
     }

@@ -34,6 +34,7 @@ export default defineConfig({
         MAX_MESSAGE_BYTES: "1024",
         HISTORY_LIMIT: "5",
         MAX_CONNECTIONS_PER_ROOM: "3",
+        MAX_STREAMS_PER_ROOM: "4",
         INBOX_MAX_MESSAGES: "4",
       }),
       workerd("liveness", {

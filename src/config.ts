@@ -23,6 +23,8 @@ export interface Config {
   rateLimitPerSecond: number;
   /** A room's sockets and subscriptions, on every object that holds them. */
   maxConnectionsPerRoom: number;
+  /** Event streams one room serves at once; apart from its connections (docs/protocol.md). */
+  maxStreamsPerRoom: number;
   /** Sockets one object holds before a room spreads to more objects (docs/design.md). */
   socketsPerObject: number;
   /** Rooms one user socket may subscribe to. */
@@ -89,6 +91,7 @@ export function parseConfig(vars: Vars): Config {
     maxMessageBytes: integer(vars, "MAX_MESSAGE_BYTES", 65_536, 64, 1024 * 1024),
     rateLimitPerSecond: integer(vars, "RATE_LIMIT_PER_SECOND", 20, 1),
     maxConnectionsPerRoom: integer(vars, "MAX_CONNECTIONS_PER_ROOM", 1_000_000, 1, 1_000_000_000),
+    maxStreamsPerRoom: integer(vars, "MAX_STREAMS_PER_ROOM", 1_000, 1, 100_000),
     socketsPerObject: integer(vars, "SOCKETS_PER_OBJECT", 25_000, 1, PLATFORM_MAX_SOCKETS),
     maxSubscriptions: integer(vars, "MAX_SUBSCRIPTIONS", 100, 1, 10_000),
     presenceListLimit: integer(vars, "PRESENCE_LIST_LIMIT", 100, 0, 100_000),

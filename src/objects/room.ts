@@ -114,10 +114,11 @@ export class Room extends Holder {
 
   /** A receive-only stream: welcome, the replay `since` asks for, then live messages. */
   #openStream({ since, epoch, exp }: ConnectInfo): Response {
-    // Streams have a cap of their own: they are not connections (docs/protocol.md), but unbounded
-    // they would be a way around the room's limit.
-    if (this.#streams.size >= this.config.maxConnectionsPerRoom) {
-      return new HttpError(503, "room_full", `room ${this.name} has ${this.config.maxConnectionsPerRoom} event streams, its limit`).toResponse();
+    // Streams do not count toward the room's connections (docs/protocol.md), but unbounded they
+    // would hold the Room's memory open to anyone: they have a cap of their own.
+    const limit = this.config.maxStreamsPerRoom;
+    if (this.#streams.size >= limit) {
+      return new HttpError(503, "room_full", `room ${this.name} serves ${limit} event streams, its limit (MAX_STREAMS_PER_ROOM)`).toResponse();
     }
     const stream = new EventStream((ended) => this.#streams.delete(ended), exp === undefined ? undefined : exp * 1000);
     const resume = since === undefined ? undefined : this.#log.resume(since, epoch);

@@ -63,6 +63,31 @@ describe("Server-Sent Events", () => {
     await stream.cancel();
   });
 
+  it("serves streams past a full room's connection limit, up to MAX_STREAMS_PER_ROOM (4 here) of its own", async () => {
+    const room = freshRoom();
+    const members = await Promise.all(["a", "b", "c"].map((user) => join(room, user)));
+    const streams = [];
+    for (let i = 0; i < 4; i++) {
+      const stream = await events(`/rooms/${room}/events`);
+      expect(await stream.next()).toMatchObject({ event: "welcome" });
+      streams.push(stream);
+    }
+    const refused = await request(`/rooms/${room}/events`);
+    expect(refused.status).toBe(503);
+    expect(await refused.json()).toEqual({ error: "room_full", message: expect.stringContaining("MAX_STREAMS_PER_ROOM") });
+    await streams[0]!.cancel();
+    // The Room notices a cancelled stream on its next write; a message makes one.
+    members[0]!.client.send({ type: "publish", data: "tick" });
+    await members[0]!.client.nextOf("message");
+    await expect.poll(async () => {
+      const res = await request(`/rooms/${room}/events`);
+      await res.body?.cancel();
+      return res.status;
+    }).toBe(200);
+    for (const stream of streams.slice(1)) await stream.cancel();
+    for (const { client } of members) await client.close();
+  });
+
   it("answers 400 for a Last-Event-ID that is not a seq", async () => {
     const res = await request(`/rooms/${freshRoom()}/events`, { headers: { "Last-Event-ID": "abc" } });
     expect(res.status).toBe(400);

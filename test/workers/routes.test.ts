@@ -205,6 +205,7 @@ describe("configuration", () => {
     ["SOCKETS_PER_OBJECT", "40000"],
     ["ALLOW_ANONYMOUS", "yes"],
     ["RATE_LIMIT_PER_SECOND", "0"],
+    ["MAX_STREAMS_PER_ROOM", "many"],
     ["HEARTBEAT_TIMEOUT_MS", "1000"], // not above the 30 s interval
   ])("answers 500 naming %s=%s on every route", async (name, value) => {
     for (const path of ["/healthz", "/rooms/r/ws", "/nope"]) {

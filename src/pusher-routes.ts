@@ -7,7 +7,7 @@ import { configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { openOnHubs, pusherPlacement } from "./objects/connect";
 import { requireUpgrade } from "./request";
-import { isPresenceChannel, isValidRoom, pusherError, PusherClose, roomDataOf, ROOM_RULE, type PresenceEntry } from "./protocol";
+import { isPresenceChannel, isValidRoom, pusherError, PusherClose, roomDataOf, ROOM_RULE, speaksPusherProtocol, type PresenceEntry } from "./protocol";
 
 type PusherApp = { Bindings: Env; Variables: { config: Config; url: URL } };
 type PusherContext = Context<PusherApp>;
@@ -31,9 +31,6 @@ function pusherApp(config: Config): NonNullable<Config["pusher"]> {
 // Upgrades skip the app (src/sockets.ts); a plain GET gets here, and 426 once vetted.
 pusher.get("/app/:key", (c) => pusherSocket(c.req.raw, c.env, c.req.param("key")));
 
-/** The Pusher protocol versions the relay speaks (pusher-js sends `?protocol=7`); an absent one is taken as 7. */
-const PROTOCOLS = ["5", "6", "7"];
-
 export async function pusherSocket(request: Request, env: Env, key: string): Promise<Response> {
   const config = configOf(env);
   const app = pusherApp(config);
@@ -43,7 +40,7 @@ export async function pusherSocket(request: Request, env: Env, key: string): Pro
   // then stops instead of retrying.
   if (key !== app.key) return refuseSocket(PusherClose.appUnknown, `App key ${key} not in this cluster`);
   const protocol = new URL(request.url).searchParams.get("protocol");
-  if (protocol !== null && !PROTOCOLS.includes(protocol)) {
+  if (!speaksPusherProtocol(protocol)) {
     return refuseSocket(PusherClose.unsupportedProtocol, `Unsupported protocol version ${protocol}: this relay speaks 5 to 7`);
   }
   const { hub, socketId } = pusherPlacement();

@@ -17,6 +17,11 @@ export const PusherClose = {
   rateLimited: 4301,
 } as const;
 
+/** Whether the relay speaks a `?protocol=` version: 5 to 7 (pusher-js sends 7); none given is taken as 7. */
+export function speaksPusherProtocol(version: string | null): boolean {
+  return version === null || version === "5" || version === "6" || version === "7";
+}
+
 /** The relay's close codes as a Pusher client should hear them. */
 export function pusherCloseCode(code: number): number {
   switch (code) {

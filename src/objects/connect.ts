@@ -31,6 +31,11 @@ export function readConnectRequest(request: Request): ConnectInfo & { kind: Conn
   return { ...(JSON.parse(header) as ConnectInfo), kind };
 }
 
+/** Who a connection belongs to, as the Worker established it (no field the object does not need). */
+export function identityOf({ user, exp, rooms }: ConnectInfo): Identity {
+  return { user, ...(exp !== undefined && { exp }), ...(rooms !== undefined && { rooms }) };
+}
+
 /** A full Room's answer: open this socket on the named holder instead (docs/design.md "Placement"). */
 export function placeAt(holder: string): Response {
   return new Response(null, { status: 307, headers: { [HOLDER_HEADER]: holder } });

@@ -3,7 +3,6 @@
 // sockets, their subscriptions to rooms, and their directs. Room extends it to hold its own
 // sockets. docs/design.md explains the whole path; this file is the holder's half of it.
 import { HttpError } from "../http-error";
-import type { Identity } from "../identity";
 import { log } from "../log";
 import {
   CloseCode,
@@ -17,7 +16,7 @@ import {
   type Json,
   type ResumePoint,
 } from "../protocol";
-import { overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
+import { identityOf, overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
 import { sendEntry, type Admission, type Feed, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
 import { Feeds, type SubscriptionRow } from "./feeds";
 import { Batches, Links } from "./links";
@@ -25,6 +24,7 @@ import { PusherSockets } from "./pusher-sockets";
 import { RelaySockets } from "./relay-sockets";
 import type { Session } from "./session";
 import { SocketHost } from "./socket-host";
+import { Turns } from "./turns";
 
 export class Holder extends SocketHost {
   protected readonly links: Links;
@@ -32,6 +32,12 @@ export class Holder extends SocketHost {
   readonly #pusher: PusherSockets;
   /** Subscribes of each socket still waiting for their room's answer. */
   readonly #joining = new Map<string, number>();
+  /**
+   * Each socket's subscription changes to a room, one at a time in the order their frames came
+   * (keyed by connection and room; no room id holds a space): a subscribe waits for its room,
+   * and without this an unsubscribe right after it found nothing to end, two subscribes both joined.
+   */
+  readonly #changes = new Turns();
   // Built lazily from the sockets and the subscriptions table, so they are right after a wake-up.
   #feedsOf?: Feeds;
 
@@ -280,12 +286,28 @@ export class Holder extends SocketHost {
    * acknowledgement, then the replay `resume` asks for and live frames follow, with no gap.
    * Throws FrameError `too_many_subscriptions` or `room_full`.
    */
-  protected async subscribe(
+  protected subscribe(
     session: Session,
     room: string,
     resume: ResumePoint,
     answer: (admission: Admission) => void,
     member = session.identity.user,
+    info?: unknown,
+  ): Promise<void> {
+    return this.#changes.run(`${session.connection} ${room}`, () => this.#subscribe(session, room, resume, answer, member, info));
+  }
+
+  /** Ends a subscription; answers whether there was one. */
+  protected unsubscribe(session: Session, room: string): Promise<boolean> {
+    return this.#changes.run(`${session.connection} ${room}`, () => this.#unsubscribe(session, room));
+  }
+
+  async #subscribe(
+    session: Session,
+    room: string,
+    resume: ResumePoint,
+    answer: (admission: Admission) => void,
+    member: string,
     info?: unknown,
   ): Promise<void> {
     const { rooms } = this.#feeds();
@@ -337,8 +359,7 @@ export class Holder extends SocketHost {
     return this.#feeds().rooms.get(room)?.sessions.has(session.connection) ?? false;
   }
 
-  /** Ends a subscription; answers whether there was one. */
-  protected unsubscribe(session: Session, room: string): boolean {
+  #unsubscribe(session: Session, room: string): boolean {
     if (!this.subscribed(session, room)) return false;
     this.ctx.storage.sql.exec("DELETE FROM subscriptions WHERE connection = ? AND room = ?", session.connection, room);
     this.#leaveRoom(session, room);
@@ -375,8 +396,4 @@ export class Holder extends SocketHost {
   census(room: string): Record<string, number> {
     return this.#feeds().rooms.get(room)?.census() ?? {};
   }
-}
-
-function identityOf({ user, exp, rooms }: ConnectInfo): Identity {
-  return { user, ...(exp !== undefined && { exp }), ...(rooms !== undefined && { rooms }) };
 }

@@ -27,7 +27,7 @@ export interface PusherHost {
   /** Closes `session` with `code` (already a Pusher close code). */
   close(session: Session, code: number, reason: string): void;
   subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void, member?: string, info?: unknown): Promise<void>;
-  unsubscribe(session: Session, room: string): boolean;
+  unsubscribe(session: Session, room: string): Promise<boolean>;
   /** Who `session` is in `room` (its presence user_id), or null when it has not subscribed. */
   memberOf(session: Session, room: string): string | null;
   clientEvent(room: string, frame: string, except: string): Promise<void>;
@@ -65,7 +65,7 @@ export class PusherSockets {
       case "pusher:subscribe":
         return this.#subscribe(session, frame);
       case "pusher:unsubscribe":
-        this.#host.unsubscribe(session, frame.channel);
+        await this.#host.unsubscribe(session, frame.channel);
         return;
       case "other":
         throw new FrameError("bad_frame", `the relay does not take ${frame.name} (see docs/pusher.md)`);

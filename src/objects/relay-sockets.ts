@@ -36,7 +36,7 @@ export interface RelayHost {
   send(session: Session, frame: ServerFrame | string): void;
   publishTo(room: string, from: string, data: Json, id?: string): Promise<number>;
   subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void): Promise<void>;
-  unsubscribe(session: Session, room: string): boolean;
+  unsubscribe(session: Session, room: string): Promise<boolean>;
 }
 
 export class RelaySockets {
@@ -68,7 +68,7 @@ export class RelaySockets {
       }
       case "unsubscribe":
         if (session.room !== undefined) throw new FrameError("bad_frame", `"unsubscribe" is only meaningful on a user socket`);
-        host.unsubscribe(session, frame.room);
+        await host.unsubscribe(session, frame.room);
         return host.send(session, unsubscribedFrame(frame.room, frame.id));
     }
   }

@@ -118,6 +118,26 @@ describe("subscribing a user socket to rooms", () => {
     expect(await info(room)).toMatchObject({ connections: 1, users: 1 });
   });
 
+  it("applies a burst of subscribes and unsubscribes to one room in the order they were sent", async () => {
+    for (const burst of [["s", "u", "s", "u"], ["s", "s", "u", "u"], ["u", "s", "u", "s", "u", "s"]]) {
+      const room = freshRoom();
+      const { client } = await openUser();
+      burst.forEach((op, i) => client.send({ type: op === "s" ? "subscribe" : "unsubscribe", room, id: `${op}${i}` }));
+      const answers = [];
+      for (let i = 0; i < burst.length; i++) answers.push(await client.json());
+      expect(answers.map((answer) => answer.id)).toEqual(burst.map((op, i) => `${op}${i}`));
+      expect(answers.map((answer) => answer.type)).toEqual(burst.map((op) => (op === "s" ? "subscribed" : "unsubscribed")));
+      // The last frame decides: subscribed once (counted once), or not at all.
+      const subscribedAtEnd = burst.at(-1) === "s";
+      expect(await info(room)).toMatchObject({ connections: subscribedAtEnd ? 1 : 0 });
+      const seq = await serverPublish(room, "after the burst");
+      if (subscribedAtEnd) expect(await client.json()).toMatchObject({ type: "message", room, seq });
+      client.send("ping");
+      expect(await client.next()).toBe("pong"); // nothing of the room came first
+      await client.close();
+    }
+  });
+
   it("counts a closed user socket as leaving every room it had", async () => {
     const [first, second] = [freshRoom(), freshRoom()];
     const watcher = await join(first, "watcher");

@@ -6,7 +6,7 @@ import { checkOrigin } from "./auth";
 import { configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { openOnHubs, pusherPlacement } from "./objects/connect";
-import { requireUpgrade } from "./request";
+import { readBody, requireUpgrade } from "./request";
 import { isPresenceChannel, isValidRoom, pusherError, PusherClose, roomDataOf, ROOM_RULE, speaksPusherProtocol, type PresenceEntry } from "./protocol";
 
 type PusherApp = { Bindings: Env; Variables: { config: Config; url: URL } };
@@ -65,6 +65,21 @@ function hex(bytes: ArrayBuffer): string {
   return [...new Uint8Array(bytes)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
+/** The most channels one event may go to, and events one batch may carry, as Pusher allows. */
+const MAX_CHANNELS = 100;
+const MAX_BATCH = 10;
+
+const NO_BODY = { bytes: new Uint8Array(0), text: "" };
+
+/**
+ * The largest REST body: a full batch whose event data is JSON-escaped (twice its size is
+ * plenty for text) beside its channel lists. Each event's data is held to MAX_MESSAGE_BYTES
+ * after parsing; this bound only keeps a body from being read without end.
+ */
+function pusherBodyLimit(config: Config): number {
+  return MAX_BATCH * (2 * config.maxMessageBytes + MAX_CHANNELS * 200);
+}
+
 /** How far `auth_timestamp` may be from now, as Pusher allows. */
 const MAX_CLOCK_SKEW_S = 600;
 
@@ -79,14 +94,14 @@ async function verified(c: PusherContext): Promise<string> {
   const url = c.get("url");
   const params = [...url.searchParams].map(([key, value]) => [key.toLowerCase(), value] as const);
   const given = Object.fromEntries(params);
-  const body = c.req.method === "POST" ? await c.req.text() : "";
+  const { bytes, text: body } = c.req.method === "POST" ? await readBody(c.req.raw, pusherBodyLimit(c.get("config"))) : NO_BODY;
   if (given.auth_key !== app.key) throw new HttpError(401, "unauthorized", "auth_key is missing or is not this app's key");
   if (given.auth_version !== "1.0") throw new HttpError(401, "unauthorized", "auth_version must be 1.0");
   const timestamp = Number(given.auth_timestamp);
   if (!Number.isFinite(timestamp) || Math.abs(Date.now() / 1000 - timestamp) > MAX_CLOCK_SKEW_S) {
     throw new HttpError(401, "unauthorized", `auth_timestamp must be within ${MAX_CLOCK_SKEW_S} s of the server's clock`);
   }
-  if (body !== "" && given.body_md5 !== hex(await crypto.subtle.digest("MD5", encoder.encode(body)))) {
+  if (bytes.length > 0 && given.body_md5 !== hex(await crypto.subtle.digest("MD5", bytes))) {
     throw new HttpError(401, "unauthorized", "body_md5 does not match the body");
   }
   const query = params
@@ -102,10 +117,6 @@ async function verified(c: PusherContext): Promise<string> {
   if (!same) throw new HttpError(401, "unauthorized", `invalid signature: expected HMAC-SHA256 hex of ${JSON.stringify(signed)}`);
   return body;
 }
-
-/** The most channels one event may go to, and events one batch may carry, as Pusher allows. */
-const MAX_CHANNELS = 100;
-const MAX_BATCH = 10;
 
 interface PusherEvent {
   name: string;
@@ -130,7 +141,10 @@ function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent
   if (typeof name !== "string" || name === "" || name.length > 200) throw new HttpError(400, "bad_request", `"name" must be an event name of 1-200 characters`);
   const text = typeof data === "string" ? data : JSON.stringify(data ?? null);
   if (encoder.encode(text).length > maxBytes) throw new HttpError(413, "too_large", `event data is limited to ${maxBytes} bytes`);
-  const channels = Array.isArray(fields.channels) ? fields.channels : fields.channel !== undefined ? [fields.channel] : [];
+  if (fields.channels !== undefined && fields.channel !== undefined) throw new HttpError(400, "bad_request", `give "channel" or "channels", not both`);
+  const named = Array.isArray(fields.channels) ? fields.channels : fields.channel !== undefined ? [fields.channel] : [];
+  // A channel named twice still gets the event once.
+  const channels = [...new Set(named)];
   if (channels.length === 0 || channels.length > MAX_CHANNELS) throw new HttpError(400, "bad_request", `an event goes to 1-${MAX_CHANNELS} channels`);
   for (const channel of channels) if (!isValidRoom(channel)) throw new HttpError(400, "bad_request", `channel names are ${ROOM_RULE}`);
   if (socketId !== undefined && (typeof socketId !== "string" || !/^\d+\.\d+$/.test(socketId))) {

@@ -42,6 +42,39 @@ export function vetClient(request: Request, url: URL, config: Config, target: Ta
   return identify(request, url, config, target);
 }
 
+/**
+ * A request's body, at most `max` bytes (else 413), read to its end (a chunked body may carry no
+ * length): its bytes, and its text, which must be UTF-8 (else 400) rather than be decoded with
+ * replacement characters into something other than what the caller sent.
+ */
+export async function readBody(request: Request, max: number): Promise<{ bytes: Uint8Array; text: string }> {
+  const tooLarge = new HttpError(413, "too_large", `bodies are limited to ${max} bytes`);
+  if (Number(request.headers.get("Content-Length") ?? 0) > max) throw tooLarge;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (request.body) {
+    const reader = request.body.getReader();
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      size += read.value.byteLength;
+      // Past the limit nothing more is kept, but the rest is still read: many HTTP clients cannot
+      // take an answer before they finished sending, and only key holders get this far.
+      if (size <= max) chunks.push(read.value);
+    }
+  }
+  if (size > max) throw tooLarge;
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  try {
+    return { bytes, text: new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes) };
+  } catch {
+    throw new HttpError(400, "bad_request", "body is not valid UTF-8");
+  }
+}
+
 /** The answer to whatever a route threw: known refusals answer as themselves, the rest are logged once. */
 export function answerError(error: unknown): Response {
   if (error instanceof HttpError) return error.toResponse();

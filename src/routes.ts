@@ -7,7 +7,7 @@ import { HttpError } from "./http-error";
 import { connectRequest } from "./objects/connect";
 import { HEALTHY, isValidName, NAME_RULE, publishedBody, type Json } from "./protocol";
 import { pusher } from "./pusher-routes";
-import { answerError, checkName, countParam as countIn, vetClient } from "./request";
+import { answerError, checkName, countParam as countIn, readBody, vetClient } from "./request";
 import { siteFile } from "./site";
 import { roomSocket, userSocket } from "./sockets";
 
@@ -53,40 +53,9 @@ function nameParam(c: AppContext, kind: "room" | "user"): string {
   return checkName(kind, c.req.param(kind));
 }
 
-/** The body as text, keeping no more than `max` bytes: a chunked body may carry no length. */
-async function readAtMost(request: Request, max: number, tooLarge: HttpError): Promise<string> {
-  if (!request.body) return "";
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    // Past the limit nothing more is kept, but the rest is still read: many HTTP clients cannot
-    // take an answer before they finished sending, and only API key holders get this far.
-    if (size <= max) chunks.push(value);
-  }
-  if (size > max) throw tooLarge;
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  try {
-    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
-  } catch {
-    throw new HttpError(400, "bad_request", "body is not valid UTF-8");
-  }
-}
-
 /** A server publish body, `{"data": <json>, "from"?: "<id>"}`, checked for size before parsing. */
 async function messageBody(c: AppContext): Promise<{ data: Json; from: string }> {
-  const max = c.get("config").maxMessageBytes;
-  const tooLarge = new HttpError(413, "too_large", `bodies are limited to ${max} bytes`);
-  if (Number(c.req.header("Content-Length") ?? 0) > max) throw tooLarge;
-  const text = await readAtMost(c.req.raw, max, tooLarge);
+  const { text } = await readBody(c.req.raw, c.get("config").maxMessageBytes);
   let body: unknown;
   try {
     body = JSON.parse(text);
@@ -155,7 +124,8 @@ app.get("/rooms/:room/presence", async (c) => {
   const room = nameParam(c, "room");
   await authorizeServer(c.req.raw, c.get("url"), c.get("config"));
   const after = c.get("url").searchParams.get("after") ?? undefined;
-  if (after !== undefined && !isValidName(after)) throw new HttpError(400, "bad_request", `"after" must be a user id: ${NAME_RULE}`);
+  // Any member's id: a user id, or a Pusher presence user_id, kept as given (up to 128 characters).
+  if (after !== undefined && (after === "" || after.length > 128)) throw new HttpError(400, "bad_request", `"after" must be a member id of 1-128 characters`);
   const limit = Math.max(1, Math.min(countParam(c, "limit") ?? 100, MAX_PRESENCE_PAGE));
   return c.json(await c.env.ROOMS.getByName(room).presencePage(after, limit));
 });

@@ -1,5 +1,6 @@
 // Pusher Channels compatibility (docs/pusher.md): pusher-js, the `pusher` server SDK and Laravel
 // Echo, unchanged, against the relay over real TCP; a raw socket for the relay's own additions.
+import { createHash } from "node:crypto";
 import Echo from "laravel-echo";
 import Pusher, { type ChannelAuthorizationCallback, type Members } from "pusher-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -390,6 +391,32 @@ describe("REST channel queries", () => {
 
   it("refuses an event larger than MAX_MESSAGE_BYTES with 413", async () => {
     await expect(sdk.trigger(channel(), "big", "x".repeat(70_000))).rejects.toMatchObject({ status: 413 });
+  });
+
+  it("refuses a body that is not UTF-8 with 400, whatever its body_md5, and stores nothing", async () => {
+    const name = channel();
+    const bytes = Buffer.concat([Buffer.from(`{"name":"e","channel":"${name}","data":"`), Buffer.from([0xff, 0xfe]), Buffer.from(`"}`)]);
+    const path = signedPath({ method: "POST", path: "/events", body: "", bodyMd5: createHash("md5").update(bytes).digest("hex") });
+    const response = await relay.fetch(path, { method: "POST", body: bytes, headers: { "Content-Type": "application/json" } });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({ error: "bad_request", message: expect.stringContaining("UTF-8") });
+    expect(await json(await relay.fetch(`/rooms/${name}`, { headers: SERVER_AUTH }))).toMatchObject({ seq: 0 });
+  });
+
+  it("refuses an event naming both channel and channels, and sends one event to a channel named twice", async () => {
+    const [a, b] = [channel(), channel()];
+    const both = JSON.stringify({ name: "e", channel: a, channels: [b], data: "x" });
+    expect((await restRequest(relay, { method: "POST", path: "/events", body: both })).status).toBe(400);
+    const twice = JSON.stringify({ name: "e", channels: [a, a, a], data: "x" });
+    expect((await restRequest(relay, { method: "POST", path: "/events", body: twice })).status).toBe(200);
+    expect(await json(await relay.fetch(`/rooms/${a}`, { headers: SERVER_AUTH }))).toMatchObject({ seq: 1 });
+  });
+
+  it("refuses a body larger than a full batch could be with 413, before reading it", async () => {
+    const body = JSON.stringify({ name: "e", channel: channel(), data: "x", padding: "p".repeat(2 * 1024 * 1024) });
+    const response = await restRequest(relay, { method: "POST", path: "/events", body });
+    expect(response.status).toBe(413);
+    expect(await response.json()).toMatchObject({ error: "too_large" });
   });
 });
 

@@ -161,11 +161,21 @@ describe("presence at scale", () => {
     expect((await page("")).presence).toHaveLength(5);
   });
 
-  it("refuses the presence route without the API key, and a bad cursor with 400", async () => {
+  it("refuses the presence route without the API key, and an empty or over-long cursor with 400", async () => {
     const room = freshRoom();
     expect((await request(`/rooms/${room}/presence`)).status).toBe(401);
-    const res = await request(`/rooms/${room}/presence?after=a/b`, { headers: KEY });
-    expect(res.status).toBe(400);
-    expect(await res.json()).toMatchObject({ error: "bad_request" });
+    for (const after of ["", "x".repeat(129)]) {
+      const res = await request(`/rooms/${room}/presence?after=${after}`, { headers: KEY });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: "bad_request" });
+    }
+  });
+
+  it("takes any member id as a cursor, as a Pusher user_id may hold any character", async () => {
+    const room = freshRoom();
+    await fill(room, 3, "q");
+    const res = await request(`/rooms/${room}/presence?after=${encodeURIComponent(".a b/ç#")}&limit=2`, { headers: KEY });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ presence: [{ user: "q0", connections: 1 }, { user: "q1", connections: 1 }], next: "q1" });
   });
 });

@@ -54,9 +54,9 @@ export abstract class SocketHost extends DurableObject<Env> {
   /** A decoded text frame from `session`. Throw FrameError to refuse it. */
   protected abstract onFrame(session: Session, frame: ClientFrame): void | Promise<void>;
 
-  /** A binary frame from `session`. Default: refused. */
+  /** A binary frame from `session`. Default: refused, in the socket's own dialect (`refuse`). */
   protected onBinary(session: Session, _data: ArrayBuffer): void {
-    this.send(session.ws, errorFrame("bad_frame", "binary frames are not accepted here"));
+    this.refuse(session, new FrameError("bad_frame", "binary frames are not accepted here"));
   }
 
   /** `session` is gone (closed, errored or timed out); called exactly once per socket. */

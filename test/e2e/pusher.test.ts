@@ -221,6 +221,15 @@ describe("public channels", () => {
     expect(await nextPusherEvent(client, "pusher:pong")).toBeDefined();
     await client.close();
   });
+
+  it("refuses a binary frame with pusher:error, in Pusher's format, keeping the connection", async () => {
+    const { client } = await rawPusher(relay);
+    client.send(new Uint8Array([1, 2, 3]));
+    expect(await nextPusherFrame(client)).toEqual({ event: "pusher:error", data: { code: null, message: expect.stringContaining("binary") } });
+    client.send({ event: "pusher:ping", data: {} });
+    expect(await nextPusherEvent(client, "pusher:pong")).toBeDefined();
+    await client.close();
+  });
 });
 
 describe("private channels", () => {

@@ -74,8 +74,8 @@ function roomField(frame: Fields, id: string | undefined): string {
   return frame.room;
 }
 
-/** `since` and `epoch` of a subscribe, each optional. */
-function resumePoint(frame: Fields, id: string | undefined): { since?: number; epoch?: string } {
+/** `since` and `epoch` of a subscribe (the relay's or Pusher's), each optional. */
+export function resumePoint(frame: Fields, id?: string): { since?: number; epoch?: string } {
   const point: { since?: number; epoch?: string } = {};
   if (frame.since !== undefined) point.since = seqField(frame.since, "since", id);
   if (frame.epoch !== undefined) {

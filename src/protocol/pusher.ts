@@ -2,7 +2,7 @@
 // the relay's own frames (docs/pusher.md). A Pusher frame is `{"event", "channel"?, "data"}`
 // where the relay's `data` is a JSON *string*, as Pusher sends it.
 import type { ErrorCode } from "./codes";
-import { FrameError } from "./decode";
+import { FrameError, resumePoint } from "./decode";
 import type { Json, MessageFrame, PresenceFrame } from "./frames";
 import { isValidRoom, ROOM_RULE } from "./names";
 
@@ -98,21 +98,17 @@ export function decodePusherFrame(text: string): PusherClientFrame {
       return { event: "pusher:pong" };
     case "pusher:subscribe": {
       const channel = channelOf(fields);
-      const since = fields?.since;
-      if (since !== undefined && !(typeof since === "number" && Number.isSafeInteger(since) && since >= 0)) {
-        throw new FrameError("bad_frame", `"since" must be a non-negative integer`);
-      }
+      // Checked as a user socket's subscribe checks them.
+      const resume = resumePoint(fields ?? {});
       const optional = (name: string) => (typeof fields?.[name] === "string" ? (fields[name] as string) : undefined);
       const auth = optional("auth");
       const channelData = optional("channel_data");
-      const epoch = optional("epoch");
       return {
         event: "pusher:subscribe",
         channel,
         ...(auth !== undefined && { auth }),
         ...(channelData !== undefined && { channelData }),
-        ...(since !== undefined && { since: since as number }),
-        ...(epoch !== undefined && { epoch }),
+        ...resume,
       };
     }
     case "pusher:unsubscribe":

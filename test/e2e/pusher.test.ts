@@ -579,6 +579,19 @@ describe("resuming a channel (beyond Pusher)", () => {
   });
 });
 
+describe("resume points a Pusher subscribe may carry", () => {
+  it("refuses a since or epoch that a user socket's subscribe would refuse, keeping the connection", async () => {
+    const { client } = await rawPusher(relay);
+    for (const resume of [{ since: -1 }, { since: "3" }, { since: 0, epoch: 5 }, { since: 0, epoch: "e".repeat(300) }]) {
+      client.send({ event: "pusher:subscribe", data: { channel: channel(), ...resume } });
+      expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:error", data: { code: null } });
+    }
+    client.send({ event: "pusher:ping", data: {} });
+    expect(await nextPusherEvent(client, "pusher:pong")).toBeDefined();
+    await client.close();
+  });
+});
+
 describe("a full channel", () => {
   let small: Relay;
   beforeAll(async () => {

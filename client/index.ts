@@ -44,6 +44,10 @@ export class RelayClient<T = Json, D = T> {
     if ((options.room === undefined) === (options.inbox === undefined)) {
       throw new TypeError("RelayClient needs exactly one of `room` or `inbox`");
     }
+    // Said at once: found only when connecting, it would look like a relay that never answers.
+    if (options.WebSocket === undefined && typeof (globalThis as { WebSocket?: unknown }).WebSocket !== "function") {
+      throw new TypeError("RelayClient needs a WebSocket: this runtime has none (Node before 22); pass the `ws` package as `WebSocket`");
+    }
     this.#options = options;
     this.#base = baseUrl(options.url);
     this.#tokens = new Tokens(options.token);

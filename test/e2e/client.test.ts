@@ -81,6 +81,19 @@ describe("RelayClient", () => {
     await relay?.close();
   });
 
+  it("throws at once, saying what to pass, where there is no WebSocket at all", () => {
+    const global = globalThis as { WebSocket?: unknown };
+    const saved = global.WebSocket;
+    delete global.WebSocket;
+    try {
+      expect(() => new RelayClient({ url: relay.url, room: freshRoom() })).toThrow(/pass the `ws` package as `WebSocket`/);
+      const withWs = new RelayClient({ url: relay.url, room: freshRoom(), WebSocket: WebSocket as never });
+      withWs.close();
+    } finally {
+      global.WebSocket = saved;
+    }
+  });
+
   it("joins a room, publishes and receives, and sees presence", async () => {
     const room = freshRoom();
     const alice = make({ room, user: "alice" });

@@ -32,11 +32,7 @@ export class Holder extends SocketHost {
   readonly #pusher: PusherSockets;
   /** Subscribes of each socket still waiting for their room's answer. */
   readonly #joining = new Map<string, number>();
-  /**
-   * Each socket's subscription changes to a room, one at a time in the order their frames came
-   * (keyed by connection and room; no room id holds a space): a subscribe waits for its room,
-   * and without this an unsubscribe right after it found nothing to end, two subscribes both joined.
-   */
+  /** Each socket's subscription changes to a room, in frame order (key: connection and room). */
   readonly #changes = new Turns();
   // Built lazily from the sockets and the subscriptions table, so they are right after a wake-up.
   #feedsOf?: Feeds;
@@ -390,6 +386,11 @@ export class Holder extends SocketHost {
     if (!feed) return 0;
     feed.deliver(entries, sendEntry);
     return feed.sessions.size;
+  }
+
+  /** How many of `user`'s user sockets are here: an Inbox recounts with it after it starts. */
+  userSockets(user: string): number {
+    return this.#feeds().inboxes.get(user)?.count(user) ?? 0;
   }
 
   /** Each user's sockets in `room` here: a Room corrects its counts with it. */

@@ -3,6 +3,7 @@
 // attaches. It holds no socket itself: user sockets live in hubs (docs/design.md).
 import { DurableObject } from "cloudflare:workers";
 import { configOf, type Config } from "../config";
+import { log } from "../log";
 import { directFrame, type Delivery, type Json, type Refusal } from "../protocol";
 import type { Attachment, FeedEntry } from "./feed";
 import { Links, Streams } from "./links";
@@ -33,6 +34,20 @@ export class Inbox extends DurableObject<Env> {
     }
     const links = new Links(env);
     this.#hubs = new Streams((hub, entries) => links.call("holder", hub, (stub) => stub.direct(this.#name, entries)));
+    // A restart of the runtime takes the hubs' sockets without a word to the inbox, which would
+    // then answer "delivered" for a user with no socket: after every start, each hub it knows
+    // says how many of the user's sockets it still holds (docs/design.md "Failures").
+    if (this.#sockets.size > 0) void ctx.blockConcurrencyWhile(() => this.#recount(links));
+  }
+
+  async #recount(links: Links): Promise<void> {
+    const hubs = [...this.#sockets.keys()];
+    const counts = await Promise.allSettled(hubs.map((hub) => links.call("holder", hub, (stub) => stub.userSockets(this.#name))));
+    counts.forEach((count, i) => {
+      // A hub that cannot be asked keeps its count: it may still hold sockets.
+      if (count.status === "fulfilled") this.detach(hubs[i]!, count.value);
+      else log("warn", "could not recount a hub's sockets", { user: this.#name, hub: hubs[i], error: count.reason });
+    });
   }
 
   // ---- sockets, as their hubs report them ----

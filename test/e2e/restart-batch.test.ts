@@ -297,6 +297,11 @@ describe("after the runtime died in the middle of a flood of batched writes", ()
     }
   });
 
+  it("answers a direct to the sender, whose socket died with the runtime, as queued: its inbox recounts its hubs", { timeout: 30_000 }, async () => {
+    const res = await relay.fetch(`/users/${SENDER}/messages`, { method: "POST", headers: POST_JSON, body: JSON.stringify({ data: "after" }) });
+    expect(await res.json()).toMatchObject({ status: "queued" });
+  });
+
   it("replays every acknowledged direct to the recipient, seqs 1..M in order, none lost", { timeout: 30_000 }, async () => {
     expect(directAcks.every((ack) => ack.status === "queued")).toBe(true);
     expect(new Set(directAcks.map((ack) => ack.seq)).size).toBe(directAcks.length);

@@ -5,6 +5,8 @@ import { freshRoom, Relay, SERVER_AUTH, startPersistentRelay, tempDir } from "./
 
 const OPTIONS = { vars: { ALLOW_ANONYMOUS: "true" } };
 const room = freshRoom();
+/** A user whose socket is open when the runtime stops. */
+const dave = `dave-${room}`;
 
 let storage: Awaited<ReturnType<typeof tempDir>>;
 let relay: Relay | undefined;
@@ -28,6 +30,9 @@ beforeAll(async () => {
     // The baseline every test below compares with.
     expect(info).toMatchObject({ room, seq: 3, epoch: welcome.epoch });
     expect(messages.map((frame) => frame.seq)).toEqual([1, 2, 3]);
+    // Left open: the restart takes it without a close.
+    const inbox = await first.connect(`/users/${dave}/ws?user=${dave}`);
+    expect(await inbox.json()).toMatchObject({ type: "welcome", user: dave });
   } finally {
     // Stops workerd itself: nothing of the room survives in memory.
     await first.close();
@@ -58,6 +63,19 @@ describe("after a restart on the same storage", () => {
     expect(await client.json()).toEqual(before.messages[1]);
     expect(await client.json()).toEqual(before.messages[2]);
     await client.close();
+  });
+
+  it("answers a direct to a user whose socket was open when the runtime stopped as queued, and replays it on connect", async () => {
+    const res = await relay!.fetch(`/users/${dave}/messages`, {
+      method: "POST",
+      headers: { ...SERVER_AUTH, "Content-Type": "application/json" },
+      body: JSON.stringify({ data: "while you were out" }),
+    });
+    expect(await res.json()).toEqual({ status: "queued", seq: 1 });
+    const inbox = await relay!.connect(`/users/${dave}/ws?user=${dave}`);
+    expect(await inbox.json()).toMatchObject({ type: "welcome", user: dave, seq: 1 });
+    expect(await inbox.json()).toMatchObject({ type: "direct", seq: 1, from: "server", data: "while you were out" });
+    await inbox.close();
   });
 
   it("numbers the next message seq + 1", async () => {

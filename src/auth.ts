@@ -42,6 +42,8 @@ async function verifyToken(token: string, config: Config): Promise<Claims> {
     const expired = error instanceof Error && error.name === "JwtTokenExpired";
     throw new HttpError(401, "unauthorized", expired ? "token expired" : "token is not a valid HS256 JWT for this relay");
   }
+  // The library skips an `exp` of 0 (falsy); it is as expired as any other past time.
+  if (payload.exp === 0) throw new HttpError(401, "unauthorized", "token expired");
   if (!isValidName(payload.sub)) throw new HttpError(401, "unauthorized", `token "sub" must be a user id: ${NAME_RULE}`);
   const { rooms, exp } = payload;
   // Bounded because user sockets keep the claim in their attachment (16 KiB, docs/platform.md).
@@ -96,12 +98,10 @@ export async function identify(request: Request, url: URL, config: Config, targe
   throw new HttpError(401, "unauthorized", "missing token: pass ?token=<JWT> or Authorization: Bearer <JWT>");
 }
 
-/** Who a client without a user token is: the user route's user, else a valid `?user=` (else 400). */
+/** Who a client without a user token is: `?user=` if given and valid, else the user route's user. */
 function askedUser(url: URL, target: Target): string | undefined {
   const asked = url.searchParams.get("user");
-  if (asked === null) return target.user;
-  if (!isValidName(asked)) throw new HttpError(400, "bad_request", `"user" must be a user id: ${NAME_RULE}`);
-  return asked;
+  return isValidName(asked) ? asked : target.user;
 }
 
 async function sameSecret(given: string, expected: string): Promise<boolean> {

@@ -75,15 +75,27 @@ describe("HTTP surface", () => {
     await expectError(request(`/rooms/${freshRoom()}/ws`), 426, "upgrade_required");
   });
 
-  it("answers 400 for an invalid anonymous ?user= or ?since=", async () => {
-    await expectError(request(`/rooms/${freshRoom()}/ws?user=bad%20name`, { headers: upgrade }), 400, "bad_request");
+  it("answers 400 for an invalid ?since=", async () => {
     await expectError(request(`/rooms/${freshRoom()}/ws?since=-1`, { headers: upgrade }), 400, "bad_request");
     await expectError(request(`/rooms/${freshRoom()}/ws?since=abc`, { headers: upgrade }), 400, "bad_request");
   });
 
-  it("gives anonymous users a random anon- id when they name none", async () => {
-    const client = await connect(`/rooms/${freshRoom()}/ws`);
-    expect(await client.json()).toMatchObject({ type: "welcome", user: expect.stringMatching(/^anon-/) });
+  it("gives anonymous users a random anon- id when they name none, or name an invalid one", async () => {
+    for (const query of ["", "?user=bad%20name", "?user=.dot"]) {
+      const client = await connect(`/rooms/${freshRoom()}/ws${query}`);
+      expect(await client.json()).toMatchObject({ type: "welcome", user: expect.stringMatching(/^anon-[0-9a-f]{8}$/) });
+      client.close();
+    }
+    // On a user socket an invalid ?user= falls back to the route's user.
+    const inbox = await connect(`/users/ivy/ws?user=bad%20name`);
+    expect(await inbox.json()).toMatchObject({ type: "welcome", user: "ivy" });
+    inbox.close();
+  });
+
+  it("refuses a token whose exp is 0 (long past) with 401", async () => {
+    const vars = { ALLOW_ANONYMOUS: "false", AUTH_SECRET: "k" };
+    const token = await sign({ sub: "zero", exp: 0 }, "k", "HS256");
+    expect(await expectError(withEnv(vars, `/rooms/r/ws?token=${token}`, upgrade), 401, "unauthorized")).toBe("token expired");
   });
 });
 
@@ -206,7 +218,7 @@ describe("configuration", () => {
     ["ALLOW_ANONYMOUS", "yes"],
     ["RATE_LIMIT_PER_SECOND", "0"],
     ["MAX_STREAMS_PER_ROOM", "many"],
-    ["HEARTBEAT_TIMEOUT_MS", "1000"], // not above the 30 s interval
+    ["HEARTBEAT_INTERVAL_MS", "0"],
   ])("answers 500 naming %s=%s on every route", async (name, value) => {
     for (const path of ["/healthz", "/rooms/r/ws", "/nope"]) {
       const message = await expectError(withEnv({ [name]: value }, path), 500, "bad_config");
@@ -214,6 +226,13 @@ describe("configuration", () => {
     }
     for (const path of ["/rooms/r/ws", "/users/u/ws?user=u"]) {
       expect(await expectError(withEnv({ [name]: value }, path, upgrade), 500, "bad_config")).toContain(name);
+    }
+  });
+
+  it("takes any value that parses, a heartbeat timeout below the interval included (the operator's choice)", async () => {
+    const settings: Record<string, string>[] = [{ HEARTBEAT_TIMEOUT_MS: "2000" }, { HEARTBEAT_INTERVAL_MS: "1", HEARTBEAT_TIMEOUT_MS: "1" }, { MAX_MESSAGE_BYTES: "1" }];
+    for (const vars of settings) {
+      expect((await withEnv(vars, "/healthz")).status).toBe(200);
     }
   });
 });

@@ -94,13 +94,14 @@ async function verified(c: PusherContext): Promise<string> {
   const url = c.get("url");
   const params = [...url.searchParams].map(([key, value]) => [key.toLowerCase(), value] as const);
   const given = Object.fromEntries(params);
-  const { bytes, text: body } = c.req.method === "POST" ? await readBody(c.req.raw, pusherBodyLimit(c.get("config"))) : NO_BODY;
   if (given.auth_key !== app.key) throw new HttpError(401, "unauthorized", "auth_key is missing or is not this app's key");
   if (given.auth_version !== "1.0") throw new HttpError(401, "unauthorized", "auth_version must be 1.0");
   const timestamp = Number(given.auth_timestamp);
   if (!Number.isFinite(timestamp) || Math.abs(Date.now() / 1000 - timestamp) > MAX_CLOCK_SKEW_S) {
     throw new HttpError(401, "unauthorized", `auth_timestamp must be within ${MAX_CLOCK_SKEW_S} s of the server's clock`);
   }
+  // The signature covers the body (body_md5), so the body is read before it is checked.
+  const { bytes, text: body } = c.req.method === "POST" ? await readBody(c.req.raw, pusherBodyLimit(c.get("config"))) : NO_BODY;
   if (bytes.length > 0 && given.body_md5 !== hex(await crypto.subtle.digest("MD5", bytes))) {
     throw new HttpError(401, "unauthorized", "body_md5 does not match the body");
   }

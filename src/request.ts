@@ -57,7 +57,7 @@ export async function readBody(request: Request, max: number): Promise<{ bytes: 
     for (let read = await reader.read(); !read.done; read = await reader.read()) {
       size += read.value.byteLength;
       // Past the limit nothing more is kept, but the rest is still read: many HTTP clients cannot
-      // take an answer before they finished sending, and only key holders get this far.
+      // take an answer before they finished sending. Callers check credentials first.
       if (size <= max) chunks.push(read.value);
     }
   }

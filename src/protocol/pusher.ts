@@ -187,10 +187,24 @@ export function pusherEventOf(data: Json): { event: string; payload: string } {
   const fields = record(data);
   const event = fields?.event;
   if (typeof event === "string" && event !== "" && !event.startsWith("pusher:") && !event.startsWith("pusher_internal:")) {
-    const inner = (fields!.data ?? null) as Json;
-    return { event, payload: typeof inner === "string" ? inner : JSON.stringify(inner) };
+    return { event, payload: wireText((fields!.data ?? null) as Json) };
   }
-  return { event: "message", payload: typeof data === "string" ? data : JSON.stringify(data) };
+  return { event: "message", payload: wireText(data) };
+}
+
+/**
+ * An event's data as Pusher's wire text: JSON text, but a string that is not itself JSON text
+ * goes as it is. pusher-js parses the wire text when it can, so its listeners get the value back
+ * either way; a string such as "123" sent bare would reach them as the number 123.
+ */
+function wireText(value: Json): string {
+  if (typeof value !== "string") return JSON.stringify(value);
+  try {
+    JSON.parse(value);
+    return JSON.stringify(value);
+  } catch {
+    return value;
+  }
 }
 
 /** A REST or Pusher-published event as a room message's data: the payload parsed when it is JSON. */

@@ -115,6 +115,11 @@ describe("public channels", () => {
     expect(await heard.next()).toMatchObject({ event: "greet", data: { hello: "world" } });
     await sdk.trigger(name, "greet", "plain text");
     expect((await heard.next()).data).toBe("plain text");
+    // Data that is the JSON text of a string stays that string, as through Pusher itself.
+    for (const value of ["123", "true", JSON.stringify({ a: 1 })]) {
+      await sdk.trigger(name, "greet", JSON.stringify(value));
+      expect((await heard.next()).data).toBe(value);
+    }
   });
 
   it("triggers one event to several channels", async () => {

@@ -147,7 +147,12 @@ function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent
   // A channel named twice still gets the event once.
   const channels = [...new Set(named)];
   if (channels.length === 0 || channels.length > MAX_CHANNELS) throw new HttpError(400, "bad_request", `an event goes to 1-${MAX_CHANNELS} channels`);
-  for (const channel of channels) if (!isValidRoom(channel)) throw new HttpError(400, "bad_request", `channel names are ${ROOM_RULE}`);
+  for (const channel of channels) {
+    if (typeof channel === "string" && channel.startsWith("#server-to-user-")) {
+      throw new HttpError(400, "bad_request", "sendToUser (#server-to-user- channels) is not supported by this relay (docs/pusher.md)");
+    }
+    if (!isValidRoom(channel)) throw new HttpError(400, "bad_request", `channel names are ${ROOM_RULE}`);
+  }
   if (socketId !== undefined && (typeof socketId !== "string" || !/^\d+\.\d+$/.test(socketId))) {
     throw new HttpError(400, "bad_request", `"socket_id" must look like 123.456`);
   }
@@ -176,6 +181,11 @@ pusher.post("/apps/:app_id/batch_events", async (c) => {
   for (const event of events) await trigger(c, event);
   // Pusher answers `{}` unless `info` asks for channel attributes, which the relay does not give.
   return c.json({});
+});
+
+// Not built (docs/pusher.md "Feature table"): said plainly rather than as an unknown route.
+pusher.post("/apps/:app_id/users/:user_id/terminate_connections", () => {
+  throw new HttpError(404, "not_found", "terminating a user's connections is not supported by this relay (docs/pusher.md)");
 });
 
 /** `info=a,b` as a set. */

@@ -426,6 +426,13 @@ describe("REST channel queries", () => {
     expect(await json(await relay.fetch(`/rooms/${a}`, { headers: SERVER_AUTH }))).toMatchObject({ seq: 1 });
   });
 
+  it("says plainly that sendToUser and terminateUserConnections are not supported", async () => {
+    const sent = await sdk.sendToUser("someone", "e", {}).catch((error: { status: number; body: string }) => error);
+    expect(sent).toMatchObject({ status: 400, body: expect.stringContaining("not supported") });
+    const terminated = await sdk.terminateUserConnections("someone").catch((error: { status: number; body: string }) => error);
+    expect(terminated).toMatchObject({ status: 404, body: expect.stringContaining("not supported") });
+  });
+
   it("refuses a body larger than a full batch could be with 413, before reading it", async () => {
     const body = JSON.stringify({ name: "e", channel: channel(), data: "x", padding: "p".repeat(2 * 1024 * 1024) });
     const response = await restRequest(relay, { method: "POST", path: "/events", body });

@@ -11,6 +11,7 @@ import {
   PUSHER_PONG,
   PusherClose,
   pusherError,
+  SubscribeRefused,
   subscriptionError,
   subscriptionSucceeded,
   type Json,
@@ -55,7 +56,14 @@ export class PusherSockets {
   }
 
   async onText(session: Session, text: string): Promise<void> {
-    const frame = decodePusherFrame(text);
+    let frame: PusherClientFrame;
+    try {
+      frame = decodePusherFrame(text);
+    } catch (error) {
+      // A channel's handlers (and Echo's .error()) hear only a subscription_error on the channel.
+      if (error instanceof SubscribeRefused) this.#host.send(session, subscriptionError(error.channel, 400, error.message));
+      throw error;
+    }
     switch (frame.event) {
       case "pusher:ping":
         return this.#host.send(session, PUSHER_PONG);

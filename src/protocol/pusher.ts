@@ -71,6 +71,38 @@ function channelOf(fields: Record<string, unknown> | undefined): string {
   return channel;
 }
 
+/** A refused `pusher:subscribe` that named its channel: pusher-js hears of it on that channel too. */
+export class SubscribeRefused extends FrameError {
+  readonly channel: string;
+  constructor(refusal: FrameError, channel: string) {
+    super(refusal.code, refusal.message);
+    this.name = "SubscribeRefused";
+    this.channel = channel;
+  }
+}
+
+function subscribeFrame(fields: Record<string, unknown> | undefined): PusherClientFrame {
+  try {
+    const channel = channelOf(fields);
+    // Checked as a user socket's subscribe checks them.
+    const resume = resumePoint(fields ?? {});
+    const optional = (name: string) => (typeof fields?.[name] === "string" ? (fields[name] as string) : undefined);
+    const auth = optional("auth");
+    const channelData = optional("channel_data");
+    return {
+      event: "pusher:subscribe",
+      channel,
+      ...(auth !== undefined && { auth }),
+      ...(channelData !== undefined && { channelData }),
+      ...resume,
+    };
+  } catch (error) {
+    const named = fields?.channel;
+    if (error instanceof FrameError && typeof named === "string" && named !== "") throw new SubscribeRefused(error, named);
+    throw error;
+  }
+}
+
 /** Decodes one text frame of a Pusher client; throws FrameError for anything malformed. */
 export function decodePusherFrame(text: string): PusherClientFrame {
   let parsed: unknown;
@@ -96,21 +128,8 @@ export function decodePusherFrame(text: string): PusherClientFrame {
       return { event: "pusher:ping" };
     case "pusher:pong":
       return { event: "pusher:pong" };
-    case "pusher:subscribe": {
-      const channel = channelOf(fields);
-      // Checked as a user socket's subscribe checks them.
-      const resume = resumePoint(fields ?? {});
-      const optional = (name: string) => (typeof fields?.[name] === "string" ? (fields[name] as string) : undefined);
-      const auth = optional("auth");
-      const channelData = optional("channel_data");
-      return {
-        event: "pusher:subscribe",
-        channel,
-        ...(auth !== undefined && { auth }),
-        ...(channelData !== undefined && { channelData }),
-        ...resume,
-      };
-    }
+    case "pusher:subscribe":
+      return subscribeFrame(fields);
     case "pusher:unsubscribe":
       return { event: "pusher:unsubscribe", channel: channelOf(fields) };
     default:

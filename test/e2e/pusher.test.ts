@@ -592,10 +592,13 @@ describe("resuming a channel (beyond Pusher)", () => {
 });
 
 describe("resume points a Pusher subscribe may carry", () => {
-  it("refuses a since or epoch that a user socket's subscribe would refuse, keeping the connection", async () => {
+  it("refuses a since, epoch or channel name a user socket's subscribe would refuse, on the channel too, keeping the connection", async () => {
     const { client } = await rawPusher(relay);
-    for (const resume of [{ since: -1 }, { since: "3" }, { since: 0, epoch: 5 }, { since: 0, epoch: "e".repeat(300) }]) {
-      client.send({ event: "pusher:subscribe", data: { channel: channel(), ...resume } });
+    const refusals = [{ since: -1 }, { since: "3" }, { since: 0, epoch: 5 }, { since: 0, epoch: "e".repeat(300) }].map((resume) => ({ channel: channel(), ...resume }));
+    for (const data of [...refusals, { channel: "bad#name" }, { channel: "c".repeat(165) }]) {
+      client.send({ event: "pusher:subscribe", data });
+      // pusher-js gives the first to the channel's handlers (Echo's .error()), the second to the connection's.
+      expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:subscription_error", channel: data.channel, data: { status: 400 } });
       expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:error", data: { code: null } });
     }
     client.send({ event: "pusher:ping", data: {} });

@@ -17,7 +17,7 @@ import {
   type ResumePoint,
 } from "../protocol";
 import { identityOf, overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
-import { sendEntry, type Admission, type Feed, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
+import { sendEntry, type Admission, type Feed, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
 import { Feeds, type SubscriptionRow } from "./feeds";
 import { Batches, Links } from "./links";
 import { PusherSockets } from "./pusher-sockets";
@@ -54,7 +54,7 @@ export class Holder extends SocketHost {
       config: this.config,
       send: (session, text) => this.send(session.ws, text),
       close: (session, code, reason) => this.close(session, code, reason),
-      subscribe: (session, room, resume, answer, member, info) => this.subscribe(session, room, resume, answer, member, info),
+      subscribe: (session, room, resume, answer, vet) => this.subscribe(session, room, resume, answer, vet),
       unsubscribe: (session, room) => this.unsubscribe(session, room),
       memberOf: (session, room) => (this.subscribed(session, room) ? (this.#feeds().rooms.get(room)?.memberOf(session) ?? null) : null),
       clientEvent: (room, frame, except) => this.links.call("room", room, (stub) => stub.clientEvent(frame, except)),
@@ -280,17 +280,20 @@ export class Holder extends SocketHost {
   /**
    * Subscribes a user or Pusher socket to `room` as `member`: `answer` sends the dialect's own
    * acknowledgement, then the replay `resume` asks for and live frames follow, with no gap.
-   * Throws FrameError `too_many_subscriptions` or `room_full`.
+   * `vet` (Pusher's channel auth) runs in the same turn and names the member, or refuses with
+   * undefined, having said why. Throws FrameError `too_many_subscriptions` or `room_full`.
    */
   protected subscribe(
     session: Session,
     room: string,
     resume: ResumePoint,
     answer: (admission: Admission) => void,
-    member = session.identity.user,
-    info?: unknown,
+    vet: () => Member | undefined | Promise<Member | undefined> = () => ({ member: session.identity.user }),
   ): Promise<void> {
-    return this.#changes.run(`${session.connection} ${room}`, () => this.#subscribe(session, room, resume, answer, member, info));
+    return this.#changes.run(`${session.connection} ${room}`, async () => {
+      const who = await vet();
+      if (who !== undefined) await this.#subscribe(session, room, resume, answer, who);
+    });
   }
 
   /** Ends a subscription; answers whether there was one. */
@@ -298,14 +301,8 @@ export class Holder extends SocketHost {
     return this.#changes.run(`${session.connection} ${room}`, () => this.#unsubscribe(session, room));
   }
 
-  async #subscribe(
-    session: Session,
-    room: string,
-    resume: ResumePoint,
-    answer: (admission: Admission) => void,
-    member: string,
-    info?: unknown,
-  ): Promise<void> {
+  async #subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void, who: Member): Promise<void> {
+    const { member, info } = who;
     const { rooms } = this.#feeds();
     const again = rooms.get(room)?.sessions.has(session.connection) ?? false;
     const joining = this.#joining.get(session.connection) ?? 0;

@@ -18,7 +18,7 @@ import {
   type PusherClientFrame,
   type ResumePoint,
 } from "../protocol";
-import type { Admission } from "./feed";
+import type { Admission, Member } from "./feed";
 import type { Session } from "./session";
 
 /** What the hub lends this module: its subscriptions, and a way to reach a room. */
@@ -27,7 +27,8 @@ export interface PusherHost {
   send(session: Session, text: string): void;
   /** Closes `session` with `code` (already a Pusher close code). */
   close(session: Session, code: number, reason: string): void;
-  subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void, member?: string, info?: unknown): Promise<void>;
+  /** `vet` runs in the subscription's turn, so a later unsubscribe cannot overtake the auth check. */
+  subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void, vet: () => Promise<Member | undefined>): Promise<void>;
   unsubscribe(session: Session, room: string): Promise<boolean>;
   /** Who `session` is in `room` (its presence user_id), or null when it has not subscribed. */
   memberOf(session: Session, room: string): string | null;
@@ -82,29 +83,32 @@ export class PusherSockets {
     }
   }
 
+  /** Who `session` is in `channel` once its auth holds; undefined, having said why, when it does not. */
+  async #vet(session: Session, frame: Extract<PusherClientFrame, { event: "pusher:subscribe" }>): Promise<Member | undefined> {
+    const { channel } = frame;
+    if (!isPrivateChannel(channel)) return { member: session.identity.user };
+    const pusher = this.#host.config.pusher!;
+    const presence = isPresenceChannel(channel);
+    const signed = presence ? `${session.connection}:${channel}:${frame.channelData ?? ""}` : `${session.connection}:${channel}`;
+    if (frame.auth === undefined || !(await validAuth(frame.auth, pusher.key, pusher.secret, signed))) {
+      const message = `invalid signature for ${channel}: expected ${pusher.key}:HMAC-SHA256(secret, "${signed.slice(0, 300)}")`;
+      this.#host.send(session, subscriptionError(channel, 401, message));
+      this.#host.send(session, pusherError(PusherClose.unauthorized, message));
+      return undefined;
+    }
+    if (!presence) return { member: session.identity.user };
+    const data = parseMember(frame.channelData);
+    if (!data) {
+      const message = `channel_data of ${channel} must be JSON with a "user_id" of 1-${MAX_USER_ID} characters`;
+      this.#host.send(session, subscriptionError(channel, 400, message));
+      this.#host.send(session, pusherError(null, message));
+      return undefined;
+    }
+    return data;
+  }
+
   async #subscribe(session: Session, frame: Extract<PusherClientFrame, { event: "pusher:subscribe" }>): Promise<void> {
     const { channel } = frame;
-    const pusher = this.#host.config.pusher!;
-    let member: string | undefined;
-    let info: unknown;
-    if (isPrivateChannel(channel)) {
-      const presence = isPresenceChannel(channel);
-      const signed = presence ? `${session.connection}:${channel}:${frame.channelData ?? ""}` : `${session.connection}:${channel}`;
-      if (frame.auth === undefined || !(await validAuth(frame.auth, pusher.key, pusher.secret, signed))) {
-        const message = `invalid signature for ${channel}: expected ${pusher.key}:HMAC-SHA256(secret, "${signed.slice(0, 300)}")`;
-        this.#host.send(session, subscriptionError(channel, 401, message));
-        return this.#host.send(session, pusherError(PusherClose.unauthorized, message));
-      }
-      if (presence) {
-        const data = parseMember(frame.channelData);
-        if (!data) {
-          const message = `channel_data of ${channel} must be JSON with a "user_id" of 1-${MAX_USER_ID} characters`;
-          this.#host.send(session, subscriptionError(channel, 400, message));
-          return this.#host.send(session, pusherError(null, message));
-        }
-        ({ member, info } = data);
-      }
-    }
     const resume = { ...(frame.since !== undefined && { since: frame.since }), ...(frame.epoch !== undefined && { epoch: frame.epoch }) };
     try {
       await this.#host.subscribe(
@@ -118,8 +122,7 @@ export class PusherSockets {
           const { seq, epoch, users, recovered } = admission;
           this.#host.send(session, subscriptionSucceeded(channel, seq, epoch, members, users, recovered));
         },
-        member,
-        info,
+        () => this.#vet(session, frame),
       );
     } catch (error) {
       if (!(error instanceof FrameError)) throw error;

@@ -163,19 +163,21 @@ describe("public channels", () => {
     expect(await heardTwo.next()).toMatchObject({ event: "c", data: { i: 2 } });
   });
 
-  it("applies subscribes and unsubscribes sent in one burst in order: the last one decides (raw protocol)", async () => {
-    const name = channel();
-    const { client } = await rawPusher(relay);
-    for (const event of ["pusher:subscribe", "pusher:unsubscribe", "pusher:subscribe", "pusher:unsubscribe"]) {
-      client.send({ event, data: { channel: name } });
+  it("applies subscribes and unsubscribes sent in one burst in order, auth checks included: the last one decides (raw protocol)", async () => {
+    for (const name of [channel(), channel("private-")]) {
+      const { client, socketId } = await rawPusher(relay);
+      const auth = name.startsWith("private-") ? { auth: sdk.authorizeChannel(socketId, name).auth } : {};
+      for (const event of ["pusher:subscribe", "pusher:unsubscribe", "pusher:subscribe", "pusher:unsubscribe"]) {
+        client.send({ event, data: { channel: name, ...(event === "pusher:subscribe" && auth) } });
+      }
+      for (let i = 0; i < 2; i++) expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher_internal:subscription_succeeded", channel: name });
+      const info = await json(await sdk.get({ path: `/channels/${name}`, params: { info: "subscription_count" } }));
+      expect(info).toMatchObject({ occupied: false });
+      await sdk.trigger(name, "after", {});
+      client.send({ event: "pusher:ping", data: {} });
+      expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:pong" }); // not the event
+      await client.close();
     }
-    for (let i = 0; i < 2; i++) expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher_internal:subscription_succeeded", channel: name });
-    const info = await json(await sdk.get({ path: `/channels/${name}`, params: { info: "subscription_count" } }));
-    expect(info).toMatchObject({ occupied: false });
-    await sdk.trigger(name, "after", {});
-    client.send({ event: "pusher:ping", data: {} });
-    expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:pong" }); // not the event
-    await client.close();
   });
 
   it("stops delivering after pusher:unsubscribe", async () => {

@@ -9,6 +9,9 @@ import type { Attachment, FeedEntry } from "./feed";
 import { Links, Streams } from "./links";
 import { Sequence } from "./sequence";
 
+/** How long an inbox waits for a hub's recount after it starts. */
+const RECOUNT_WAIT_MS = 2_000;
+
 export class Inbox extends DurableObject<Env> {
   readonly #config: Config;
   readonly #name: string;
@@ -42,7 +45,17 @@ export class Inbox extends DurableObject<Env> {
 
   async #recount(links: Links): Promise<void> {
     const hubs = [...this.#sockets.keys()];
-    const counts = await Promise.allSettled(hubs.map((hub) => links.call("holder", hub, (stub) => stub.userSockets(this.#name))));
+    // Bounded: every event waits for this, so a hub that hangs must not hold the inbox.
+    const ask = async (hub: string): Promise<number> => {
+      const { promise: late, reject } = Promise.withResolvers<never>();
+      const timer = setTimeout(() => reject(new Error(`no answer in ${RECOUNT_WAIT_MS} ms`)), RECOUNT_WAIT_MS);
+      try {
+        return await Promise.race([links.call("holder", hub, (stub) => stub.userSockets(this.#name)), late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    const counts = await Promise.allSettled(hubs.map(ask));
     counts.forEach((count, i) => {
       // A hub that cannot be asked keeps its count: it may still hold sockets.
       if (count.status === "fulfilled") this.detach(hubs[i]!, count.value);

@@ -59,8 +59,7 @@ export class Holder extends SocketHost {
       memberOf: (session, room) => (this.subscribed(session, room) ? (this.#feeds().rooms.get(room)?.memberOf(session) ?? null) : null),
       clientEvent: (room, frame, except) => this.links.call("room", room, (stub) => stub.clientEvent(frame, except)),
     });
-    // User sockets' subscriptions outlive hibernation here: a socket's attachment (16 KiB) could
-    // not hold MAX_SUBSCRIPTIONS room ids (docs/platform.md).
+    // Subscriptions outlive hibernation here: an attachment (16 KiB) cannot hold them all (docs/platform.md).
     ctx.storage.sql.exec(
       // `member` is set where the socket is someone else in that room (a Pusher presence user_id).
       "CREATE TABLE IF NOT EXISTS subscriptions (connection TEXT NOT NULL, room TEXT NOT NULL, member TEXT, PRIMARY KEY (connection, room))",
@@ -314,8 +313,7 @@ export class Holder extends SocketHost {
         throw new FrameError("too_many_subscriptions", `a socket holds at most ${this.config.maxSubscriptions} rooms`);
       }
     }
-    // A repeated subscribe joins again with the socket set aside, so its replay and the live
-    // frames meet as for a first one; the count it reports is unchanged.
+    // A repeat joins again with the socket set aside: its replay and live frames meet as for a first.
     if (again) rooms.get(room)!.remove(session);
     this.#joining.set(session.connection, joining + 1);
     let admitted;
@@ -323,6 +321,7 @@ export class Holder extends SocketHost {
       admitted = await this.#admit(room, member, session.connection, resume, info);
     } catch (error) {
       log("error", "subscribe failed", { holder: this.name, room, error });
+      if (again) this.#forget(session, room, member); // set aside above: now as unsubscribed as the answer says
       throw new FrameError("internal", `could not reach room ${room}; not subscribed`);
     } finally {
       const left = (this.#joining.get(session.connection) ?? 1) - 1;
@@ -354,9 +353,13 @@ export class Holder extends SocketHost {
 
   #unsubscribe(session: Session, room: string): boolean {
     if (!this.subscribed(session, room)) return false;
-    this.ctx.storage.sql.exec("DELETE FROM subscriptions WHERE connection = ? AND room = ?", session.connection, room);
-    this.#leaveRoom(session, room);
+    this.#forget(session, room);
     return true;
+  }
+
+  #forget(session: Session, room: string, member?: string): void {
+    this.ctx.storage.sql.exec("DELETE FROM subscriptions WHERE connection = ? AND room = ?", session.connection, room);
+    this.#leaveRoom(session, room, member);
   }
 
   // ---- RPC (from Room and Inbox objects) ----

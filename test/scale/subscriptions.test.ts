@@ -1,5 +1,5 @@
 // User sockets that carry many rooms (docs/protocol.md "User sockets subscribe to rooms").
-import { env, evictDurableObject } from "cloudflare:test";
+import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { hubFor } from "../../src/objects/connect";
 import { freshRoom, freshUser, info, join, openUser, serverPublish, subscribe, token } from "./connect";
@@ -136,6 +136,24 @@ describe("subscribing a user socket to rooms", () => {
       expect(await client.next()).toBe("pong"); // nothing of the room came first
       await client.close();
     }
+  });
+
+  it("leaves a socket unsubscribed, and counted out, when a repeated subscribe fails, as its error says", async () => {
+    const room = freshRoom();
+    const { client } = await openUser();
+    await subscribe(client, room);
+    await serverPublish(room, "first");
+    await client.nextOf("message");
+    const rename = (from: string, to: string) =>
+      runInDurableObject(env.ROOMS.getByName(room), (_, state) => void state.storage.sql.exec(`ALTER TABLE ${from} RENAME TO ${to}`));
+    await rename("messages", "messages_away"); // the resume the repeat asks for now fails in the Room
+    client.send({ type: "subscribe", room, since: 0, id: "again" });
+    expect(await client.nextOf("error")).toMatchObject({ code: "internal", id: "again" });
+    await rename("messages_away", "messages");
+    expect(await info(room)).toMatchObject({ connections: 0 });
+    await serverPublish(room, "not for it");
+    client.send("ping");
+    expect(await client.next()).toBe("pong");
   });
 
   it("counts a closed user socket as leaving every room it had", async () => {

@@ -45,9 +45,10 @@ export function vetClient(request: Request, url: URL, config: Config, target: Ta
 /**
  * A request's body, at most `max` bytes (else 413), read to its end (a chunked body may carry no
  * length): its bytes, and its text, which must be UTF-8 (else 400) rather than be decoded with
- * replacement characters into something other than what the caller sent.
+ * replacement characters into something other than what the caller sent. `drain: false` stops
+ * reading at the limit, for a caller whose credentials are only checked once the body is read.
  */
-export async function readBody(request: Request, max: number): Promise<{ bytes: Uint8Array; text: string }> {
+export async function readBody(request: Request, max: number, { drain = true } = {}): Promise<{ bytes: Uint8Array; text: string }> {
   const tooLarge = new HttpError(413, "too_large", `bodies are limited to ${max} bytes`);
   if (Number(request.headers.get("Content-Length") ?? 0) > max) throw tooLarge;
   const chunks: Uint8Array[] = [];
@@ -59,6 +60,10 @@ export async function readBody(request: Request, max: number): Promise<{ bytes: 
       // Past the limit nothing more is kept, but the rest is still read: many HTTP clients cannot
       // take an answer before they finished sending. Callers check credentials first.
       if (size <= max) chunks.push(read.value);
+      else if (!drain) {
+        await reader.cancel();
+        break;
+      }
     }
   }
   if (size > max) throw tooLarge;

@@ -19,6 +19,8 @@ export class Inbox extends DurableObject<Env> {
   readonly #hubs: Streams<FeedEntry>;
   /** Hubs holding this user's sockets, and how many each; kept in storage across hibernation. */
   readonly #sockets = new Map<string, number>();
+  /** How many reports each hub made: a `direct` answer of 0 that raced a report is ignored. */
+  readonly #changes = new Map<string, number>();
   /** Rows held, expired or not; counted after a wake-up or an ack, then kept in step. */
   #heldCount?: number;
 
@@ -36,7 +38,13 @@ export class Inbox extends DurableObject<Env> {
       this.#sockets.set(name, sockets);
     }
     const links = new Links(env);
-    this.#hubs = new Streams((hub, entries) => links.call("holder", hub, (stub) => stub.direct(this.#name, entries)));
+    this.#hubs = new Streams(async (hub, entries) => {
+      const changes = this.#changes.get(hub);
+      const delivered = await links.call("holder", hub, (stub) => stub.direct(this.#name, entries));
+      // A hub that holds none of the user's sockets (it lost them and could not say so) is
+      // dropped, unless it reported since: a device may have been joining as it answered 0.
+      if (delivered === 0 && this.#changes.get(hub) === changes) this.detach(hub, 0);
+    });
     // A restart of the runtime takes the hubs' sockets without a word to the inbox, which would
     // then answer "delivered" for a user with no socket: after every start, each hub it knows
     // says how many of the user's sockets it still holds (docs/design.md "Failures").
@@ -79,6 +87,7 @@ export class Inbox extends DurableObject<Env> {
 
   /** A hub now holds `sockets` of this user's sockets (0: none). */
   detach(hub: string, sockets: number): void {
+    this.#changes.set(hub, (this.#changes.get(hub) ?? 0) + 1); // every report, even of the same count
     if ((this.#sockets.get(hub) ?? 0) === sockets) return;
     if (sockets > 0) {
       this.#sockets.set(hub, sockets);

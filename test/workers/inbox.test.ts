@@ -90,6 +90,18 @@ describe("direct messages", () => {
     expect(await second.client.json()).toMatchObject({ type: "direct", seq: 3, data: 3 });
   });
 
+  it("drop from their table a hub that no longer holds the user's sockets, once it answers a direct with 0", async () => {
+    const to = freshUser("lost");
+    // As if a hub lost the user's sockets without a word (a crash while the inbox stayed awake).
+    await runInDurableObject(env.INBOXES.getByName(to), (inbox) => inbox.detach("users-gone", 1));
+    expect(await (await post(`/users/${to}/messages`, { data: 1 })).json()).toMatchObject({ status: "delivered", seq: 1 });
+    // The hub answers that batch with 0, and the inbox forgets it.
+    const hubsKnown = () =>
+      runInDurableObject(env.INBOXES.getByName(to), (_, state) => state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM hubs").one().n);
+    await expect.poll(hubsKnown, { timeout: 10_000 }).toBe(0);
+    expect(await (await post(`/users/${to}/messages`, { data: 2 })).json()).toMatchObject({ status: "queued", seq: 2 });
+  });
+
   it("reach every device of the recipient and ack delivered", async () => {
     const to = freshUser("bob");
     const phone = await inbox(to);

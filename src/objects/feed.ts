@@ -3,13 +3,13 @@
 import { toPusher, type PresenceEntry, type ResumePoint } from "../protocol";
 import { transmit, type Session } from "./session";
 
-/** A holder asking a Room to count one more (or fewer) of a user's sockets, and to join it. */
 /** Who a subscription is in its room: the socket's user, or a Pusher presence user_id and its info. */
 export interface Member {
   member: string;
   info?: unknown;
 }
 
+/** A holder asking a Room to count one more (or fewer) of a user's sockets, and to join it. */
 export interface JoinRequest extends ResumePoint {
   /** The holder object's name; the Room's own sockets use the roster's `HERE`. */
   holder: string;

@@ -7,7 +7,20 @@ import { configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { openOnHubs, pusherPlacement } from "./objects/connect";
 import { readBody, requireUpgrade } from "./request";
-import { isPresenceChannel, isValidRoom, pusherError, PusherClose, roomDataOf, ROOM_RULE, speaksPusherProtocol, type PresenceEntry } from "./protocol";
+import {
+  isPresenceChannel,
+  isValidRoom,
+  MAX_DATA_DEPTH,
+  nestsTooDeep,
+  pusherError,
+  PusherClose,
+  roomDataOf,
+  ROOM_RULE,
+  speaksPusherProtocol,
+  TOO_DEEP,
+  type Json,
+  type PresenceEntry,
+} from "./protocol";
 
 type PusherApp = { Bindings: Env; Variables: { config: Config; url: URL } };
 type PusherContext = Context<PusherApp>;
@@ -123,7 +136,8 @@ async function verified(c: PusherContext): Promise<string> {
 
 interface PusherEvent {
   name: string;
-  data: string;
+  /** The room message's data: `{event, data}` (roomDataOf). */
+  data: Json;
   channels: string[];
   socketId?: string;
 }
@@ -158,13 +172,15 @@ function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent
   if (socketId !== undefined && (typeof socketId !== "string" || !/^\d+\.\d+$/.test(socketId))) {
     throw new HttpError(400, "bad_request", `"socket_id" must look like 123.456`);
   }
-  return { name, data: text, channels: channels as string[], ...(socketId !== undefined && { socketId: socketId as string }) };
+  const roomData = roomDataOf(name, text);
+  // The payload sits one level inside `{event, data}`.
+  if (nestsTooDeep(roomData, MAX_DATA_DEPTH + 1)) throw new HttpError(400, "bad_request", TOO_DEEP);
+  return { name, data: roomData, channels: channels as string[], ...(socketId !== undefined && { socketId: socketId as string }) };
 }
 
 /** An event is a room message in every channel it names (docs/protocol.md "Pusher"). */
 async function trigger(c: PusherContext, event: PusherEvent): Promise<void> {
-  const data = roomDataOf(event.name, event.data);
-  await Promise.all(event.channels.map((channel) => c.env.ROOMS.getByName(channel).publish("server", data, undefined, event.socketId)));
+  await Promise.all(event.channels.map((channel) => c.env.ROOMS.getByName(channel).publish("server", event.data, undefined, event.socketId)));
 }
 
 pusher.post("/apps/:app_id/events", async (c) => {

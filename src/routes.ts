@@ -5,7 +5,7 @@ import { authorizeServer } from "./auth";
 import { configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { connectRequest } from "./objects/connect";
-import { HEALTHY, isValidName, NAME_RULE, publishedBody, type Json } from "./protocol";
+import { HEALTHY, isValidName, NAME_RULE, nestsTooDeep, publishedBody, TOO_DEEP, type Json } from "./protocol";
 import { pusher } from "./pusher-routes";
 import { answerError, checkName, countParam as countIn, readBody, vetClient } from "./request";
 import { siteFile } from "./site";
@@ -66,6 +66,7 @@ async function messageBody(c: AppContext): Promise<{ data: Json; from: string }>
     throw new HttpError(400, "bad_request", `body must be a JSON object with a "data" field`);
   }
   const { data, from = "server" } = body as { data: Json; from?: unknown };
+  if (nestsTooDeep(data)) throw new HttpError(400, "bad_request", TOO_DEEP);
   if (!isValidName(from)) throw new HttpError(400, "bad_request", `"from" must be an id: ${NAME_RULE}`);
   return { data, from };
 }

@@ -8,6 +8,8 @@ import {
   FrameError,
   isPresenceChannel,
   isPrivateChannel,
+  MAX_DATA_DEPTH,
+  nestsTooDeep,
   PUSHER_PONG,
   PusherClose,
   pusherError,
@@ -99,7 +101,7 @@ export class PusherSockets {
     if (!presence) return { member: session.identity.user };
     const data = parseMember(frame.channelData);
     if (!data) {
-      const message = `channel_data of ${channel} must be JSON with a "user_id" of 1-${MAX_USER_ID} characters`;
+      const message = `channel_data of ${channel} must be JSON with a "user_id" of 1-${MAX_USER_ID} characters (and a "user_info" of at most ${MAX_DATA_DEPTH} levels)`;
       this.#host.send(session, subscriptionError(channel, 400, message));
       this.#host.send(session, pusherError(null, message));
       return undefined;
@@ -159,5 +161,6 @@ function parseMember(channelData: string | undefined): { member: string; info: u
   const id = fields?.user_id;
   const member = typeof id === "number" && Number.isFinite(id) ? String(id) : id;
   if (typeof member !== "string" || member.length === 0 || member.length > MAX_USER_ID) return undefined;
-  return { member, info: fields!.user_info ?? null };
+  const info = fields!.user_info ?? null;
+  return nestsTooDeep(info) ? undefined : { member, info };
 }

@@ -1,6 +1,6 @@
 // The one decoder for frames sent by clients, and the size checks made before it runs.
 import type { ErrorCode } from "./codes";
-import { MAX_CLIENT_ID_LENGTH, type ClientFrame, type Json } from "./frames";
+import { MAX_CLIENT_ID_LENGTH, MAX_DATA_DEPTH, type ClientFrame, type Json } from "./frames";
 import { isValidName, isValidRoom, NAME_RULE, ROOM_RULE } from "./names";
 
 /** A frame the relay refuses: becomes an `error` frame, the connection stays open. */
@@ -59,7 +59,18 @@ function clientId(frame: Fields): string | undefined {
 
 function requireData(frame: Fields, id: string | undefined): Json {
   if (!("data" in frame)) throw new FrameError("bad_frame", `"${String(frame.type)}" needs a "data" field`, id);
+  if (nestsTooDeep(frame.data)) throw new FrameError("bad_frame", TOO_DEEP, id);
   return frame.data as Json;
+}
+
+export const TOO_DEEP = `"data" may nest at most ${MAX_DATA_DEPTH} levels of arrays and objects`;
+
+/** Whether `value` nests more than `levels` levels of arrays and objects. */
+export function nestsTooDeep(value: unknown, levels = MAX_DATA_DEPTH): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  if (levels === 0) return true;
+  const items = Array.isArray(value) ? (value as unknown[]) : Object.values(value);
+  return items.some((item) => nestsTooDeep(item, levels - 1));
 }
 
 function seqField(value: unknown, name: string, id: string | undefined): number {

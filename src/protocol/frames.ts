@@ -14,6 +14,12 @@ export const MAX_CLIENT_ID_LENGTH = 256;
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
+/**
+ * How many levels of arrays and objects a payload may nest. Objects pass payloads to each other
+ * by RPC, whose serializer gives up near 3,300 levels (docs/protocol.md decision 47).
+ */
+export const MAX_DATA_DEPTH = 2000;
+
 // ---- client to relay ----
 
 export interface PublishFrame {

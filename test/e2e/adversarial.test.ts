@@ -495,6 +495,42 @@ describe("frames", () => {
     await Promise.all([client.close(), inbox.close()]);
   });
 
+  it("refuses data nested deeper than 2,000 levels with bad_frame and the frame's id, on room and user sockets", async () => {
+    const recipient = freshUser("deeper");
+    const inbox = await userSocket(recipient);
+    const client = await roomSocket();
+    const tooDeep = "[".repeat(2001) + "]".repeat(2001);
+    client.send(`{"type":"direct","to":"${recipient}","data":${tooDeep},"id":"d1"}`);
+    expect(await client.json()).toEqual(errorFrame("bad_frame", "d1"));
+    client.send(`{"type":"publish","data":${tooDeep},"id":"p1"}`);
+    expect(await client.json()).toEqual(errorFrame("bad_frame", "p1"));
+    await expectRoomSocketServes(client);
+    // A user socket's publish crosses from its hub to the room: 2,000 levels arrive whole.
+    const room = freshRoom();
+    const reader = await roomSocket(room);
+    const deep = "[".repeat(2000) + "]".repeat(2000);
+    inbox.send(`{"type":"publish","room":"${room}","data":${deep},"id":"p2"}`);
+    expect(await inbox.json()).toMatchObject({ type: "ack", id: "p2", status: "delivered" });
+    expect(JSON.stringify((await reader.json()).data)).toBe(deep);
+    inbox.send(`{"type":"publish","room":"${room}","data":${tooDeep},"id":"p3"}`);
+    const refusal = await inbox.json();
+    expect(refusal).toEqual(errorFrame("bad_frame", "p3"));
+    expect(refusal.message).toContain("2000 levels");
+    await Promise.all([client.close(), inbox.close(), reader.close()]);
+  });
+
+  it("takes server publishes and directs nested 2,000 levels and answers deeper ones 400", async () => {
+    const post = (path: string, levels: number) =>
+      relay.fetch(path, { method: "POST", headers: SERVER_AUTH, body: `{"data":${"[".repeat(levels)}${"]".repeat(levels)}}` });
+    const room = freshRoom();
+    expect((await post(`/rooms/${room}/messages`, 2000)).status).toBe(200);
+    expect((await post(`/users/${freshUser()}/messages`, 2000)).status).toBe(200);
+    for (const path of [`/rooms/${room}/messages`, `/users/${freshUser()}/messages`]) {
+      const res = await post(path, 2001);
+      expect({ status: res.status, body: await res.json() }).toEqual(refused(400, "bad_request"));
+    }
+  });
+
   // RFC 6455 (8.1) says an endpoint must fail a connection whose text frame is not UTF-8 (1007).
   // The local runtime instead decodes such a frame lossily (U+FFFD) before the relay sees it, so
   // the relay answers what it received: text that is not JSON. Observed, and harmless.

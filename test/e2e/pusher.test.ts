@@ -409,6 +409,15 @@ describe("REST channel queries", () => {
     await expect(sdk.trigger(channel(), "big", "x".repeat(70_000))).rejects.toMatchObject({ status: 413 });
   });
 
+  it("stores event data nested 2,000 levels and refuses deeper data with 400 (docs/protocol.md decision 47)", async () => {
+    const name = channel();
+    const nested = (levels: number) => "[".repeat(levels) + "]".repeat(levels);
+    await sdk.trigger(name, "deep", nested(2000));
+    await expect(sdk.trigger(name, "deeper", nested(2001))).rejects.toMatchObject({ status: 400, body: expect.stringContaining("2000 levels") });
+    const history = await json(await relay.fetch(`/rooms/${name}/messages`, { headers: SERVER_AUTH }));
+    expect(history.messages.map((m: { data: { event: string } }) => m.data.event)).toEqual(["deep"]);
+  });
+
   it("refuses a body that is not UTF-8 with 400, whatever its body_md5, and stores nothing", async () => {
     const name = channel();
     const bytes = Buffer.concat([Buffer.from(`{"name":"e","channel":"${name}","data":"`), Buffer.from([0xff, 0xfe]), Buffer.from(`"}`)]);

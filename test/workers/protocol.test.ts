@@ -1,6 +1,16 @@
 import { describe, expect, it } from "vitest";
 import { OversizeCounter, RateLimiter } from "../../src/objects/limits";
-import { closeReason, decodeClientFrame, FrameError, isOversized, sendableCloseCode, toPusher, utf8Length } from "../../src/protocol";
+import {
+  closeReason,
+  decodeClientFrame,
+  FrameError,
+  isOversized,
+  MAX_DATA_DEPTH,
+  nestsTooDeep,
+  sendableCloseCode,
+  toPusher,
+  utf8Length,
+} from "../../src/protocol";
 
 function refusal(text: string): { code: string; id?: string } {
   try {
@@ -46,6 +56,17 @@ describe("decodeClientFrame", () => {
     ['{"type":"publish","data":1,"id":""}', "bad_frame"],
   ])("refuses %j with %s", (text, code) => {
     expect(refusal(text).code).toBe(code);
+  });
+
+  it("takes data nested MAX_DATA_DEPTH levels, arrays and objects alike, and refuses one level more", () => {
+    const objects = (levels: number) => '{"a":'.repeat(levels - 1) + "{}" + "}".repeat(levels - 1);
+    const arrays = (levels: number) => "[".repeat(levels) + "]".repeat(levels);
+    for (const nested of [objects, arrays]) {
+      expect(decodeClientFrame(`{"type":"publish","data":${nested(MAX_DATA_DEPTH)}}`)).toMatchObject({ type: "publish" });
+      expect(refusal(`{"type":"direct","to":"bob","data":${nested(MAX_DATA_DEPTH + 1)},"id":"d"}`)).toEqual({ code: "bad_frame", id: "d" });
+    }
+    expect(nestsTooDeep([{ a: [1, "x", null] }], 3)).toBe(false);
+    expect(nestsTooDeep([{ a: [[]] }], 3)).toBe(true);
   });
 
   it("keeps the client id on refusals of a frame that has one", () => {

@@ -83,7 +83,8 @@ export async function identify(request: Request, url: URL, config: Config, targe
   }
   if (config.allowAnonymous) {
     if (target.room !== undefined && isPrivateRoom(target.room)) {
-      throw new HttpError(403, "forbidden", `room ${target.room} is private: it takes a token whose "rooms" claim names it`);
+      // No credential was presented: 401, as for any missing token (403 is for a token's claim).
+      throw new HttpError(401, "unauthorized", `room ${target.room} is private: it takes a token whose "rooms" claim names it, or the API key`);
     }
     return { user: askedUser(url, target) ?? `anon-${crypto.randomUUID().slice(0, 8)}` };
   }

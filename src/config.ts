@@ -73,15 +73,21 @@ function integer(vars: Vars, name: string, fallback: number, min: number, max = 
   return n;
 }
 
+/** The listed origins; empty for any origin, which `*` also asks for (no browser sends `*`). */
+function origins(list: string): string[] {
+  const listed = list
+    .split(",")
+    .map((origin) => origin.trim())
+    .filter((origin) => origin !== "");
+  return listed.includes("*") ? [] : listed;
+}
+
 export function parseConfig(vars: Vars): Config {
   const config: Config = {
     authSecret: text(vars, "AUTH_SECRET"),
     apiKey: text(vars, "API_KEY"),
     allowAnonymous: flag(vars, "ALLOW_ANONYMOUS", false),
-    allowedOrigins: (text(vars, "ALLOWED_ORIGINS") ?? "")
-      .split(",")
-      .map((origin) => origin.trim())
-      .filter((origin) => origin !== ""),
+    allowedOrigins: origins(text(vars, "ALLOWED_ORIGINS") ?? ""),
     heartbeatIntervalMs: integer(vars, "HEARTBEAT_INTERVAL_MS", 30_000, 1),
     heartbeatTimeoutMs: integer(vars, "HEARTBEAT_TIMEOUT_MS", 90_000, 1),
     historyLimit: integer(vars, "HISTORY_LIMIT", 100, 1, 100_000),

@@ -208,6 +208,14 @@ describe("authentication seams", () => {
     await expectError(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://evil.example" }), 403, "forbidden");
     await expectUpgraded(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://admin.example" }));
   });
+
+  it('takes ALLOWED_ORIGINS="*" for any origin, as an empty list: no browser sends * as its origin', async () => {
+    for (const list of ["*", "https://app.example,*"]) {
+      await expectUpgraded(withEnv({ ALLOWED_ORIGINS: list }, `/rooms/r/ws`, { ...upgrade, Origin: "https://elsewhere.example" }));
+      const info = await withEnv({ ALLOWED_ORIGINS: list }, `/healthz`, { Origin: "https://elsewhere.example" });
+      expect(info.headers.get("Access-Control-Allow-Origin")).toBe("*");
+    }
+  });
 });
 
 describe("configuration", () => {

@@ -33,11 +33,16 @@ export class EventStream {
       },
       new ByteLengthQueuingStrategy({ highWaterMark: MAX_QUEUED_BYTES }),
     );
-    this.#timer = setInterval(() => this.#write(SSE_KEEP_ALIVE), KEEP_ALIVE_MS);
+    this.#timer = setInterval(() => this.ping(), KEEP_ALIVE_MS);
     if (endAt !== undefined) this.#expiry = setTimeout(() => this.end(), Math.max(0, endAt - Date.now()));
     this.response = new Response(body, {
       headers: { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store" },
     });
+  }
+
+  /** A keep-alive now: writing is how a reader that went away is noticed (the stream then ends). */
+  ping(): void {
+    this.#write(SSE_KEEP_ALIVE);
   }
 
   /** Sends one event; `data` is one line of JSON. */

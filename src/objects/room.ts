@@ -31,6 +31,10 @@ const SEAT_HOLD_MS = 10_000;
 /** Count frames above PRESENCE_LIST_LIMIT are sent at most this often (docs/protocol.md). */
 const COUNT_EVERY_MS = 1_000;
 
+/** A full room pings its streams this many times, this far apart, before refusing one more. */
+const STREAM_PROBES = 4;
+const STREAM_PROBE_WAIT_MS = 50;
+
 export class Room extends Holder {
   readonly #log: MessageLog;
   readonly #roster: Roster;
@@ -113,10 +117,11 @@ export class Room extends Holder {
   }
 
   /** A receive-only stream: welcome, the replay `since` asks for, then live messages. */
-  #openStream({ since, epoch, exp }: ConnectInfo): Response {
+  async #openStream({ since, epoch, exp }: ConnectInfo): Promise<Response> {
     // Streams do not count toward the room's connections (docs/protocol.md), but unbounded they
     // would hold the Room's memory open to anyone: they have a cap of their own.
     const limit = this.config.maxStreamsPerRoom;
+    if (this.#streams.size >= limit) await this.#dropGoneReaders(limit);
     if (this.#streams.size >= limit) {
       return new HttpError(503, "room_full", `room ${this.name} serves ${limit} event streams, its limit (MAX_STREAMS_PER_ROOM)`).toResponse();
     }
@@ -126,6 +131,18 @@ export class Room extends Holder {
     for (const { seq, frame } of resume?.messages ?? []) stream.send("message", frame, seq);
     this.#streams.add(stream);
     return stream.response;
+  }
+
+  /**
+   * A reader that went away holds its stream until a write fails, up to a keep-alive interval in
+   * a quiet room; refused meanwhile, a reconnecting EventSource would give up for good. So a full
+   * room pings its streams and waits a moment for the gone ones to end (docs/protocol.md "Server-Sent Events").
+   */
+  async #dropGoneReaders(limit: number): Promise<void> {
+    for (let round = 0; round < STREAM_PROBES && this.#streams.size >= limit; round++) {
+      for (const stream of this.#streams) stream.ping();
+      await scheduler.wait(STREAM_PROBE_WAIT_MS);
+    }
   }
 
   // ---- joins and presence ----

@@ -15,6 +15,7 @@ const SECRET = "adversarial-secret";
 const ORIGIN = "https://app.example";
 const MAX_BYTES = 4096;
 const RATE = 10;
+const MAX_STREAMS = 2;
 
 let relay: Relay;
 /** Sockets opened by `openWith` (relay.connect's own are ended by relay.close). */
@@ -27,6 +28,7 @@ beforeAll(async () => {
       AUTH_SECRET: SECRET,
       ALLOWED_ORIGINS: ORIGIN,
       MAX_MESSAGE_BYTES: String(MAX_BYTES),
+      MAX_STREAMS_PER_ROOM: String(MAX_STREAMS),
       RATE_LIMIT_PER_SECOND: String(RATE),
     },
   });
@@ -1370,5 +1372,27 @@ describe("a client that never reads", () => {
     }
     expect(stalledSeqs).toEqual(seqs);
     await Promise.all([stalled.close(), reader.close(), late.close()]);
+  });
+});
+
+describe("event stream readers that leave", () => {
+  it("serves a reader that reconnects to a room at MAX_STREAMS_PER_ROOM once its old stream is gone", async () => {
+    const room = freshRoom("streams");
+    const jwt = await token({ sub: freshUser() });
+    const open = async () => {
+      const controller = new AbortController();
+      const response = await relay.fetch(`/rooms/${room}/events?token=${jwt}`, { signal: controller.signal });
+      return { response, controller };
+    };
+    const readers = [await open(), await open()];
+    for (const { response } of readers) expect(response.status).toBe(200);
+    const full = await open();
+    expect(await answer(full.response)).toEqual(refused(503, "room_full"));
+    // The first reader goes away (a page reload, a dropped network) in a room where nothing is
+    // published: no write has noticed yet that its connection is gone.
+    readers[0]!.controller.abort();
+    const back = await open();
+    expect(back.response.status).toBe(200);
+    for (const { controller } of [readers[1]!, back]) controller.abort();
   });
 });

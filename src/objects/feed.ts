@@ -104,7 +104,16 @@ export class Feed {
   }
 
   get empty(): boolean {
-    return this.sessions.size === 0 && this.#joiners.size === 0;
+    return this.held === 0;
+  }
+
+  /**
+   * Sockets here, those still joining included: what a source that delivers is told. A joiner
+   * was counted by its source before the source's answer got here, and a delivery can overtake
+   * that answer; told 0, the source would count the joiner out.
+   */
+  get held(): number {
+    return this.sessions.size + this.#joiners.size;
   }
 
   startJoin(user: string): Joiner {

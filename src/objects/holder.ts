@@ -377,15 +377,15 @@ export class Holder extends SocketHost {
       log("warn", "missed messages of a room; closing its sockets here so they resume", { holder: this.name, room });
       for (const session of [...feed.sessions.values()]) this.close(session, CloseCode.internal, "missed messages; reconnect and resume");
     }
-    return feed.sessions.size;
+    return feed.held;
   }
 
-  /** Sends a user's new directs to that user's sockets here; answers how many got them. */
+  /** Sends a user's new directs to that user's sockets here; answers how many are here (joining ones too). */
   direct(user: string, entries: FeedEntry[]): number {
     const feed = this.#feeds().inboxes.get(user);
     if (!feed) return 0;
     feed.deliver(entries, sendEntry);
-    return feed.sessions.size;
+    return feed.held;
   }
 
   /** How many of `user`'s user sockets are here: an Inbox recounts with it after it starts. */

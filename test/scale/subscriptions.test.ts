@@ -156,6 +156,34 @@ describe("subscribing a user socket to rooms", () => {
     expect(await client.next()).toBe("pong");
   });
 
+  it("keeps counting a subscription whose hub is handed a batch before the Room's answer to its join", async () => {
+    const room = freshRoom();
+    // The Room counts the join, and the join's own presence frame (then a message) goes out to
+    // the hub before the hub has the answer (calls between objects do not keep their order): the
+    // hub holds a joiner and no socket yet. Answering 0 there made the Room count it out.
+    let release!: () => void;
+    const answered = new Promise<void>((resolve) => (release = resolve));
+    // RPC calls the class's methods, so the Room's class is patched, for this room only, and restored.
+    const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
+      const roomClass = Object.getPrototypeOf(instance) as typeof instance;
+      const join = roomClass.join;
+      roomClass.join = function (this: typeof instance, request) {
+        const answer = join.call(this, request);
+        return this.ctx.id.name === room ? (answered.then(() => answer) as unknown as typeof answer) : answer;
+      };
+      return () => void (roomClass.join = join);
+    });
+    const { client } = await openUser();
+    client.send({ type: "subscribe", room, id: "s" });
+    await expect.poll(() => info(room)).toMatchObject({ connections: 1 });
+    await serverPublish(room, "before the answer");
+    release();
+    expect(await client.nextOf("subscribed")).toMatchObject({ id: "s" });
+    expect(await client.nextOf("message")).toMatchObject({ data: "before the answer" });
+    expect(await info(room)).toMatchObject({ connections: 1, users: 1 });
+    restore();
+  });
+
   it("counts a closed user socket as leaving every room it had", async () => {
     const [first, second] = [freshRoom(), freshRoom()];
     const watcher = await join(first, "watcher");

@@ -102,6 +102,36 @@ describe("direct messages", () => {
     expect(await (await post(`/users/${to}/messages`, { data: 2 })).json()).toMatchObject({ status: "queued", seq: 2 });
   });
 
+  it("keep a hub whose user socket is still joining when a direct reaches it", async () => {
+    const to = freshUser("joining");
+    // The inbox counts the attach, and a direct reaches the hub before the hub has the answer:
+    // the hub holds a joiner and no socket yet. Answering 0 there made the inbox drop the hub.
+    let release!: () => void;
+    const answered = new Promise<void>((resolve) => (release = resolve));
+    const restore = await runInDurableObject(env.INBOXES.getByName(to), (instance) => {
+      const inboxClass = Object.getPrototypeOf(instance) as typeof instance;
+      const attach = inboxClass.attach;
+      inboxClass.attach = function (this: typeof instance, hub, sockets) {
+        const answer = attach.call(this, hub, sockets);
+        return this.ctx.id.name === to ? (answered.then(() => answer) as unknown as typeof answer) : answer;
+      };
+      return () => void (inboxClass.attach = attach);
+    });
+    const opening = inbox(to);
+    const hubsKnown = () =>
+      runInDurableObject(env.INBOXES.getByName(to), (_, state) => state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM hubs").one().n);
+    await expect.poll(hubsKnown).toBe(1);
+    expect(await (await post(`/users/${to}/messages`, { data: 1 })).json()).toMatchObject({ status: "delivered", seq: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the hub's answer to that direct is in
+    release();
+    const { client } = await opening;
+    expect(await client.json()).toMatchObject({ type: "direct", seq: 1, data: 1 });
+    expect(await hubsKnown()).toBe(1);
+    expect(await (await post(`/users/${to}/messages`, { data: 2 })).json()).toMatchObject({ status: "delivered", seq: 2 });
+    expect(await client.json()).toMatchObject({ type: "direct", seq: 2, data: 2 });
+    restore();
+  });
+
   it("reach every device of the recipient and ack delivered", async () => {
     const to = freshUser("bob");
     const phone = await inbox(to);

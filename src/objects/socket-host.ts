@@ -197,7 +197,8 @@ export abstract class SocketHost extends DurableObject<Env> {
     try {
       if (isOversized(message, this.config.maxMessageBytes)) {
         if (session.oversize.add(now)) return this.close(session, CloseCode.tooLarge, "message too large");
-        return this.refuse(session, new FrameError("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`));
+        // Parsed only for its id: at most twice per socket, since the third closes it.
+        return this.refuse(session, new FrameError("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`, frameId(message)));
       }
       if (message === PING) return; // the auto-response normally takes these; exempt from limits
       switch (session.rate.take(now)) {

@@ -594,10 +594,12 @@ describe("frames", () => {
       await client.close();
     });
 
-    it("refuses a text frame over MAX_MESSAGE_BYTES with too_large", async () => {
+    it("refuses a text frame over MAX_MESSAGE_BYTES with too_large, with the frame's id when it had one", async () => {
       const client = await userSocket();
       client.send("x".repeat(MAX_BYTES + 1));
       expect(await client.json()).toEqual(errorFrame("too_large"));
+      client.send(JSON.stringify({ type: "publish", room: freshRoom(), data: "x".repeat(MAX_BYTES), id: "big1" }));
+      expect(await client.json()).toEqual(errorFrame("too_large", "big1"));
       await expectUserSocketServes(client);
       await client.close();
     });

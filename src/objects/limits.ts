@@ -22,25 +22,27 @@ class Window {
 }
 
 /**
- * Token bucket of `perSecond` tokens a second holding at most twice that (the allowed burst).
- * A frame without a token is dropped; the client hears about it at most once a second; more
- * than `2 * perSecond` drops within 10 s ends the connection (close 1008).
+ * Token bucket of `perSecond` tokens a second holding at most `burst` (by default twice the
+ * rate). A frame without a token is dropped; the client hears about it at most once a second;
+ * more than `burst` drops within 10 s ends the connection (close 1008).
  */
 export class RateLimiter {
   readonly #perSecond: number;
+  readonly #burst: number;
   #tokens: number;
   #refilledAt: number;
   #toldAt = -Infinity;
   #drops = new Window();
 
-  constructor(perSecond: number, now: number) {
+  constructor(perSecond: number, now: number, burst = 2 * perSecond) {
     this.#perSecond = perSecond;
-    this.#tokens = 2 * perSecond;
+    this.#burst = burst;
+    this.#tokens = burst;
     this.#refilledAt = now;
   }
 
   take(now: number): RateVerdict {
-    const capacity = 2 * this.#perSecond;
+    const capacity = this.#burst;
     this.#tokens = Math.min(capacity, this.#tokens + ((now - this.#refilledAt) * this.#perSecond) / 1000);
     this.#refilledAt = now;
     if (this.#tokens >= 1) {

@@ -29,6 +29,8 @@ export interface Session {
   /** `seen` as last written into the attachment. */
   savedSeen: number;
   readonly rate: RateLimiter;
+  /** A Pusher socket's own limit for its subscribes and unsubscribes, made at the first one. */
+  subscribing?: RateLimiter;
   readonly oversize: OversizeCounter;
 }
 

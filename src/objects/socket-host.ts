@@ -12,6 +12,7 @@ import {
   errorFrame,
   FrameError,
   isOversized,
+  isPusherSubscription,
   MAX_CLIENT_ID_LENGTH,
   PING,
   PONG,
@@ -201,7 +202,7 @@ export abstract class SocketHost extends DurableObject<Env> {
         return this.refuse(session, new FrameError("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`, frameId(message)));
       }
       if (message === PING) return; // the auto-response normally takes these; exempt from limits
-      switch (session.rate.take(now)) {
+      switch (this.#rateFor(session, message, now).take(now)) {
         case "accept":
           break;
         case "drop":
@@ -223,6 +224,17 @@ export abstract class SocketHost extends DurableObject<Env> {
       this.refuse(session, new FrameError("internal", "the relay failed to handle this frame"));
       this.close(session, CloseCode.internal, "internal error");
     }
+  }
+
+  /**
+   * The rate limit a frame counts toward. pusher-js sends a subscribe for every channel at once,
+   * on each connect: those draw from a bucket of their own that holds a full set of
+   * subscriptions twice over, refilled at the same rate (docs/pusher.md "Limits").
+   */
+  #rateFor(session: Session, message: string | ArrayBuffer, now: number): RateLimiter {
+    if (!session.pusher || typeof message !== "string" || !isPusherSubscription(message)) return session.rate;
+    const { rateLimitPerSecond, maxSubscriptions } = this.config;
+    return (session.subscribing ??= new RateLimiter(rateLimitPerSecond, now, 2 * Math.max(rateLimitPerSecond, maxSubscriptions)));
   }
 
   /** A text frame that passed the limits; Holder reads Pusher clients' frames its own way. */

@@ -71,6 +71,17 @@ function channelOf(fields: Record<string, unknown> | undefined): string {
   return channel;
 }
 
+/** Whether a Pusher client's frame is a subscribe or an unsubscribe (parsed only when it may be). */
+export function isPusherSubscription(text: string): boolean {
+  if (!text.includes('"pusher:subscribe"') && !text.includes('"pusher:unsubscribe"')) return false;
+  try {
+    const event = record(JSON.parse(text))?.event;
+    return event === "pusher:subscribe" || event === "pusher:unsubscribe";
+  } catch {
+    return false;
+  }
+}
+
 /** A refused `pusher:subscribe` that named its channel: pusher-js hears of it on that channel too. */
 export class SubscribeRefused extends FrameError {
   readonly channel: string;

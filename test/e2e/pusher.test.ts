@@ -103,6 +103,20 @@ describe("connecting", () => {
 });
 
 describe("public channels", () => {
+  it("subscribes a pusher-js client to 100 channels at once, as it resubscribes after every reconnect", async () => {
+    // 100 subscribes in one burst, five times the frame rate limit's burst: subscriptions have a
+    // limit of their own (docs/pusher.md "Limits"), or pusher-js would lose channels and be closed.
+    const client = new PusherClient(relay);
+    clients.push(client);
+    const names = Array.from({ length: 100 }, () => channel());
+    const outcomes = await Promise.all(names.map((name) => client.subscribeOutcome(name)));
+    expect(outcomes.filter((outcome) => !outcome.ok)).toEqual([]);
+    expect(client.pusher.connection.state).toBe("connected");
+    const heard = client.listen(names[99]!, "last");
+    await sdk.trigger(names[99]!, "last", { ok: true });
+    expect(await heard.next()).toMatchObject({ event: "last", data: { ok: true } });
+  });
+
   it("delivers a REST event to a subscriber, objects and strings as pusher-js hands them over", async () => {
     const name = channel();
     const client = await connectClient();

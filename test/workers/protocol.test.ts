@@ -5,6 +5,7 @@ import {
   decodeClientFrame,
   FrameError,
   isOversized,
+  isPusherSubscription,
   MAX_DATA_DEPTH,
   nestsTooDeep,
   sendableCloseCode,
@@ -99,6 +100,16 @@ describe("limits", () => {
     expect(limiter.take(0)).toBe("drop-and-tell");
     expect(limiter.take(1)).toBe("drop");
     expect(limiter.take(1001)).toBe("accept"); // refilled 5 tokens
+  });
+
+  it("takes a burst of its own size when given one (Pusher subscribes), refilling at the rate", () => {
+    const limiter = new RateLimiter(5, 0, 200);
+    for (let i = 0; i < 200; i++) expect(limiter.take(0)).toBe("accept");
+    expect(limiter.take(0)).toBe("drop-and-tell");
+    expect(limiter.take(1000)).toBe("accept");
+    expect(isPusherSubscription('{"event":"pusher:subscribe","data":{"channel":"c"}}')).toBe(true);
+    expect(isPusherSubscription('{"data":{"channel":"c"},"event":"pusher:unsubscribe"}')).toBe(true);
+    expect(isPusherSubscription('{"event":"client-x","channel":"private-c","data":{"event":"pusher:subscribe"}}')).toBe(false);
   });
 
   it("closes once more than twice the rate was dropped within 10 s", () => {

@@ -35,7 +35,8 @@ export interface Admission {
 }
 
 export interface RoomFull {
-  refused: "room_full";
+  /** `presence_full`: a Pusher presence channel at PRESENCE_LIST_LIMIT members refuses a new one. */
+  refused: "room_full" | "presence_full";
   message: string;
 }
 

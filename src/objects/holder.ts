@@ -330,7 +330,7 @@ export class Holder extends SocketHost {
     }
     const { feed, answer: admission, kept } = admitted;
     if (!this.sessions.has(session.ws)) return this.report(room, member, feed.count(member));
-    if ("refused" in admission) throw new FrameError("room_full", admission.message);
+    if ("refused" in admission) throw new FrameError(admission.refused, admission.message);
     if (!again) {
       this.ctx.storage.sql.exec(
         "INSERT OR REPLACE INTO subscriptions (connection, room, member) VALUES (?, ?, ?)",

@@ -129,7 +129,8 @@ export class PusherSockets {
     } catch (error) {
       if (!(error instanceof FrameError)) throw error;
       const full = error.code === "room_full";
-      this.#host.send(session, subscriptionError(channel, full ? 503 : 400, error.message));
+      const status = full ? 503 : error.code === "presence_full" ? 403 : 400;
+      this.#host.send(session, subscriptionError(channel, status, error.message));
       if (!full) throw error;
       // Pusher's answer to "over capacity": the error, then a 4100 close, on which pusher-js
       // backs off and reconnects (docs/protocol.md "Pusher Channels compatibility").

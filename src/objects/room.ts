@@ -167,6 +167,12 @@ export class Room extends Holder {
     if (more > 0 && members.connections + more > this.config.maxConnectionsPerRoom) {
       return { refused: "room_full", message: `room ${this.name} has ${this.config.maxConnectionsPerRoom} connections, its limit` };
     }
+    // A Pusher presence member (it brings user_info) needs every member listed, which stops at
+    // PRESENCE_LIST_LIMIT: past it a new one is refused, as Pusher caps presence channels.
+    const limit = this.config.presenceListLimit;
+    if (request.info !== undefined && !members.has(user) && members.users >= limit) {
+      return { refused: "presence_full", message: `presence channel ${this.name} has ${limit} members, its limit (PRESENCE_LIST_LIMIT)` };
+    }
     if (this.#seats.has(holder)) this.#seats.set(holder, this.#heldSeats(holder).slice(1)); // the promised seat is taken
     const change = members.set(holder, user, connections);
     if (request.info !== undefined && change === "joined") this.#infos.set(user, request.info);

@@ -38,6 +38,11 @@ export class Roster {
     return this.#totals.size;
   }
 
+  /** Whether `user` is present (on any holder). */
+  has(user: string): boolean {
+    return this.#totals.has(user);
+  }
+
   /** One user's connections on one holder. */
   at(holder: string, user: string): number {
     return this.#holders.get(holder)?.get(user) ?? 0;

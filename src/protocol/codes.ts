@@ -10,6 +10,8 @@ export type ErrorCode =
   | "not_found"
   | "inbox_full"
   | "room_full"
+  /** Pusher sockets only (as a subscription_error): a presence channel at PRESENCE_LIST_LIMIT members. */
+  | "presence_full"
   | "too_many_subscriptions"
   | "internal";
 

@@ -713,13 +713,33 @@ describe("a relay without the Pusher app", () => {
   });
 });
 
-describe("a relay with short heartbeats", () => {
+describe("a relay with short heartbeats and presence lists of 2", () => {
   let quick: Relay;
   beforeAll(async () => {
     quick = await startRelay({
-      vars: { ...PUSHER_RELAY.vars, HEARTBEAT_INTERVAL_MS: "1000", HEARTBEAT_TIMEOUT_MS: "3000" },
+      vars: { ...PUSHER_RELAY.vars, HEARTBEAT_INTERVAL_MS: "1000", HEARTBEAT_TIMEOUT_MS: "3000", PRESENCE_LIST_LIMIT: "2" },
       secrets: PUSHER_RELAY.secrets,
     });
+  });
+
+  it("refuses a new member of a presence channel at PRESENCE_LIST_LIMIT members, as Pusher caps them, and keeps the socket", async () => {
+    const name = freshRoom("presence-capped");
+    const member = (id: string) => ({ user_id: id, user_info: { name: id } });
+    const signed = (id: string) => {
+      const client = new PusherClient(quick, { authorize: signingHandler(serverSdk(quick), member(id)) });
+      clients.push(client);
+      return client;
+    };
+    const [a, b, c, a2] = [signed("a"), signed("b"), signed("c"), signed("a")];
+    expect((await a.subscribeOutcome(name)).ok).toBe(true);
+    expect((await b.subscribeOutcome(name)).ok).toBe(true);
+    const refused = await c.subscribeOutcome(name);
+    expect(refused).toMatchObject({ ok: false, error: { status: 403, error: expect.stringContaining("PRESENCE_LIST_LIMIT") } });
+    expect(c.pusher.connection.state).toBe("connected");
+    // A member already present may add a device: every client still sees the whole list.
+    const again = (await a2.subscribeOutcome(name)) as { ok: true; data: Members };
+    expect(again.data.count).toBe(2);
+    expect(again.data.me).toEqual({ id: "a", info: { name: "a" } });
   });
   afterAll(async () => {
     await quick?.close();

@@ -11,6 +11,7 @@ import {
   isPresenceChannel,
   isValidRoom,
   MAX_DATA_DEPTH,
+  MAX_EVENT_NAME,
   nestsTooDeep,
   pusherError,
   PusherClose,
@@ -155,7 +156,9 @@ function parseBody(body: string): Record<string, unknown> {
 
 function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent {
   const { name, data, socket_id: socketId } = fields;
-  if (typeof name !== "string" || name === "" || name.length > 200) throw new HttpError(400, "bad_request", `"name" must be an event name of 1-200 characters`);
+  if (typeof name !== "string" || name === "" || name.length > MAX_EVENT_NAME) {
+    throw new HttpError(400, "bad_request", `"name" must be an event name of 1-${MAX_EVENT_NAME} characters`);
+  }
   const text = typeof data === "string" ? data : JSON.stringify(data ?? null);
   if (encoder.encode(text).length > maxBytes) throw new HttpError(413, "too_large", `event data is limited to ${maxBytes} bytes`);
   if (fields.channels !== undefined && fields.channel !== undefined) throw new HttpError(400, "bad_request", `give "channel" or "channels", not both`);

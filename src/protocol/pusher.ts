@@ -61,6 +61,9 @@ export type PusherClientFrame =
 
 const CHANNEL_EVENT = /^client-/;
 
+/** Pusher's longest event name, for client events as for REST events. */
+export const MAX_EVENT_NAME = 200;
+
 function record(value: unknown): Record<string, unknown> | undefined {
   return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
 }
@@ -145,6 +148,7 @@ export function decodePusherFrame(text: string): PusherClientFrame {
       return { event: "pusher:unsubscribe", channel: channelOf(fields) };
     default:
       if (CHANNEL_EVENT.test(frame.event)) {
+        if (frame.event.length > MAX_EVENT_NAME) throw new FrameError("bad_frame", `event names are at most ${MAX_EVENT_NAME} characters`);
         return { event: frame.event as `client-${string}`, channel: channelOf(frame), data: (frame.data ?? null) as Json };
       }
       return { event: "other", name: frame.event.slice(0, 100) };

@@ -312,6 +312,16 @@ describe("private channels", () => {
     // Alice's own event never comes back to her: the first thing she hears is bob's answer.
     expect(await until(aliceHeard, "client-pong")).toMatchObject({ before: [], found: { data: { from: "bob" } } });
   });
+
+  it("refuses a client event whose name is longer than Pusher's 200 characters, as REST does", async () => {
+    const name = channel("private-");
+    const { client, socketId } = await rawPusher(relay);
+    client.send({ event: "pusher:subscribe", data: { channel: name, auth: sdk.authorizeChannel(socketId, name).auth } });
+    await nextPusherEvent(client, "pusher_internal:subscription_succeeded");
+    client.send({ event: `client-${"x".repeat(194)}`, channel: name, data: {} });
+    expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:error", data: { message: expect.stringContaining("200") } });
+    await client.close();
+  });
 });
 
 describe("presence channels", () => {

@@ -314,6 +314,7 @@ export class Holder extends SocketHost {
       }
     }
     // A repeat joins again with the socket set aside: its replay and live frames meet as for a first.
+    const previous = again ? rooms.get(room)!.memberOf(session) : undefined;
     if (again) rooms.get(room)!.remove(session);
     this.#joining.set(session.connection, joining + 1);
     let admitted;
@@ -321,7 +322,7 @@ export class Holder extends SocketHost {
       admitted = await this.#admit(room, member, session.connection, resume, info);
     } catch (error) {
       log("error", "subscribe failed", { holder: this.name, room, error });
-      if (again) this.#forget(session, room, member); // set aside above: now as unsubscribed as the answer says
+      if (again) this.#forget(session, room, previous); // set aside above: now as unsubscribed as the answer says
       throw new FrameError("internal", `could not reach room ${room}; not subscribed`);
     } finally {
       const left = (this.#joining.get(session.connection) ?? 1) - 1;
@@ -330,20 +331,18 @@ export class Holder extends SocketHost {
     }
     const { feed, answer: admission, kept } = admitted;
     if (!this.sessions.has(session.ws)) return this.report(room, member, feed.count(member));
-    if ("refused" in admission) throw new FrameError(admission.refused, admission.message);
-    if (!again) {
-      this.ctx.storage.sql.exec(
-        "INSERT OR REPLACE INTO subscriptions (connection, room, member) VALUES (?, ?, ?)",
-        session.connection,
-        room,
-        member === session.identity.user ? null : member,
-      );
+    if ("refused" in admission) {
+      if (again) this.#forget(session, room, previous);
+      throw new FrameError(admission.refused, admission.message);
     }
+    const row = [session.connection, room, member === session.identity.user ? null : member];
+    if (!again || previous !== member) this.ctx.storage.sql.exec("INSERT OR REPLACE INTO subscriptions (connection, room, member) VALUES (?, ?, ?)", ...row);
     answer(admission);
     for (const frame of admission.replay) sendEntry(session, { frame });
     this.#sendKept(session, kept);
     feed.add(session, admission.seq, member);
     rooms.set(room, feed);
+    if (again && previous !== member) this.report(room, previous!, feed.count(previous!)); // a Pusher member now someone else
   }
 
   /** Whether `session` has subscribed to `room` here. */

@@ -101,7 +101,9 @@ export class PusherSockets {
     if (!presence) return { member: session.identity.user };
     const data = parseMember(frame.channelData);
     if (!data) {
-      const message = `channel_data of ${channel} must be JSON with a "user_id" of 1-${MAX_USER_ID} characters (and a "user_info" of at most ${MAX_DATA_DEPTH} levels)`;
+      const message =
+        `channel_data of ${channel} must be JSON with a "user_id" of 1-${MAX_USER_ID} characters ` +
+        `(and a "user_info" of at most ${MAX_DATA_DEPTH} levels)`;
       this.#host.send(session, subscriptionError(channel, 400, message));
       this.#host.send(session, pusherError(null, message));
       return undefined;

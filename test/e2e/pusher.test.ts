@@ -23,6 +23,7 @@ import {
   WAIT_MS,
   pusherSocketPath,
 } from "./pusher-support";
+import type { TestClient } from "../support/client";
 import { freshRoom, type Relay, SERVER_AUTH, startRelay } from "./relay";
 
 let relay: Relay;
@@ -750,6 +751,26 @@ describe("a relay with short heartbeats and presence lists of 2", () => {
     const again = (await a2.subscribeOutcome(name)) as { ok: true; data: Members };
     expect(again.data.count).toBe(2);
     expect(again.data.me).toEqual({ id: "a", info: { name: "a" } });
+  });
+
+  it("counts a socket out when its subscribe again, as a new member of a full presence channel, is refused", async () => {
+    const name = freshRoom("presence-again");
+    const quickSdk = serverSdk(quick);
+    const subscribe = (client: TestClient, socketId: string, id: string) =>
+      client.send({ event: "pusher:subscribe", data: { channel: name, ...quickSdk.authorizeChannel(socketId, name, { user_id: id }) } });
+    const [first, second] = [await rawPusher(quick), await rawPusher(quick)];
+    subscribe(first.client, first.socketId, "a");
+    await nextPusherEvent(first.client, "pusher_internal:subscription_succeeded");
+    subscribe(second.client, second.socketId, "b");
+    await nextPusherEvent(second.client, "pusher_internal:subscription_succeeded");
+    // The first socket asks again as "c": the channel has its 2 members, so c is refused, and
+    // the socket is no longer subscribed at all (its error says so), so "a" leaves.
+    subscribe(first.client, first.socketId, "c");
+    expect(await nextPusherEvent(first.client, "pusher:subscription_error")).toMatchObject({ data: { status: 403 } });
+    expect(await nextPusherEvent(second.client, "pusher_internal:member_removed")).toMatchObject({ data: { user_id: "a" } });
+    const users = await json(await quickSdk.get({ path: `/channels/${name}/users`, params: {} }));
+    expect(users).toEqual({ users: [{ id: "b" }] });
+    await Promise.all([first.client.close(), second.client.close()]);
   });
   afterAll(async () => {
     await quick?.close();

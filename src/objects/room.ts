@@ -32,8 +32,8 @@ const SEAT_HOLD_MS = 10_000;
 const COUNT_EVERY_MS = 1_000;
 
 /** A full room pings its streams this many times, this far apart, before refusing one more. */
-const STREAM_PROBES = 4;
-const STREAM_PROBE_WAIT_MS = 50;
+const STREAM_PROBES = 2;
+const STREAM_PROBE_WAIT_MS = 100;
 
 export class Room extends Holder {
   readonly #log: MessageLog;
@@ -42,6 +42,8 @@ export class Room extends Holder {
   readonly #infos: MemberInfos;
   readonly #holders: Streams<FeedEntry>;
   readonly #streams = new Set<EventStream>();
+  /** The ping of every stream a full room makes before refusing one more, while it runs. */
+  #probe?: Promise<void>;
   /** Seats promised to shards, as the times they were promised. */
   readonly #seats = new Map<string, number[]>();
   #count = { sentAt: 0, users: -1, timer: undefined as ReturnType<typeof setTimeout> | undefined };
@@ -138,11 +140,17 @@ export class Room extends Holder {
    * a quiet room; refused meanwhile, a reconnecting EventSource would give up for good. So a full
    * room pings its streams and waits a moment for the gone ones to end (docs/protocol.md "Server-Sent Events").
    */
-  async #dropGoneReaders(limit: number): Promise<void> {
-    for (let round = 0; round < STREAM_PROBES && this.#streams.size >= limit; round++) {
-      for (const stream of this.#streams) stream.ping();
-      await scheduler.wait(STREAM_PROBE_WAIT_MS);
-    }
+  #dropGoneReaders(limit: number): Promise<void> {
+    // One probe at a time: the requests that reach a full room meanwhile share it, so a flood of
+    // them costs at most STREAM_PROBES writes per stream every STREAM_PROBES * STREAM_PROBE_WAIT_MS.
+    if (this.#probe) return this.#probe;
+    this.#probe = (async () => {
+      for (let round = 0; round < STREAM_PROBES && this.#streams.size >= limit; round++) {
+        for (const stream of this.#streams) stream.ping();
+        await scheduler.wait(STREAM_PROBE_WAIT_MS);
+      }
+    })().finally(() => (this.#probe = undefined));
+    return this.#probe;
   }
 
   // ---- joins and presence ----

@@ -1,7 +1,8 @@
 // Per-socket abuse limits (docs/protocol.md "Limits and close codes"). Plain state machines over
 // timestamps so they are cheap per frame and need no timers. They live in memory only: an
 // object is evicted only after ~10 s without events, by which time every window below has
-// emptied and the bucket has refilled, so starting afresh after hibernation is exact.
+// emptied and the bucket has refilled, so starting afresh after hibernation is exact (a Pusher
+// socket's subscription bucket, MAX_SUBSCRIPTIONS deep, may take longer to refill: a little generous).
 
 const WINDOW_MS = 10_000;
 

@@ -198,7 +198,7 @@ export abstract class SocketHost extends DurableObject<Env> {
     try {
       if (isOversized(message, this.config.maxMessageBytes)) {
         if (session.oversize.add(now)) return this.close(session, CloseCode.tooLarge, "message too large");
-        // Parsed only for its id: at most twice per socket, since the third closes it.
+        // Parsed only for its id: at most twice in 10 s per socket, since the third closes it.
         return this.refuse(session, new FrameError("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`, frameId(message)));
       }
       if (message === PING) return; // the auto-response normally takes these; exempt from limits
@@ -229,12 +229,12 @@ export abstract class SocketHost extends DurableObject<Env> {
   /**
    * The rate limit a frame counts toward. pusher-js sends a subscribe for every channel at once,
    * on each connect: those draw from a bucket of their own that holds a full set of
-   * subscriptions twice over, refilled at the same rate (docs/pusher.md "Limits").
+   * subscriptions, refilled at the same rate (docs/protocol.md decision 48).
    */
   #rateFor(session: Session, message: string | ArrayBuffer, now: number): RateLimiter {
     if (!session.pusher || typeof message !== "string" || !isPusherSubscription(message)) return session.rate;
     const { rateLimitPerSecond, maxSubscriptions } = this.config;
-    return (session.subscribing ??= new RateLimiter(rateLimitPerSecond, now, 2 * Math.max(rateLimitPerSecond, maxSubscriptions)));
+    return (session.subscribing ??= new RateLimiter(rateLimitPerSecond, now, Math.max(2 * rateLimitPerSecond, maxSubscriptions)));
   }
 
   /** A text frame that passed the limits; Holder reads Pusher clients' frames its own way. */

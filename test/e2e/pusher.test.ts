@@ -314,13 +314,16 @@ describe("private channels", () => {
     expect(await until(aliceHeard, "client-pong")).toMatchObject({ before: [], found: { data: { from: "bob" } } });
   });
 
-  it("refuses a client event whose name is longer than Pusher's 200 characters, as REST does", async () => {
+  it("refuses a client event whose name is longer than Pusher's 200 characters, as REST does, or whose data nests too deep", async () => {
     const name = channel("private-");
     const { client, socketId } = await rawPusher(relay);
     client.send({ event: "pusher:subscribe", data: { channel: name, auth: sdk.authorizeChannel(socketId, name).auth } });
     await nextPusherEvent(client, "pusher_internal:subscription_succeeded");
     client.send({ event: `client-${"x".repeat(194)}`, channel: name, data: {} });
     expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:error", data: { message: expect.stringContaining("200") } });
+    // Nor one whose data nests past MAX_DATA_DEPTH, as everywhere else (docs/protocol.md decision 47).
+    client.send(`{"event":"client-deep","channel":"${name}","data":${"[".repeat(1001)}${"]".repeat(1001)}}`);
+    expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:error", data: { message: expect.stringContaining("1000 levels") } });
     await client.close();
   });
 });
@@ -434,11 +437,11 @@ describe("REST channel queries", () => {
     await expect(sdk.trigger(channel(), "big", "x".repeat(70_000))).rejects.toMatchObject({ status: 413 });
   });
 
-  it("stores event data nested 2,000 levels and refuses deeper data with 400 (docs/protocol.md decision 47)", async () => {
+  it("stores event data nested 1,000 levels and refuses deeper data with 400 (docs/protocol.md decision 47)", async () => {
     const name = channel();
     const nested = (levels: number) => "[".repeat(levels) + "]".repeat(levels);
-    await sdk.trigger(name, "deep", nested(2000));
-    await expect(sdk.trigger(name, "deeper", nested(2001))).rejects.toMatchObject({ status: 400, body: expect.stringContaining("2000 levels") });
+    await sdk.trigger(name, "deep", nested(1000));
+    await expect(sdk.trigger(name, "deeper", nested(1001))).rejects.toMatchObject({ status: 400, body: expect.stringContaining("1000 levels") });
     const history = await json(await relay.fetch(`/rooms/${name}/messages`, { headers: SERVER_AUTH }));
     expect(history.messages.map((m: { data: { event: string } }) => m.data.event)).toEqual(["deep"]);
   });

@@ -12,7 +12,8 @@ export function baseUrl(url: string | URL): URL {
 
 /** The socket URL of a room (resuming after `since` in `epoch`) or of a user's own socket. */
 export function socketUrl(base: URL, target: { room: string } & ResumePoint | { inbox: string }, token?: string, user?: string): URL {
-  const url = new URL("room" in target ? `rooms/${target.room}/ws` : `users/${target.inbox}/ws`, base);
+  // Encoded, so an id that is not one (`x?y`, `x#y`, `%41`) reaches the relay as itself, and is refused 400.
+  const url = new URL("room" in target ? `rooms/${encodeURIComponent(target.room)}/ws` : `users/${encodeURIComponent(target.inbox)}/ws`, base);
   url.protocol = url.protocol.replace(/^http/, "ws");
   if (token !== undefined) url.searchParams.set("token", token);
   if (user !== undefined) url.searchParams.set("user", user);
@@ -52,7 +53,7 @@ export async function fetchHistory(
   query: { since?: number; limit?: number },
   token: string | undefined,
 ): Promise<MessageFrame[]> {
-  const url = overHttp(new URL(`rooms/${room}/messages`, base));
+  const url = overHttp(new URL(`rooms/${encodeURIComponent(room)}/messages`, base));
   if (query.since !== undefined) url.searchParams.set("since", String(query.since));
   if (query.limit !== undefined) url.searchParams.set("limit", String(query.limit));
   const res = await fetch(url, { headers: token === undefined ? {} : { Authorization: `Bearer ${token}` }, cache: "no-store" });

@@ -1,14 +1,21 @@
 // Direct messages on a user socket, with auto-ack (the default): acked for the app once its
-// listeners ran (one ack for a burst, since acks are cumulative), and a replay of one already
-// delivered dropped. Without auto-ack the app acks, and sees every replay.
+// listeners ran, and a replay of one already delivered dropped (but acked again: its ack may be
+// what a drop lost). Acks are cumulative, so one ack covers every direct that arrived within
+// ACK_EVERY_MS: one a direct would spend the relay's rate limit, which closes a socket (1008)
+// that keeps past it, on a backlog replayed at connect or a busy inbox. Without auto-ack the app
+// acks, and sees every replay.
+
+/** Acks go out at most this often. */
+const ACK_EVERY_MS = 250;
 
 export class Directs {
   readonly #autoAck: boolean;
   readonly #ack: (seq: number) => void;
-  /** Directs up to this seq were delivered and acked, in the inbox of `#epoch`. */
+  /** Directs up to this seq were delivered (their ack sent or waiting), in the inbox of `#epoch`. */
   #upTo?: number;
   #epoch?: string;
   #pendingAck?: number;
+  #timer?: ReturnType<typeof setTimeout>;
 
   constructor(autoAck: boolean, ack: (seq: number) => void) {
     this.#autoAck = autoAck;
@@ -26,17 +33,20 @@ export class Directs {
     return !this.#autoAck || this.#upTo === undefined || seq > this.#upTo;
   }
 
-  /** The listeners ran: acks `seq` once the current task is done (so a replayed burst costs one ack). */
+  /** Direct `seq` arrived (its listeners ran, or it was a replay): acks it with what else arrives soon. */
   delivered(seq: number): void {
     if (!this.#autoAck) return;
     this.#upTo = Math.max(seq, this.#upTo ?? 0);
-    const first = this.#pendingAck === undefined;
-    this.#pendingAck = Math.max(seq, this.#pendingAck ?? 0);
-    if (!first) return;
-    queueMicrotask(() => {
-      const upTo = this.#pendingAck!;
-      this.#pendingAck = undefined;
-      this.#ack(upTo);
-    });
+    this.#pendingAck = Math.max(this.#upTo, this.#pendingAck ?? 0);
+    this.#timer ??= setTimeout(() => this.flush(), ACK_EVERY_MS);
+  }
+
+  /** Sends the waiting ack now (also before the client closes). */
+  flush(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const upTo = this.#pendingAck;
+    this.#pendingAck = undefined;
+    if (upTo !== undefined) this.#ack(upTo);
   }
 }

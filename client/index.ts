@@ -189,6 +189,7 @@ export class RelayClient<T = Json, D = T> {
 
   /** Closes for good: no reconnection. Frames not yet answered reject with code `closed`. */
   close(code = 1000, reason = ""): void {
+    this.#directs.flush();
     this.#transport.stop(code, reason);
   }
 
@@ -196,7 +197,11 @@ export class RelayClient<T = Json, D = T> {
 
   async #url(): Promise<URL> {
     const { room, inbox, user } = this.#options;
-    const token = await this.#tokens.forConnection();
+    // A token function that fails is asked again at the next attempt; the app hears each failure.
+    const token = await this.#tokens.forConnection().catch((error: unknown) => {
+      this.#events.emit("tokenFailed", error);
+      throw error;
+    });
     return socketUrl(this.#base, room !== undefined ? { room, ...this.#rooms.point(room) } : { inbox: inbox! }, token, user);
   }
 
@@ -288,8 +293,7 @@ export class RelayClient<T = Json, D = T> {
   }
 
   #direct(frame: DirectFrame): void {
-    if (!this.#directs.isNew(frame.seq)) return;
-    this.#events.emit("direct", frame as Direct<D>);
+    if (this.#directs.isNew(frame.seq)) this.#events.emit("direct", frame as Direct<D>);
     this.#directs.delivered(frame.seq);
   }
 

@@ -13,6 +13,8 @@ import type { CloseInfo, ConnectionState, Refusal, RelayClientOptions, WebSocket
 const TERMINAL_CODES = new Set<number>([1002, 1003, 1007, CloseCode.policy]);
 /** The code the client reports for an attempt that failed without a close frame. */
 const ABNORMAL = 1006;
+/** How long close() lets the relay answer its close frame before ending the connection. */
+const CLOSE_WAIT_MS = 1000;
 
 /** What the transport needs from the client, and tells it. */
 export interface Link {
@@ -100,7 +102,12 @@ export class Transport {
     this.#stopped = true;
     const socket = this.#socket;
     this.#detach();
-    if (socket) closeQuietly(socket, code, reason);
+    if (socket) {
+      closeQuietly(socket, code, reason);
+      // `ws` waits 30 s for a silent peer's close frame, and keeps Node running meanwhile.
+      const timer = setTimeout(() => socket.terminate?.(), CLOSE_WAIT_MS) as { unref?: () => void };
+      timer.unref?.();
+    }
     this.#link.closed({ code, reason, willReconnect: false });
     this.#finish();
   }
@@ -170,7 +177,8 @@ export class Transport {
   #drop(socket: WebSocketLike, code: number, reason: string): void {
     if (socket !== this.#socket) return;
     this.#detach();
-    closeQuietly(socket, 4000, reason);
+    if (socket.terminate) socket.terminate();
+    else closeQuietly(socket, 4000, reason);
     this.#retry(code, reason);
   }
 

@@ -28,6 +28,8 @@ export type WebSocketLike = {
   binaryType: string;
   send(data: string | ArrayBuffer): void;
   close(code?: number, reason?: string): void;
+  /** The `ws` package's: ends the connection without waiting for the peer's close frame. */
+  terminate?(): void;
   onopen: ((event: any) => void) | null;
   onmessage: ((event: any) => void) | null;
   onclose: ((event: any) => void) | null;
@@ -162,5 +164,7 @@ export interface RelayEvents<T = Json, D = T> {
   binary: ArrayBuffer;
   /** A queued frame dropped because the queue was full while disconnected. */
   dropped: string;
+  /** The token function threw (or rejected) with this: the attempt failed and will be retried. */
+  tokenFailed: unknown;
   close: CloseInfo;
 }

@@ -5,7 +5,7 @@ import { sign } from "hono/jwt";
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
 import { RelayClient, type CloseInfo, type Json, type MessageFrame, type RelayClientOptions, type RelayEvents } from "../../client";
-import { freshRoom, startRelay, type Relay } from "./relay";
+import { freshRoom, SERVER_AUTH, startRelay, type Relay } from "./relay";
 
 const FAST = { minDelayMs: 10, maxDelayMs: 100 };
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -178,8 +178,8 @@ describe("RelayClient", () => {
 
     const bob = make({ inbox: user, user });
     expect(await next(bob, "direct")).toMatchObject({ from: "alice", data: "queued for later" });
-    // Auto-ack has gone out; a second device connecting later gets nothing replayed.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Auto-ack has gone out (within a quarter second); a second device connecting later gets nothing replayed.
+    await new Promise((resolve) => setTimeout(resolve, 600));
     const device = make({ inbox: user, user });
     const replayed: unknown[] = [];
     device.on("direct", (frame) => replayed.push(frame.data));
@@ -188,6 +188,88 @@ describe("RelayClient", () => {
     sender.direct(user, "live");
     expect(await live).toMatchObject({ data: "live" });
     expect(replayed).toEqual(["live"]);
+  });
+
+  it("acks a backlog of 100 directs replayed at connect in a few acks, stays connected, and is not replayed them again", async () => {
+    const user = freshUser("backlog");
+    for (let n = 0; n < 100; n += 10) {
+      await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          relay.fetch(`/users/${user}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data: n + i }) }),
+        ),
+      );
+    }
+    const acks: string[] = [];
+    class Counting extends WebSocket {
+      override send(data: string | ArrayBuffer): void {
+        if (typeof data === "string" && data.includes('"type":"ack"')) acks.push(data);
+        super.send(data);
+      }
+    }
+    const bob = make({ inbox: user, user, WebSocket: Counting });
+    const closes: CloseInfo[] = [];
+    bob.on("close", (info) => closes.push(info));
+    const seen: unknown[] = [];
+    bob.on("direct", (frame) => seen.push(frame.data));
+    await expect.poll(() => seen.length, { timeout: 10_000 }).toBe(100);
+    await expect.poll(() => acks.at(-1), { timeout: 5_000 }).toBe(JSON.stringify({ type: "ack", seq: 100 }));
+    // One ack per direct (100) spent the relay's rate limit (bursts of 40) and got the socket closed 1008.
+    expect(acks.length).toBeLessThan(10);
+    expect(closes).toEqual([]);
+    const device = make({ inbox: user, user });
+    const replayed: unknown[] = [];
+    device.on("direct", (frame) => replayed.push(frame.data));
+    await next(device, "welcome");
+    await sleep(300);
+    expect(replayed).toEqual([]);
+  });
+
+  it("acks again a replayed direct whose ack a drop lost, so the next client is not shown it again", async () => {
+    const user = freshUser("lost-ack");
+    const { WebSocket: Droppable, cut } = droppable();
+    const carol = make({ inbox: user, user, WebSocket: Droppable });
+    await next(carol, "welcome");
+    const shown: unknown[] = [];
+    // Cut as soon as the direct is shown: its ack (sent within a quarter second) has no socket.
+    carol.on("direct", (frame) => {
+      shown.push(frame.data);
+      cut();
+    });
+    const welcomedAgain = next(carol, "welcome");
+    await relay.fetch(`/users/${user}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data: "only" }) });
+    await welcomedAgain;
+    await sleep(600); // the replay came, was not shown, and was acked
+    expect(shown).toEqual(["only"]);
+    carol.close();
+    const next_ = make({ inbox: user, user });
+    const replayed: unknown[] = [];
+    next_.on("direct", (frame) => replayed.push(frame.data));
+    await next(next_, "welcome");
+    await sleep(300);
+    expect(replayed).toEqual([]);
+  });
+
+  it("sends ids as they are, so one that is no id is refused 400 instead of joining another room", async () => {
+    for (const room of ["%41", "x?y", "x#y"]) {
+      const client = make({ room, user: "odd" });
+      expect(await next(client, "refused")).toMatchObject({ status: 400, error: "bad_request" });
+    }
+  });
+
+  it("says when its token function fails, and asks it again at the next attempt", async () => {
+    let calls = 0;
+    const client = make({
+      room: freshRoom(),
+      user: "tokenless",
+      maxRetries: 1,
+      token: () => {
+        calls++;
+        throw new Error("token service down");
+      },
+    });
+    expect(await next(client, "tokenFailed")).toMatchObject({ message: "token service down" });
+    await expect(client.ready()).rejects.toMatchObject({ code: "closed" });
+    expect(calls).toBe(2);
   });
 
   it("stops and says why when the relay refuses the connection", async () => {
@@ -622,6 +704,36 @@ describe("RelayClient with tokens", () => {
 });
 
 // ---- a server that accepts the upgrade and never welcomes ----
+
+describe("RelayClient closing a connection that no longer answers", () => {
+  it("ends the socket (ws terminate) a second after close() when no close frame comes back", async () => {
+    let terminated = false;
+    class Unanswering {
+      readyState = 0;
+      binaryType = "blob";
+      onopen: ((event: unknown) => void) | null = null;
+      onmessage: ((event: unknown) => void) | null = null;
+      onclose: ((event: unknown) => void) | null = null;
+      onerror: ((event: unknown) => void) | null = null;
+      constructor(_url: string) {
+        setTimeout(() => {
+          this.readyState = 1;
+          this.onopen?.({});
+        }, 0);
+      }
+      send(): void {}
+      close(): void {} // the peer is gone: no close frame will ever answer
+      terminate(): void {
+        terminated = true;
+      }
+    }
+    const client = new RelayClient({ url: "http://127.0.0.1:9", room: "gone", WebSocket: Unanswering });
+    await sleep(50);
+    client.close();
+    expect(client.state).toBe("closed");
+    await expect.poll(() => terminated, { timeout: 3_000 }).toBe(true);
+  });
+});
 
 describe("RelayClient against a silent server", () => {
   let server: WebSocketServer;

@@ -26,6 +26,8 @@ export interface JoinRequest extends ResumePoint {
 export interface Admission {
   seq: number;
   epoch: string;
+  /** The Room's last mark (see FeedEntry): what it emitted up to here is in this answer's state. */
+  mark: number;
   users: number;
   presence?: PresenceEntry[];
   /** user_info of the listed users that gave one (presence- rooms, for Pusher clients). */
@@ -54,6 +56,13 @@ export interface FeedEntry {
   frame: string | ArrayBuffer;
   /** Set on numbered frames (room messages, directs): a holder checks these arrive without a hole. */
   seq?: number;
+  /**
+   * Set by a Room on every entry, growing with each emission. Entries without a seq (presence,
+   * binary, client events) are told apart by it: a socket whose join was answered at or past an
+   * entry's mark has the presence it tells of in its welcome (or joined after it was sent), so it
+   * must not get it as well (docs/design.md "Joining, counting and presence").
+   */
+  mark?: number;
   /** A connection that must not get this entry (a presence join's own newcomer, a binary's sender). */
   except?: string;
   /** For Pusher clients only: a client event, already in Pusher's format. */
@@ -78,10 +87,12 @@ export class Feed {
   /** Who each socket is here, where that is not its own user (a Pusher presence member). */
   readonly #members = new Map<string, string>();
   readonly #joiners = new Set<Joiner>();
-  /** Sockets that joined ahead of what has arrived here: the seq each already has. */
-  readonly #floors = new Map<string, number>();
+  /** Sockets that joined ahead of what has arrived here: the seq and mark each already has. */
+  readonly #floors = new Map<string, { seq?: number; mark?: number }>();
   /** The highest seq delivered here; unknown after a wake-up until the next entry. */
   last?: number;
+  /** The mark of the last marked entry delivered here. */
+  #lastMark?: number;
   /** Whether a hole in the seqs means lost frames (rooms), or is normal (an inbox's refused directs do not). */
   readonly #gapless: boolean;
 
@@ -123,24 +134,25 @@ export class Feed {
     return joiner;
   }
 
-  /** Ends a join; answers what arrived meanwhile after `seq` (the source's state in its answer). */
-  endJoin(joiner: Joiner, seq: number | undefined): FeedEntry[] {
+  /** Ends a join; answers what arrived meanwhile after `seq` and `mark` (the source's state in its answer). */
+  endJoin(joiner: Joiner, seq: number | undefined, mark?: number): FeedEntry[] {
     this.#joiners.delete(joiner);
     if (seq === undefined) return [];
     // With nobody here yet, the source's answer is where this feed starts: a batch still on its
     // way from before this holder was a target again must not look like a hole. With sockets
     // here, `last` is theirs; the newcomer gets a floor instead (see `add`).
     if (this.sessions.size === 0) this.last = Math.max(this.last ?? seq, seq);
-    return joiner.entries.filter((entry) => entry.seq === undefined || entry.seq > seq);
+    return joiner.entries.filter((entry) => (entry.seq === undefined ? !marked(entry, mark) : entry.seq > seq));
   }
 
   /**
-   * Adds `session`, which has everything up to `floor` (its welcome's seq). Entries at or below
-   * it that are still on their way to the sockets already here are not sent to it again.
+   * Adds `session`, which has everything up to `floor` (its welcome's seq) and `mark`. Entries at
+   * or below them that are still on their way to the sockets already here are not sent to it again.
    */
-  add(session: Session, floor?: number, member = session.identity.user): void {
+  add(session: Session, floor?: number, member = session.identity.user, mark?: number): void {
     if (this.sessions.has(session.connection)) return;
-    if (floor !== undefined && (this.last === undefined || this.last < floor)) this.#floors.set(session.connection, floor);
+    const seq = floor !== undefined && (this.last === undefined || this.last < floor) ? floor : undefined;
+    if (seq !== undefined || mark !== undefined) this.#floors.set(session.connection, { seq, mark });
     this.sessions.set(session.connection, session);
     if (member !== session.identity.user) this.#members.set(session.connection, member);
     this.#users.set(member, (this.#users.get(member) ?? 0) + 1);
@@ -180,19 +192,35 @@ export class Feed {
         this.last = entry.seq;
       }
       // Floors exist only just after a join; most deliveries skip the lookup.
-      const floors = entry.seq !== undefined && this.#floors.size > 0;
+      const floors = this.#floors.size > 0;
       for (const session of this.sessions.values()) {
         if (session.connection === entry.except) continue;
-        if (floors && entry.seq! <= (this.#floors.get(session.connection) ?? 0)) continue;
+        if (floors && below(entry, this.#floors.get(session.connection))) continue;
         send(session, entry);
       }
       for (const joiner of this.#joiners) joiner.entries.push(entry);
+      if (entry.mark !== undefined) this.#lastMark = entry.mark;
     }
-    if (this.#floors.size > 0 && this.last !== undefined) {
-      for (const [connection, floor] of this.#floors) if (floor <= this.last) this.#floors.delete(connection);
+    if (this.#floors.size > 0) {
+      for (const [connection, { seq, mark }] of this.#floors) {
+        const seqPassed = seq === undefined || (this.last !== undefined && seq <= this.last);
+        const markPassed = mark === undefined || (this.#lastMark !== undefined && mark <= this.#lastMark);
+        if (seqPassed && markPassed) this.#floors.delete(connection);
+      }
     }
     return true;
   }
+}
+
+/** Whether an entry without a seq was emitted at or before `mark` (a joiner's answer had it). */
+function marked(entry: FeedEntry, mark: number | undefined): boolean {
+  return entry.mark !== undefined && mark !== undefined && entry.mark <= mark;
+}
+
+/** Whether a socket whose join was answered at `floor` already has `entry`. */
+function below(entry: FeedEntry, floor: { seq?: number; mark?: number } | undefined): boolean {
+  if (floor === undefined) return false;
+  return entry.seq !== undefined ? floor.seq !== undefined && entry.seq <= floor.seq : marked(entry, floor.mark);
 }
 
 /** Pusher's text for each entry, made once however many Pusher sockets get it. */

@@ -115,7 +115,7 @@ export class Holder extends SocketHost {
       const request: JoinRequest = { holder: this.joinAs, user, connection, connections: feed.count(user), ...resume };
       if (info !== undefined) request.info = info;
       const answer = await this.joinRoom(room, request);
-      const kept = feed.endJoin(joiner, "refused" in answer ? undefined : answer.seq);
+      const kept = "refused" in answer ? feed.endJoin(joiner, undefined) : feed.endJoin(joiner, answer.seq, answer.mark);
       return { feed, answer, kept };
     } catch (error) {
       feed.endJoin(joiner, undefined);
@@ -151,14 +151,14 @@ export class Holder extends SocketHost {
     if ("refused" in answer) return new HttpError(503, "room_full", answer.message).toResponse();
     const { 0: client, 1: server } = new WebSocketPair();
     const session = this.accept(server, identity, connection, { room });
-    const { replay, recovered, ...state } = answer;
+    const { replay, recovered, infos: _, mark: __, ...state } = answer;
     this.send(
       server,
       welcomeFrame({ room, user: identity.user, connection, ...state, ...(recovered !== undefined && { recovered }), heartbeat: this.heartbeat }),
     );
     for (const frame of replay) this.send(server, frame);
     this.#sendKept(session, kept);
-    feed.add(session, answer.seq);
+    feed.add(session, answer.seq, undefined, answer.mark);
     this.#feeds().rooms.set(room, feed);
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -340,7 +340,7 @@ export class Holder extends SocketHost {
     answer(admission);
     for (const frame of admission.replay) sendEntry(session, { frame });
     this.#sendKept(session, kept);
-    feed.add(session, admission.seq, member);
+    feed.add(session, admission.seq, member, admission.mark);
     rooms.set(room, feed);
     if (again && previous !== member) this.report(room, previous!, feed.count(previous!)); // a Pusher member now someone else
   }

@@ -42,6 +42,8 @@ export class Room extends Holder {
   readonly #infos: MemberInfos;
   readonly #holders: Streams<FeedEntry>;
   readonly #streams = new Set<EventStream>();
+  /** Grows with every emission (FeedEntry.mark); from the clock, so it grows across restarts too. */
+  #mark = Date.now();
   /** The ping of every stream a full room makes before refusing one more, while it runs. */
   #probe?: Promise<void>;
   /** Seats promised to shards, as the times they were promised. */
@@ -190,6 +192,7 @@ export class Room extends Holder {
     const answer: Admission = {
       seq: this.#log.seq,
       epoch: this.#log.epoch,
+      mark: this.#mark,
       ...presence,
       ...(resume && { recovered: resume.recovered }),
       replay: resume?.messages.map((message) => message.frame) ?? [],
@@ -300,6 +303,8 @@ export class Room extends Holder {
 
   /** Sends entries to this Room's sockets and streams, and queues them for every other holder. */
   #emit(entries: FeedEntry[]): void {
+    const mark = ++this.#mark;
+    for (const entry of entries) entry.mark = mark;
     this.deliverRoom(this.name, entries);
     for (const holder of this.#roster.others()) this.#holders.push(holder, entries);
     for (const stream of this.#streams) {

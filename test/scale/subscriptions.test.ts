@@ -184,6 +184,40 @@ describe("subscribing a user socket to rooms", () => {
     restore();
   });
 
+  it("sends no join a subscription's list already has, when that join reached the hub before the answer", async () => {
+    const room = freshRoom();
+    // Two users whose sockets share a hub.
+    const first = freshUser("first");
+    let second = freshUser("second");
+    while (hubFor(second, 4) !== hubFor(first, 4)) second = freshUser("second");
+    // The Room takes up the first user's join only when let go: meanwhile the second user joins,
+    // and that join's presence frame reaches the hub while the first is still joining there.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
+      const roomClass = Object.getPrototypeOf(instance) as typeof instance;
+      const join = roomClass.join;
+      roomClass.join = function (this: typeof instance, request) {
+        if (this.ctx.id.name !== room || request.user !== first) return join.call(this, request);
+        return held.then(() => join.call(this, request)) as unknown as ReturnType<typeof join>;
+      };
+      return () => void (roomClass.join = join);
+    });
+    const a = await openUser(first);
+    const b = await openUser(second);
+    a.client.send({ type: "subscribe", room, id: "a" });
+    await new Promise((resolve) => setTimeout(resolve, 100)); // a's join is at the Room, held
+    expect(await subscribe(b.client, room)).toMatchObject({ users: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 100)); // b's join frame is at the hub
+    release();
+    const subscribed = await a.client.nextOf("subscribed");
+    expect(subscribed.presence.map((entry: { user: string }) => entry.user).sort()).toEqual([first, second].sort());
+    // The next frame a gets is the message below, not a join of b, which its list already has.
+    await serverPublish(room, "after");
+    expect(await a.client.json()).toMatchObject({ type: "message", data: "after" });
+    restore();
+  });
+
   it("counts a closed user socket as leaving every room it had", async () => {
     const [first, second] = [freshRoom(), freshRoom()];
     const watcher = await join(first, "watcher");

@@ -109,7 +109,7 @@ export class Feed {
 
   /** Users with a socket here, and how many each (joiners included). */
   census(): Record<string, number> {
-    const counts: Record<string, number> = {};
+    const counts: Record<string, number> = Object.create(null); // user ids as keys: no prototype
     for (const user of this.#users.keys()) counts[user] = this.count(user);
     for (const joiner of this.#joiners) counts[joiner.user] = this.count(joiner.user);
     return counts;

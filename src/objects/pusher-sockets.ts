@@ -121,7 +121,7 @@ export class PusherSockets {
         resume,
         (admission) => {
           const members = isPresenceChannel(channel)
-            ? (admission.presence ?? []).map(({ user }) => ({ user, info: admission.infos?.[user] }))
+            ? (admission.presence ?? []).map(({ user }) => ({ user, info: admission.infos && Object.hasOwn(admission.infos, user) ? admission.infos[user] : undefined }))
             : undefined;
           const { seq, epoch, users, recovered } = admission;
           this.#host.send(session, subscriptionSucceeded(channel, seq, epoch, members, users, recovered));

@@ -72,7 +72,8 @@ export class Room extends Holder {
   get #members(): Roster {
     if (!this.#recounted) {
       this.#recounted = true;
-      const counts: Record<string, number> = {};
+      // Keyed by user id: no prototype, so `constructor` or `__proto__` is a user like any other.
+      const counts: Record<string, number> = Object.create(null);
       for (const ws of this.ctx.getWebSockets()) {
         const attachment = liveAttachment(ws);
         if (attachment) counts[attachment.identity.user] = (counts[attachment.identity.user] ?? 0) + 1;

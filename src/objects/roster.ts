@@ -95,7 +95,8 @@ export class Roster {
     const changes: { user: string; change: Change }[] = [];
     const users = new Set([...(this.#holders.get(holder)?.keys() ?? []), ...Object.keys(counts)]);
     for (const user of users) {
-      const change = this.set(holder, user, counts[user] ?? 0);
+      // An answer from another object has Object's prototype: `constructor` is not a count.
+      const change = this.set(holder, user, Object.hasOwn(counts, user) ? counts[user]! : 0);
       if (change) changes.push({ user, change });
     }
     return changes;
@@ -152,7 +153,7 @@ export class MemberInfos {
 
   /** The info of each of `users` that has one. */
   of(users: string[]): Record<string, unknown> {
-    const infos: Record<string, unknown> = {};
+    const infos: Record<string, unknown> = Object.create(null);
     for (const user of users) {
       const info = this.get(user);
       if (info !== undefined) infos[user] = info;

@@ -256,6 +256,25 @@ describe("hibernation", () => {
     expect(await bob.client.json()).toMatchObject({ type: "message", data: "still here" });
   });
 
+  it("counts users named like Object's own properties (constructor, toString) as any others across a wake-up", async () => {
+    const room = freshRoom();
+    const first = await join(room, "constructor");
+    await join(room, "constructor");
+    await join(room, "toString");
+    await first.client.nextOf("presence");
+    await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+    expect(await env.ROOMS.getByName(room).info()).toMatchObject({
+      connections: 3,
+      users: 2,
+      presence: [
+        { user: "constructor", connections: 2 },
+        { user: "toString", connections: 1 },
+      ],
+    });
+    // Still full at MAX_CONNECTIONS_PER_ROOM (3): the count is a number, not "[object]1".
+    await expect(join(room, "valueOf")).rejects.toThrow(/503/);
+  });
+
   it("keeps presence, seq and history right after the object is evicted mid-conversation", async () => {
     const room = freshRoom();
     const alice = await join(room, "alice");

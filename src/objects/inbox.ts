@@ -12,6 +12,13 @@ import { Sequence } from "./sequence";
 /** How long an inbox waits for a hub's recount after it starts. */
 const RECOUNT_WAIT_MS = 2_000;
 
+/**
+ * The characters of unacknowledged directs an inbox holds, whatever INBOX_MAX_MESSAGES says: a
+ * socket's attach gets all of them in one answer, and a call between objects carries at most
+ * 32 MiB (docs/platform.md). With one batch still to store on top, an answer stays well under.
+ */
+const INBOX_MAX_CHARS = 4 * 1024 * 1024;
+
 export class Inbox extends DurableObject<Env> {
   readonly #config: Config;
   readonly #name: string;
@@ -23,6 +30,7 @@ export class Inbox extends DurableObject<Env> {
   readonly #changes = new Map<string, number>();
   /** Rows held, expired or not; counted after a wake-up or an ack, then kept in step. */
   #heldCount?: number;
+  #heldCharCount?: number;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -105,6 +113,15 @@ export class Inbox extends DurableObject<Env> {
     return this.#heldCount;
   }
 
+  #heldChars(): number {
+    this.#heldCharCount ??= this.ctx.storage.sql.exec<{ n: number }>("SELECT COALESCE(SUM(length(frame)), 0) AS n FROM directs").one().n;
+    return this.#heldCharCount;
+  }
+
+  #full(): boolean {
+    return this.#held() + this.#pending.length >= this.#config.inboxMaxMessages || this.#heldChars() >= INBOX_MAX_CHARS;
+  }
+
   /**
    * Stores one direct durably, then forwards it to every hub of this user; answers once it is
    * stored. A full inbox refuses it (answered, not thrown: a refusal is an outcome, not a failure
@@ -114,13 +131,13 @@ export class Inbox extends DurableObject<Env> {
   deliver(from: string, data: Json, id?: string): Promise<Delivery> | Refusal {
     // Expired rows are never replayed; they are only deleted when they would count against the
     // limit, so a delivery usually costs one INSERT and nothing else.
-    if (this.#held() + this.#pending.length >= this.#config.inboxMaxMessages) {
-      this.#heldCount = undefined;
+    if (this.#full()) {
+      this.#heldCount = this.#heldCharCount = undefined;
       this.#sequence.save(); // the newest row, which holds the seq, may be among them
       this.ctx.storage.sql.exec("DELETE FROM directs WHERE expires <= ?", Date.now());
-      const held = this.#held() + this.#pending.length;
-      if (held >= this.#config.inboxMaxMessages) {
-        return { refused: "inbox_full", message: `inbox of ${this.#name} holds ${held} unacknowledged messages, its limit; not sent` };
+      if (this.#full()) {
+        const held = this.#held() + this.#pending.length;
+        return { refused: "inbox_full", message: `inbox of ${this.#name} holds ${held} unacknowledged messages (${this.#heldChars()} characters), its limit; not sent` };
       }
     }
     const { promise, resolve, reject } = Promise.withResolvers<Delivery>();
@@ -172,6 +189,7 @@ export class Inbox extends DurableObject<Env> {
       return;
     }
     this.#heldCount = this.#held() + batch.length;
+    this.#heldCharCount = stored.reduce((chars, { text }) => chars + text.length, this.#heldChars());
     // The output gate holds these calls, and the callers' answers, until the write is durable.
     const entries = stored.map(({ seq, text }) => ({ frame: text, seq }));
     for (const hub of this.#sockets.keys()) this.#hubs.push(hub, entries);
@@ -184,6 +202,6 @@ export class Inbox extends DurableObject<Env> {
     // The newest row holds the seq (sequence.ts): kept in storage before it goes.
     if (seq >= this.#sequence.current) this.#sequence.save();
     this.ctx.storage.sql.exec("DELETE FROM directs WHERE seq <= ?", seq);
-    this.#heldCount = undefined; // recounted at the next delivery
+    this.#heldCount = this.#heldCharCount = undefined; // recounted at the next delivery
   }
 }

@@ -209,6 +209,30 @@ describe("on one running relay", () => {
     await Promise.all(fresh.map(({ client }) => client.close()));
   });
 
+  it("refuses directs past 4 Mi characters held, so the user's connect (which replays them all in one call) still works", { timeout: 60_000 }, async () => {
+    const user = freshUser("flooded");
+    const body = JSON.stringify({ data: "x".repeat(64_000) });
+    const statuses: number[] = [];
+    for (let n = 0; n < 80; n += 8) {
+      const answers = await Promise.all(
+        Array.from({ length: 8 }, () => relay.fetch(`/users/${user}/messages`, { method: "POST", headers: SERVER_AUTH, body })),
+      );
+      for (const answer of answers) {
+        statuses.push(answer.status);
+        await answer.body?.cancel();
+      }
+    }
+    // ~66 fit under 4 Mi characters (each stored frame is a little over 64,000), and a few more
+    // that were on their way together; far from INBOX_MAX_MESSAGES (1,000).
+    expect(statuses.filter((status) => status === 200).length).toBeLessThan(76);
+    expect(statuses.slice(-1)).toEqual([429]);
+    const { client, welcome } = await openInbox(relay, user);
+    const replayed = [];
+    for (let seq = 1; seq <= welcome.seq; seq++) replayed.push((await client.json()).seq);
+    expect(replayed).toEqual(Array.from({ length: welcome.seq }, (_, i) => i + 1));
+    await ackAndClose(client, welcome.seq);
+  });
+
   it("delivers a direct to both devices of a user", async () => {
     const sender = freshUser("sender");
     const dana = freshUser("dana");

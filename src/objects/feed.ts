@@ -223,6 +223,11 @@ function below(entry: FeedEntry, floor: { seq?: number; mark?: number } | undefi
   return entry.seq !== undefined ? floor.seq !== undefined && entry.seq <= floor.seq : marked(entry, floor.mark);
 }
 
+/** An entry's size for a call's budget (links.ts MAX_CALL_SIZE): characters, or bytes of a binary frame. */
+export function entrySize(entry: FeedEntry): number {
+  return typeof entry.frame === "string" ? entry.frame.length : entry.frame.byteLength;
+}
+
 /** Pusher's text for each entry, made once however many Pusher sockets get it. */
 const inPusherFormat = new WeakMap<FeedEntry, string | null>();
 

@@ -5,7 +5,7 @@ import { DurableObject } from "cloudflare:workers";
 import { configOf, type Config } from "../config";
 import { log } from "../log";
 import { directFrame, type Delivery, type Json, type Refusal } from "../protocol";
-import type { Attachment, FeedEntry } from "./feed";
+import { entrySize, type Attachment, type FeedEntry } from "./feed";
 import { Links, Streams } from "./links";
 import { Sequence } from "./sequence";
 
@@ -52,7 +52,7 @@ export class Inbox extends DurableObject<Env> {
       // A hub that holds none of the user's sockets (it lost them and could not say so) is
       // dropped, unless it reported since: a device may have been joining as it answered 0.
       if (delivered === 0 && this.#changes.get(hub) === changes) this.detach(hub, 0);
-    });
+    }, { sizeOf: entrySize });
     // A restart of the runtime takes the hubs' sockets without a word to the inbox, which would
     // then answer "delivered" for a user with no socket: after every start, each hub it knows
     // says how many of the user's sockets it still holds (docs/design.md "Failures").

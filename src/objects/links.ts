@@ -63,7 +63,16 @@ interface StreamOptions<E> {
   perCall?: number;
   /** Entries dropped from a queue past MAX_QUEUED. Default: none told. */
   dropped?: (entries: E[]) => void;
+  /** An entry's size, so one call carries at most MAX_CALL_SIZE of them. Default: not counted. */
+  sizeOf?: (entry: E) => number;
 }
+
+/**
+ * What one call carries at most, in sizeOf's units (characters): a call between objects may be at
+ * most 32 MiB serialized (docs/platform.md), and a queue that grew under a flood of big frames
+ * would otherwise go out in one call that fails.
+ */
+const MAX_CALL_SIZE = 8 * 1024 * 1024;
 
 /**
  * One ordered stream of entries per target object, with at most one call in flight each: what
@@ -74,12 +83,14 @@ export class Streams<E> {
   readonly #send: (target: string, entries: E[]) => Promise<unknown>;
   readonly #perCall: number;
   readonly #dropped: (entries: E[]) => void;
+  readonly #sizeOf?: (entry: E) => number;
   readonly #queues = new Map<string, { entries: E[]; busy: boolean }>();
 
-  constructor(send: (target: string, entries: E[]) => Promise<unknown>, { perCall = Infinity, dropped = () => {} }: StreamOptions<E> = {}) {
+  constructor(send: (target: string, entries: E[]) => Promise<unknown>, { perCall = Infinity, dropped = () => {}, sizeOf }: StreamOptions<E> = {}) {
     this.#send = send;
     this.#perCall = perCall;
     this.#dropped = dropped;
+    this.#sizeOf = sizeOf;
   }
 
   push(target: string, entries: E[]): void {
@@ -99,15 +110,28 @@ export class Streams<E> {
       return;
     }
     queue.busy = true;
+    const count = this.#taken(queue.entries);
     let entries = queue.entries;
-    if (entries.length <= this.#perCall) queue.entries = [];
-    else entries = queue.entries.splice(0, this.#perCall);
+    if (entries.length <= count) queue.entries = [];
+    else entries = queue.entries.splice(0, count);
     this.#send(target, entries)
       .catch((error: unknown) => log("error", "delivery to another object failed", { target, entries: entries.length, error }))
       .finally(() => {
         queue.busy = false;
         this.#pump(target, queue);
       });
+  }
+
+  /** How many of `entries` the next call carries: at most perCall, and MAX_CALL_SIZE (one at least). */
+  #taken(entries: E[]): number {
+    const count = Math.min(entries.length, this.#perCall);
+    if (!this.#sizeOf) return count;
+    let size = 0;
+    for (let i = 0; i < count; i++) {
+      size += this.#sizeOf(entries[i]!);
+      if (size > MAX_CALL_SIZE && i > 0) return i;
+    }
+    return count;
   }
 }
 

@@ -18,7 +18,7 @@ import {
 } from "../protocol";
 import { placeAt, readConnectRequest, shardName, type ConnectInfo } from "./connect";
 import { EventStream } from "./event-stream";
-import type { Admission, FeedEntry, JoinRequest, RoomFull } from "./feed";
+import { entrySize, type Admission, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
 import { Holder } from "./holder";
 import { Streams } from "./links";
 import { MessageLog, type Fresh } from "./message-log";
@@ -56,7 +56,7 @@ export class Room extends Holder {
     this.#log = new MessageLog(ctx.storage, this.name, this.config.historyLimit, (batch) => this.#stored(batch));
     this.#roster = new Roster(ctx.storage.sql);
     this.#infos = new MemberInfos(ctx.storage.sql);
-    this.#holders = new Streams((holder, entries) => this.#forward(holder, entries));
+    this.#holders = new Streams((holder, entries) => this.#forward(holder, entries), { sizeOf: entrySize });
   }
 
   protected override get joinAs(): string {

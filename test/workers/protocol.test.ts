@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { OversizeCounter, RateLimiter } from "../../src/objects/limits";
+import { Streams } from "../../src/objects/links";
 import {
   closeReason,
   decodeClientFrame,
@@ -158,5 +159,27 @@ describe("Pusher presence frames", () => {
     expect(data(toPusher(join("alice"), { name: "Alice" }))).toEqual({ user_id: "alice", user_info: { name: "Alice" } });
     expect(data(toPusher(join("relay-user")))).toEqual({ user_id: "relay-user" });
     expect(data(toPusher(join("bare"), null))).toEqual({ user_id: "bare" });
+  });
+});
+
+describe("streams between objects", () => {
+  it("splits what waits for one target into calls of at most 8 Mi characters, one entry at least", async () => {
+    const calls: number[][] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const streams = new Streams<string>(
+      async (_target, entries) => {
+        calls.push(entries.map((entry) => entry.length));
+        await gate;
+      },
+      { sizeOf: (entry) => entry.length },
+    );
+    const mi = 1024 * 1024;
+    streams.push("hub", ["first"]); // goes out at once; the rest wait for its answer
+    streams.push("hub", ["a".repeat(3 * mi), "b".repeat(3 * mi), "c".repeat(3 * mi), "d".repeat(9 * mi), "e"]);
+    release();
+    await expect.poll(() => calls.length).toBe(5);
+    // 9 Mi alone is over the budget, but a call carries one entry at least.
+    expect(calls).toEqual([[5], [3 * mi, 3 * mi], [3 * mi], [9 * mi], [1]]);
   });
 });

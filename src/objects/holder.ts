@@ -19,6 +19,7 @@ import {
 import { identityOf, overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
 import { sendEntry, type Admission, type Feed, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
 import { Feeds, type SubscriptionRow } from "./feeds";
+import { withinReplayBudget } from "./limits";
 import { Batches, Links } from "./links";
 import { PusherSockets } from "./pusher-sockets";
 import { RelaySockets } from "./relay-sockets";
@@ -59,9 +60,9 @@ export class Holder extends SocketHost {
       memberOf: (session, room) => (this.subscribed(session, room) ? (this.#feeds().rooms.get(room)?.memberOf(session) ?? null) : null),
       clientEvent: (room, frame, except) => this.links.call("room", room, (stub) => stub.clientEvent(frame, except)),
     });
-    // Subscriptions outlive hibernation here: an attachment (16 KiB) cannot hold them all (docs/platform.md).
+    // Subscriptions outlive hibernation here: an attachment (16 KiB) cannot hold them all (docs/platform.md);
+    // `member` is set where the socket is someone else in that room (a Pusher presence user_id).
     ctx.storage.sql.exec(
-      // `member` is set where the socket is someone else in that room (a Pusher presence user_id).
       "CREATE TABLE IF NOT EXISTS subscriptions (connection TEXT NOT NULL, room TEXT NOT NULL, member TEXT, PRIMARY KEY (connection, room))",
     );
   }
@@ -237,8 +238,7 @@ export class Holder extends SocketHost {
     else super.refuse(session, error);
   }
 
-  // A pusher-js client on a busy channel hears events all the time and so never pings: asked,
-  // it answers pusher:pong, which counts as activity.
+  // pusher-js on a busy channel never pings (it hears events): asked, its pusher:pong is activity.
   protected override onQuiet(session: Session): void {
     if (session.pusher) this.send(session.ws, PUSHER_PING);
   }
@@ -337,8 +337,9 @@ export class Holder extends SocketHost {
     }
     const row = [session.connection, room, member === session.identity.user ? null : member];
     if (!again || previous !== member) this.ctx.storage.sql.exec("INSERT OR REPLACE INTO subscriptions (connection, room, member) VALUES (?, ?, ?)", ...row);
-    answer(admission);
-    for (const frame of admission.replay) sendEntry(session, { frame });
+    const granted = withinReplayBudget(session, admission);
+    answer(granted);
+    for (const frame of granted.replay) sendEntry(session, { frame });
     this.#sendKept(session, kept);
     feed.add(session, admission.seq, member, admission.mark);
     rooms.set(room, feed);

@@ -3,6 +3,7 @@
 // object is evicted only after ~10 s without events, by which time every window below has
 // emptied and the bucket has refilled, so starting afresh after hibernation is exact (a Pusher
 // socket's subscription bucket, MAX_SUBSCRIPTIONS deep, may take longer to refill: a little generous).
+import type { Session } from "./session";
 
 const WINDOW_MS = 10_000;
 
@@ -66,4 +67,38 @@ export class OversizeCounter {
   add(now: number): boolean {
     return this.#window.add(now, OversizeCounter.CLOSE_AT) >= OversizeCounter.CLOSE_AT;
   }
+}
+
+/** History one socket's subscriptions may replay within WINDOW_MS, in characters. */
+const MAX_REPLAY_CHARS = 16 * 1024 * 1024;
+
+/**
+ * What a socket's subscribes replay: each may ask for up to HISTORY_LIMIT messages, so a socket
+ * that subscribes again and again (or to a hundred rooms) with `since` could have the hub queue
+ * gigabytes for it, and the runtime holds what a socket has not read. Past the budget a
+ * subscribe is answered `recovered: false` with no replay: the client reloads the room's state
+ * (docs/protocol.md decision 50).
+ */
+export class ReplayBudget {
+  #since = -Infinity;
+  #chars = 0;
+
+  /** Takes `chars` from the budget; false when they do not fit (nothing is taken then). */
+  take(chars: number, now: number): boolean {
+    if (now - this.#since >= WINDOW_MS) {
+      this.#since = now;
+      this.#chars = 0;
+    }
+    if (this.#chars + chars > MAX_REPLAY_CHARS) return false;
+    this.#chars += chars;
+    return true;
+  }
+}
+
+/** `admission` as `session` may have it: its replay, or `recovered: false` once the budget is spent. */
+export function withinReplayBudget<A extends { replay: string[]; recovered?: boolean }>(session: Session, admission: A): A {
+  if (admission.replay.length === 0) return admission;
+  const chars = admission.replay.reduce((sum, frame) => sum + frame.length, 0);
+  if ((session.replays ??= new ReplayBudget()).take(chars, Date.now())) return admission;
+  return { ...admission, replay: [], recovered: false };
 }

@@ -1,7 +1,7 @@
 // Per-socket state: who the socket belongs to, what survives hibernation in its attachment, and
 // what the object keeps for it in memory while awake.
 import type { Identity } from "../identity";
-import type { OversizeCounter, RateLimiter } from "./limits";
+import type { OversizeCounter, RateLimiter, ReplayBudget } from "./limits";
 
 /** What is stored with each socket (serializeAttachment): all that must survive hibernation. */
 export interface Attachment {
@@ -31,6 +31,8 @@ export interface Session {
   readonly rate: RateLimiter;
   /** A Pusher socket's own limit for its subscribes and unsubscribes, made at the first one. */
   subscribing?: RateLimiter;
+  /** What its subscribes may replay, made at the first replay. */
+  replays?: ReplayBudget;
   readonly oversize: OversizeCounter;
 }
 

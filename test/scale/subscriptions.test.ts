@@ -218,6 +218,22 @@ describe("subscribing a user socket to rooms", () => {
     restore();
   });
 
+  it("answers recovered false, with no replay, once a socket's subscribes replayed 16 Mi characters within 10 s", { timeout: 60_000 }, async () => {
+    const room = freshRoom();
+    for (let n = 0; n < 100; n += 10) await Promise.all(Array.from({ length: 10 }, () => serverPublish(room, "x".repeat(65_000))));
+    const { client } = await openUser();
+    // Each subscribe with since 0 replays the room's 100 messages, 6.5 Mi characters.
+    for (const id of ["s1", "s2"]) {
+      client.send({ type: "subscribe", room, since: 0, id });
+      expect(await client.nextOf("subscribed")).toMatchObject({ id, recovered: true, seq: 100 });
+      for (let seq = 1; seq <= 100; seq++) expect(await client.json()).toMatchObject({ type: "message", seq });
+    }
+    client.send({ type: "subscribe", room, since: 0, id: "s3" });
+    expect(await client.nextOf("subscribed")).toMatchObject({ id: "s3", recovered: false, seq: 100 });
+    client.send("ping");
+    expect(await client.next()).toBe("pong"); // no replay came
+  });
+
   it("counts a closed user socket as leaving every room it had", async () => {
     const [first, second] = [freshRoom(), freshRoom()];
     const watcher = await join(first, "watcher");

@@ -58,6 +58,10 @@ describe("demo page in Chromium", () => {
     await alice.selectOption("#to", "bob-d");
     await say(alice, "just for you");
     await expect.poll(() => log(bob).textContent()).toContain("alice-d → you: just for you");
+    // The sender's line appears once the relay took it; one the relay refuses says so instead.
+    await expect.poll(() => log(alice).textContent()).toContain("you → bob-d: just for you");
+    await say(alice, "x".repeat(70_000));
+    await expect.poll(() => log(alice).textContent()).toContain("Not sent to bob-d");
     await screenshot(bob, "direct-bob");
     await Promise.all([alice.close(), bob.close()]);
   });

@@ -2,7 +2,30 @@
 import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { hubFor } from "../../src/objects/connect";
+import type { Admission, JoinRequest, RoomFull } from "../../src/objects/feed";
 import { freshRoom, freshUser, info, join, openUser, serverPublish, subscribe, token } from "./connect";
+
+type Join = (request: JoinRequest) => Admission | RoomFull;
+
+/**
+ * Patches `room`'s Room so a join `plan` picks is answered only when `release()` is called: `plan`
+ * gets the request and the real join, and answers how to wait for the gate (or undefined: at
+ * once). RPC calls the class's methods, so the class is patched, for this room only; `restore()`.
+ */
+async function holdJoins(room: string, plan: (request: JoinRequest, join: Join) => ((gate: Promise<void>) => Promise<Admission | RoomFull>) | undefined) {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
+    const roomClass = Object.getPrototypeOf(instance) as typeof instance;
+    const join = roomClass.join;
+    roomClass.join = function (this: typeof instance, request) {
+      const held = this.ctx.id.name === room ? plan(request, (r) => join.call(this, r)) : undefined;
+      return held ? (held(gate) as unknown as Admission) : join.call(this, request);
+    };
+    return () => void (roomClass.join = join);
+  });
+  return { release, restore };
+}
 
 describe("subscribing a user socket to rooms", () => {
   it("answers subscribed with the room's state and the frame's id, then delivers the room's messages", async () => {
@@ -161,17 +184,9 @@ describe("subscribing a user socket to rooms", () => {
     // The Room counts the join, and the join's own presence frame (then a message) goes out to
     // the hub before the hub has the answer (calls between objects do not keep their order): the
     // hub holds a joiner and no socket yet. Answering 0 there made the Room count it out.
-    let release!: () => void;
-    const answered = new Promise<void>((resolve) => (release = resolve));
-    // RPC calls the class's methods, so the Room's class is patched, for this room only, and restored.
-    const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
-      const roomClass = Object.getPrototypeOf(instance) as typeof instance;
-      const join = roomClass.join;
-      roomClass.join = function (this: typeof instance, request) {
-        const answer = join.call(this, request);
-        return this.ctx.id.name === room ? (answered.then(() => answer) as unknown as typeof answer) : answer;
-      };
-      return () => void (roomClass.join = join);
+    const { release, restore } = await holdJoins(room, (request, join) => {
+      const answer = join(request);
+      return (gate) => gate.then(() => answer);
     });
     const { client } = await openUser();
     client.send({ type: "subscribe", room, id: "s" });
@@ -192,17 +207,9 @@ describe("subscribing a user socket to rooms", () => {
     while (hubFor(second, 4) !== hubFor(first, 4)) second = freshUser("second");
     // The Room takes up the first user's join only when let go: meanwhile the second user joins,
     // and that join's presence frame reaches the hub while the first is still joining there.
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
-      const roomClass = Object.getPrototypeOf(instance) as typeof instance;
-      const join = roomClass.join;
-      roomClass.join = function (this: typeof instance, request) {
-        if (this.ctx.id.name !== room || request.user !== first) return join.call(this, request);
-        return held.then(() => join.call(this, request)) as unknown as ReturnType<typeof join>;
-      };
-      return () => void (roomClass.join = join);
-    });
+    const { release, restore } = await holdJoins(room, (request, join) =>
+      request.user === first ? (gate) => gate.then(() => join(request)) : undefined,
+    );
     const a = await openUser(first);
     const b = await openUser(second);
     a.client.send({ type: "subscribe", room, id: "a" });

@@ -109,10 +109,10 @@ export class Feed {
 
   /** Users with a socket here, and how many each (joiners included). */
   census(): Record<string, number> {
-    const counts: Record<string, number> = Object.create(null); // user ids as keys: no prototype
-    for (const user of this.#users.keys()) counts[user] = this.count(user);
-    for (const joiner of this.#joiners) counts[joiner.user] = this.count(joiner.user);
-    return counts;
+    // Built from entries, so a user named `__proto__` is a key like any other; a plain object, since
+    // RPC does not carry objects without Object's prototype.
+    const users = new Set([...this.#users.keys(), ...[...this.#joiners].map((joiner) => joiner.user)]);
+    return Object.fromEntries([...users].map((user) => [user, this.count(user)]));
   }
 
   get empty(): boolean {

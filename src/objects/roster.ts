@@ -153,11 +153,12 @@ export class MemberInfos {
 
   /** The info of each of `users` that has one. */
   of(users: string[]): Record<string, unknown> {
-    const infos: Record<string, unknown> = Object.create(null);
+    // From entries: user ids as own keys (`__proto__` included), on a plain object RPC can carry.
+    const infos: [string, unknown][] = [];
     for (const user of users) {
       const info = this.get(user);
-      if (info !== undefined) infos[user] = info;
+      if (info !== undefined) infos.push([user, info]);
     }
-    return infos;
+    return Object.fromEntries(infos);
   }
 }

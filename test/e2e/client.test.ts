@@ -76,6 +76,20 @@ describe("RelayClient", () => {
   beforeAll(async () => {
     relay = await startRelay({ vars: { ALLOW_ANONYMOUS: "true", HISTORY_LIMIT: "3" } });
   });
+
+  /** A direct to `user` through the server API. */
+  const serverDirect = (user: string, data: unknown) =>
+    relay.fetch(`/users/${user}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data }) });
+
+  /** A new client of `user`'s inbox is replayed nothing: every direct was acked. */
+  const expectNothingReplayed = async (user: string) => {
+    const device = make({ inbox: user, user });
+    const replayed: unknown[] = [];
+    device.on("direct", (frame) => replayed.push(frame.data));
+    await next(device, "welcome");
+    await sleep(300);
+    expect(replayed).toEqual([]);
+  };
   afterAll(async () => {
     for (const client of clients) client.close();
     await relay?.close();
@@ -195,7 +209,7 @@ describe("RelayClient", () => {
     for (let n = 0; n < 100; n += 10) {
       await Promise.all(
         Array.from({ length: 10 }, (_, i) =>
-          relay.fetch(`/users/${user}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data: n + i }) }),
+          serverDirect(user, n + i),
         ),
       );
     }
@@ -216,12 +230,7 @@ describe("RelayClient", () => {
     // One ack per direct (100) spent the relay's rate limit (bursts of 40) and got the socket closed 1008.
     expect(acks.length).toBeLessThan(10);
     expect(closes).toEqual([]);
-    const device = make({ inbox: user, user });
-    const replayed: unknown[] = [];
-    device.on("direct", (frame) => replayed.push(frame.data));
-    await next(device, "welcome");
-    await sleep(300);
-    expect(replayed).toEqual([]);
+    await expectNothingReplayed(user);
   });
 
   it("acks again a replayed direct whose ack a drop lost, so the next client is not shown it again", async () => {
@@ -236,17 +245,12 @@ describe("RelayClient", () => {
       cut();
     });
     const welcomedAgain = next(carol, "welcome");
-    await relay.fetch(`/users/${user}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data: "only" }) });
+    await serverDirect(user, "only");
     await welcomedAgain;
     await sleep(600); // the replay came, was not shown, and was acked
     expect(shown).toEqual(["only"]);
     carol.close();
-    const next_ = make({ inbox: user, user });
-    const replayed: unknown[] = [];
-    next_.on("direct", (frame) => replayed.push(frame.data));
-    await next(next_, "welcome");
-    await sleep(300);
-    expect(replayed).toEqual([]);
+    await expectNothingReplayed(user);
   });
 
   it("sends ids as they are, so one that is no id is refused 400 instead of joining another room", async () => {

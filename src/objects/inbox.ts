@@ -19,6 +19,13 @@ const RECOUNT_WAIT_MS = 2_000;
  */
 const INBOX_MAX_CHARS = 4 * 1024 * 1024;
 
+/**
+ * Expired directs are deleted by an alarm this long after the oldest one expires, so that an
+ * inbox whose user never connects again does not keep them in storage for ever; one alarm then
+ * clears everything that expired meanwhile.
+ */
+const PURGE_AFTER_MS = 60_000;
+
 export class Inbox extends DurableObject<Env> {
   readonly #config: Config;
   readonly #name: string;
@@ -31,6 +38,8 @@ export class Inbox extends DurableObject<Env> {
   /** Rows held, expired or not; counted after a wake-up or an ack, then kept in step. */
   #heldCount?: number;
   #heldCharCount?: number;
+  /** The expiry alarm is set (or being set); false after a wake-up until a batch is stored. */
+  #purgeArmed = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -129,12 +138,10 @@ export class Inbox extends DurableObject<Env> {
    * its messages (docs/design.md): one commit for many deliveries, each answered after it.
    */
   deliver(from: string, data: Json, id?: string): Promise<Delivery> | Refusal {
-    // Expired rows are never replayed; they are only deleted when they would count against the
-    // limit, so a delivery usually costs one INSERT and nothing else.
+    // Expired rows are never replayed; they are deleted by the expiry alarm, or here when they
+    // would count against the limit, so a delivery usually costs one INSERT and nothing else.
     if (this.#full()) {
-      this.#heldCount = this.#heldCharCount = undefined;
-      this.#sequence.save(); // the newest row, which holds the seq, may be among them
-      this.ctx.storage.sql.exec("DELETE FROM directs WHERE expires <= ?", Date.now());
+      this.#purge();
       if (this.#full()) {
         const held = this.#held() + this.#pending.length;
         return { refused: "inbox_full", message: `inbox of ${this.#name} holds ${held} unacknowledged messages (${this.#heldChars()} characters), its limit; not sent` };
@@ -188,6 +195,7 @@ export class Inbox extends DurableObject<Env> {
       for (const { reject } of batch) reject(error);
       return;
     }
+    this.#armPurge(batch[0]!.at + this.#config.inboxTtlSeconds * 1000);
     this.#heldCount = this.#held() + batch.length;
     this.#heldCharCount = stored.reduce((chars, { text }) => chars + text.length, this.#heldChars());
     // The output gate holds these calls, and the callers' answers, until the write is durable.
@@ -195,6 +203,35 @@ export class Inbox extends DurableObject<Env> {
     for (const hub of this.#sockets.keys()) this.#hubs.push(hub, entries);
     const status = this.#sockets.size > 0 ? "delivered" : "queued";
     stored.forEach(({ seq }, i) => batch[i]!.resolve({ status, seq }));
+  }
+
+  /** Deletes the expired directs. */
+  #purge(): void {
+    this.#heldCount = this.#heldCharCount = undefined; // recounted when next needed
+    this.#sequence.save(); // the newest row, which holds the seq, may be among them
+    this.ctx.storage.sql.exec("DELETE FROM directs WHERE expires <= ?", Date.now());
+  }
+
+  /** Makes sure an alarm will delete the directs that expire at `expires` (or earlier ones). */
+  #armPurge(expires: number): void {
+    if (this.#purgeArmed) return;
+    this.#purgeArmed = true;
+    const storage = this.ctx.storage;
+    void storage
+      .getAlarm()
+      .then((at) => (at === null ? storage.setAlarm(expires + PURGE_AFTER_MS) : undefined))
+      .catch((error: unknown) => {
+        this.#purgeArmed = false;
+        log("error", "could not arm the inbox's expiry alarm", { user: this.#name, error });
+      });
+  }
+
+  /** The expiry alarm: deletes what expired, and comes back for the next oldest direct. */
+  override async alarm(): Promise<void> {
+    this.#purge();
+    const { oldest } = this.ctx.storage.sql.exec<{ oldest: number | null }>("SELECT MIN(expires) AS oldest FROM directs").one();
+    this.#purgeArmed = oldest !== null;
+    if (oldest !== null) await this.ctx.storage.setAlarm(oldest + PURGE_AFTER_MS);
   }
 
   /** Drops every direct up to `seq`: the user has them. */

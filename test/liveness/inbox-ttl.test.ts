@@ -1,3 +1,4 @@
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { connect, freshRoom, join } from "../workers/connect";
 
@@ -20,5 +21,28 @@ describe("inbox expiry", () => {
     expect(await recipient.json()).toMatchObject({ type: "welcome", seq: 2 });
     expect(await recipient.json()).toMatchObject({ type: "direct", seq: 2, data: "fresh" });
     expect(recipient.pending).toEqual([]);
+  });
+
+  it("deletes expired directs from storage by alarm, for a user who never connects", async () => {
+    const to = `gone-${crypto.randomUUID().slice(0, 8)}`;
+    const sender = await join(freshRoom(), "alice");
+    for (const id of ["a", "b"]) {
+      sender.client.send({ type: "direct", to, data: id, id });
+      expect(await sender.client.json()).toMatchObject({ type: "ack", id, status: "queued" });
+    }
+    await sender.client.close();
+    const inbox = env.INBOXES.getByName(to);
+    const rows = () => runInDurableObject(inbox, (_, state) => state.storage.sql.exec("SELECT seq FROM directs").toArray().length);
+    const alarm = () => runInDurableObject(inbox, (_, state) => state.storage.getAlarm());
+    expect(await rows()).toBe(2);
+    expect(await alarm()).not.toBeNull();
+    await sleep(1_100);
+    expect(await runDurableObjectAlarm(inbox)).toBe(true);
+    expect(await rows()).toBe(0);
+    expect(await alarm()).toBeNull(); // nothing left to expire: no alarm until the next direct
+    // The seq goes on from where it was, though the rows that held it are gone.
+    const later = await join(freshRoom(), "alice");
+    later.client.send({ type: "direct", to, data: "c", id: "c" });
+    expect(await later.client.json()).toMatchObject({ type: "ack", id: "c", status: "queued", seq: 3 });
   });
 });

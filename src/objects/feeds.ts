@@ -10,11 +10,44 @@ import type { Session } from "./session";
  */
 export type SubscriptionRow = { connection: string; room: string; member: string | null };
 
+/**
+ * The holder's subscriptions, in its storage: they outlive hibernation there, since an attachment
+ * (16 KiB) cannot hold them all (docs/platform.md).
+ */
+export class SubscriptionTable {
+  readonly #sql: SqlStorage;
+
+  constructor(sql: SqlStorage) {
+    this.#sql = sql;
+    sql.exec("CREATE TABLE IF NOT EXISTS subscriptions (connection TEXT NOT NULL, room TEXT NOT NULL, member TEXT, PRIMARY KEY (connection, room))");
+  }
+
+  /** Every row, or a connection's. */
+  rows(connection?: string): SubscriptionRow[] {
+    const columns = "SELECT connection, room, member FROM subscriptions";
+    return (connection === undefined ? this.#sql.exec<SubscriptionRow>(columns) : this.#sql.exec<SubscriptionRow>(`${columns} WHERE connection = ?`, connection)).toArray();
+  }
+
+  save({ connection, room, member }: SubscriptionRow): void {
+    this.#sql.exec("INSERT OR REPLACE INTO subscriptions (connection, room, member) VALUES (?, ?, ?)", connection, room, member);
+  }
+
+  /** Deletes a connection's row for `room`, or all its rows. */
+  drop(connection: string, room?: string): void {
+    if (room === undefined) this.#sql.exec("DELETE FROM subscriptions WHERE connection = ?", connection);
+    else this.#sql.exec("DELETE FROM subscriptions WHERE connection = ? AND room = ?", connection, room);
+  }
+}
+
 export class Feeds {
   readonly rooms = new Map<string, Feed>();
   readonly inboxes = new Map<string, Feed>();
 
-  constructor(sessions: Iterable<Session>, subscriptions: () => SubscriptionRow[]) {
+  /**
+   * Rows of sockets that are gone are deleted: a restart of the runtime ends sockets without a
+   * close event (docs/design.md "Failures").
+   */
+  constructor(sessions: Iterable<Session>, subscriptions: SubscriptionTable) {
     const userSockets = new Map<string, Session>();
     for (const session of sessions) {
       if (session.room !== undefined) this.room(session.room).add(session);
@@ -23,11 +56,13 @@ export class Feeds {
         userSockets.set(session.connection, session);
       }
     }
-    if (userSockets.size === 0) return;
-    for (const { connection, room, member } of subscriptions()) {
+    const gone = new Set<string>();
+    for (const { connection, room, member } of subscriptions.rows()) {
       const session = userSockets.get(connection);
       if (session) this.room(room).add(session, undefined, member ?? undefined);
+      else gone.add(connection);
     }
+    for (const connection of gone) subscriptions.drop(connection);
   }
 
   /** The room's feed, made if there is none: a hole in a room's seqs means lost messages. */

@@ -18,7 +18,7 @@ import {
 } from "../protocol";
 import { identityOf, overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
 import { sendEntry, type Admission, type Feed, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
-import { Feeds, type SubscriptionRow } from "./feeds";
+import { Feeds, SubscriptionTable } from "./feeds";
 import { withinReplayBudget } from "./limits";
 import { Batches, Links } from "./links";
 import { PusherSockets } from "./pusher-sockets";
@@ -37,6 +37,8 @@ export class Holder extends SocketHost {
   readonly #changes = new Turns();
   // Built lazily from the sockets and the subscriptions table, so they are right after a wake-up.
   #feedsOf?: Feeds;
+  /** `member` is set where the socket is someone else in a room (a Pusher presence user_id). */
+  readonly #subscriptions: SubscriptionTable;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -60,11 +62,7 @@ export class Holder extends SocketHost {
       memberOf: (session, room) => (this.subscribed(session, room) ? (this.#feeds().rooms.get(room)?.memberOf(session) ?? null) : null),
       clientEvent: (room, frame, except) => this.links.call("room", room, (stub) => stub.clientEvent(frame, except)),
     });
-    // Subscriptions outlive hibernation here: an attachment (16 KiB) cannot hold them all (docs/platform.md);
-    // `member` is set where the socket is someone else in that room (a Pusher presence user_id).
-    ctx.storage.sql.exec(
-      "CREATE TABLE IF NOT EXISTS subscriptions (connection TEXT NOT NULL, room TEXT NOT NULL, member TEXT, PRIMARY KEY (connection, room))",
-    );
+    this.#subscriptions = new SubscriptionTable(ctx.storage.sql);
   }
 
   /** The name this holder gives when it joins a room; Room uses the roster's own marker. */
@@ -75,13 +73,7 @@ export class Holder extends SocketHost {
   // ---- feeds ----
 
   #feeds(): Feeds {
-    return (this.#feedsOf ??= new Feeds(this.sessions.values(), () => this.#subscriptionRows()));
-  }
-
-  #subscriptionRows(connection?: string): SubscriptionRow[] {
-    const sql = this.ctx.storage.sql;
-    const columns = "SELECT connection, room, member FROM subscriptions";
-    return (connection === undefined ? sql.exec<SubscriptionRow>(columns) : sql.exec<SubscriptionRow>(`${columns} WHERE connection = ?`, connection)).toArray();
+    return (this.#feedsOf ??= new Feeds(this.sessions.values(), this.#subscriptions));
   }
 
   /** The sockets held here for `room`; a Room uses this for its own. */
@@ -201,8 +193,8 @@ export class Holder extends SocketHost {
 
   protected override onLeave(session: Session): void {
     if (session.room !== undefined) return this.#leaveRoom(session, session.room);
-    const subscribed = this.#subscriptionRows(session.connection);
-    this.ctx.storage.sql.exec("DELETE FROM subscriptions WHERE connection = ?", session.connection);
+    const subscribed = this.#subscriptions.rows(session.connection);
+    this.#subscriptions.drop(session.connection);
     for (const { room, member } of subscribed) this.#leaveRoom(session, room, member ?? undefined);
     if (session.pusher) return;
     const feeds = this.#feeds();
@@ -335,8 +327,8 @@ export class Holder extends SocketHost {
       if (again) this.#forget(session, room, previous);
       throw new FrameError(admission.refused, admission.message);
     }
-    const row = [session.connection, room, member === session.identity.user ? null : member];
-    if (!again || previous !== member) this.ctx.storage.sql.exec("INSERT OR REPLACE INTO subscriptions (connection, room, member) VALUES (?, ?, ?)", ...row);
+    const row = { connection: session.connection, room, member: member === session.identity.user ? null : member };
+    if (!again || previous !== member) this.#subscriptions.save(row);
     const granted = withinReplayBudget(session, admission);
     answer(granted);
     for (const frame of granted.replay) sendEntry(session, { frame });
@@ -358,7 +350,7 @@ export class Holder extends SocketHost {
   }
 
   #forget(session: Session, room: string, member?: string): void {
-    this.ctx.storage.sql.exec("DELETE FROM subscriptions WHERE connection = ? AND room = ?", session.connection, room);
+    this.#subscriptions.drop(session.connection, room);
     this.#leaveRoom(session, room, member);
   }
 

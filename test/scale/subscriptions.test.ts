@@ -265,6 +265,26 @@ describe("subscribing a user socket to rooms", () => {
     expect(await info(room)).toMatchObject({ connections: 0 });
   });
 
+  it("forget, on waking, the subscriptions of sockets a restart ended without a close", async () => {
+    const room = freshRoom();
+    const { client, user } = await openUser();
+    await subscribe(client, room);
+    const rowsAt = (hub: DurableObjectStub) =>
+      runInDurableObject(hub, (_, state) => state.storage.sql.exec<{ connection: string }>("SELECT connection FROM subscriptions WHERE room = ?", room).toArray());
+    // The user's hub, or the overflow hub it was handed to if other tests filled it.
+    const hubs = [hubFor(user, 4), ...[2, 3, 4, 5, 6].map((n) => `${hubFor(user, 4)}~${n}`)].map((name) => env.HOLDERS.getByName(name));
+    const hub = (await Promise.all(hubs.map(async (stub) => ((await rowsAt(stub)).length > 0 ? stub : undefined)))).find(Boolean)!;
+    const rows = () => rowsAt(hub);
+    // What a crash leaves: the row of a socket the platform no longer has.
+    await runInDurableObject(hub, (_, state) => void state.storage.sql.exec("INSERT INTO subscriptions (connection, room, member) VALUES ('ghost', ?, NULL)", room));
+    expect(await rows()).toHaveLength(2);
+    await evictDurableObject(hub, { webSockets: "hibernate" });
+    await serverPublish(room, "after");
+    expect(await client.nextOf("message")).toMatchObject({ room, data: "after" });
+    expect((await rows()).map((row) => row.connection)).not.toContain("ghost");
+    expect(await rows()).toHaveLength(1);
+  });
+
   it("still receives directs on a socket that subscribes", async () => {
     const room = freshRoom();
     const { client, user } = await openUser();

@@ -61,9 +61,12 @@ const MAX_QUEUED = 10_000;
 interface StreamOptions<E> {
   /** The most entries one call carries; the rest wait for the next call. Default: all queued. */
   perCall?: number;
-  /** Entries dropped from a queue past MAX_QUEUED. Default: none told. */
+  /** Entries dropped from a queue past MAX_QUEUED (or MAX_QUEUED_SIZE). Default: none told. */
   dropped?: (entries: E[]) => void;
-  /** An entry's size, so one call carries at most MAX_CALL_SIZE of them. Default: not counted. */
+  /**
+   * An entry's size, so one call carries at most MAX_CALL_SIZE of them and a queue holds at most
+   * MAX_QUEUED_SIZE. Default: not counted.
+   */
   sizeOf?: (entry: E) => number;
 }
 
@@ -75,6 +78,20 @@ interface StreamOptions<E> {
 const MAX_CALL_SIZE = 8 * 1024 * 1024;
 
 /**
+ * What one target's queue holds at most, in sizeOf's units, past which its oldest entries are
+ * dropped as past MAX_QUEUED: 10,000 frames of 64 KiB would be over a gigabyte of memory (strings
+ * of two bytes a character) for one target that stopped answering.
+ */
+const MAX_QUEUED_SIZE = 32 * 1024 * 1024;
+
+interface Queue<E> {
+  entries: E[];
+  /** The entries' total size (0 without sizeOf). */
+  size: number;
+  busy: boolean;
+}
+
+/**
  * One ordered stream of entries per target object, with at most one call in flight each: what
  * arrives while a call is out goes in the next one, so under load one call carries many entries
  * and the cost grows with the number of targets, not of entries.
@@ -84,7 +101,7 @@ export class Streams<E> {
   readonly #perCall: number;
   readonly #dropped: (entries: E[]) => void;
   readonly #sizeOf?: (entry: E) => number;
-  readonly #queues = new Map<string, { entries: E[]; busy: boolean }>();
+  readonly #queues = new Map<string, Queue<E>>();
 
   constructor(send: (target: string, entries: E[]) => Promise<unknown>, { perCall = Infinity, dropped = () => {}, sizeOf }: StreamOptions<E> = {}) {
     this.#send = send;
@@ -95,31 +112,55 @@ export class Streams<E> {
 
   push(target: string, entries: E[]): void {
     let queue = this.#queues.get(target);
-    if (!queue) this.#queues.set(target, (queue = { entries: [], busy: false }));
+    if (!queue) this.#queues.set(target, (queue = { entries: [], size: 0, busy: false }));
     queue.entries.push(...entries);
+    queue.size += this.#total(entries);
     // A target that stopped answering must not grow the queue without bound: a room's receiver
     // notices the hole in the seqs and has its clients resume from history.
-    if (queue.entries.length > MAX_QUEUED) this.#dropped(queue.entries.splice(0, queue.entries.length - MAX_QUEUED));
+    const excess = this.#excess(queue);
+    if (excess > 0) this.#dropped(this.#take(queue, excess));
     this.#pump(target, queue);
   }
 
-  #pump(target: string, queue: { entries: E[]; busy: boolean }): void {
+  #pump(target: string, queue: Queue<E>): void {
     if (queue.busy) return;
     if (queue.entries.length === 0) {
       this.#queues.delete(target);
       return;
     }
     queue.busy = true;
-    const count = this.#taken(queue.entries);
-    let entries = queue.entries;
-    if (entries.length <= count) queue.entries = [];
-    else entries = queue.entries.splice(0, count);
+    const entries = this.#take(queue, this.#taken(queue.entries));
     this.#send(target, entries)
       .catch((error: unknown) => log("error", "delivery to another object failed", { target, entries: entries.length, error }))
       .finally(() => {
         queue.busy = false;
         this.#pump(target, queue);
       });
+  }
+
+  /** How many of the oldest entries must go for `queue` to be within MAX_QUEUED and MAX_QUEUED_SIZE (never the newest). */
+  #excess({ entries, size }: Queue<E>): number {
+    let excess = 0;
+    while (excess < entries.length - 1 && (entries.length - excess > MAX_QUEUED || size > MAX_QUEUED_SIZE)) {
+      size -= this.#sizeOf?.(entries[excess]!) ?? 0;
+      excess++;
+    }
+    return excess;
+  }
+
+  /** Takes the first `count` entries off `queue`. */
+  #take(queue: Queue<E>, count: number): E[] {
+    let taken = queue.entries;
+    if (taken.length <= count) queue.entries = [];
+    else taken = queue.entries.splice(0, count);
+    queue.size = queue.entries.length === 0 ? 0 : queue.size - this.#total(taken);
+    return taken;
+  }
+
+  #total(entries: E[]): number {
+    let size = 0;
+    if (this.#sizeOf) for (const entry of entries) size += this.#sizeOf(entry);
+    return size;
   }
 
   /** How many of `entries` the next call carries: at most perCall, and MAX_CALL_SIZE (one at least). */

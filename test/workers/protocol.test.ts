@@ -182,4 +182,26 @@ describe("streams between objects", () => {
     // 9 Mi alone is over the budget, but a call carries one entry at least.
     expect(calls).toEqual([[5], [3 * mi, 3 * mi], [3 * mi], [9 * mi], [1]]);
   });
+
+  it("drops the oldest entries queued for a stalled target past 32 Mi characters, never the newest", async () => {
+    const { promise: gate, resolve: release } = Promise.withResolvers<void>();
+    const calls: number[][] = [];
+    const dropped: string[] = [];
+    const streams = new Streams<string>(
+      async (_target, entries) => {
+        calls.push(entries.map((entry) => entry.length));
+        await gate;
+      },
+      { sizeOf: (entry) => entry.length, dropped: (entries) => dropped.push(...entries.map((entry) => entry.slice(-2))) },
+    );
+    const mi = 1024 * 1024;
+    streams.push("hub", ["first"]); // out at once; the target does not answer
+    for (let i = 10; i < 50; i++) streams.push("hub", [String(i).padStart(mi, "x")]); // 1 Mi each
+    expect(dropped).toEqual(["10", "11", "12", "13", "14", "15", "16", "17"]);
+    streams.push("hub", ["y".repeat(40 * mi)]); // over the bound alone: everything before it goes
+    expect(dropped).toHaveLength(40);
+    release();
+    await expect.poll(() => calls.length).toBe(2);
+    expect(calls).toEqual([[5], [40 * mi]]);
+  });
 });

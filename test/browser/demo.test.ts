@@ -91,6 +91,26 @@ describe("demo page in Chromium", () => {
     await page.close();
   });
 
+  it("shows a newcomer the room's recent messages, and again after a reload", async () => {
+    const room = freshRoom();
+    for (const text of ["earlier one", "earlier two"]) {
+      const res = await relay.fetch(`/rooms/${room}/messages`, {
+        method: "POST",
+        headers: { ...SERVER_AUTH, "Content-Type": "application/json" },
+        body: JSON.stringify({ data: { text } }),
+      });
+      expect(res.status).toBe(200);
+    }
+    const page = await open("dave", room);
+    await say(page, "now");
+    const chat = () => log(page).locator("p:not(.meta)").allTextContents();
+    await expect.poll(chat).toEqual(["server: earlier one", "server: earlier two", "dave: now"]);
+    await page.reload();
+    await expectState(page, "open");
+    await expect.poll(chat).toEqual(["server: earlier one", "server: earlier two", "dave: now"]);
+    await page.close();
+  });
+
   it("receives a room's messages through EventSource", async () => {
     const room = freshRoom();
     const page = await browser.newPage();

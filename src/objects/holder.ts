@@ -50,6 +50,7 @@ export class Holder extends SocketHost {
       directs: new Batches((to, directs) => links.call("inbox", to, (stub) => stub.deliverAll(directs))),
       send: (session, frame) => this.send(session.ws, frame),
       publishTo: (room, from, data, id) => this.publishTo(room, from, data, id),
+      answering: (session, answer) => this.answering(session, answer),
       subscribe: (session, room, resume, answer) => this.subscribe(session, room, resume, answer),
       unsubscribe: (session, room) => this.unsubscribe(session, room),
     });

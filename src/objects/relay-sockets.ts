@@ -35,6 +35,8 @@ export interface RelayHost {
   directs: Batches<Direct, Delivery | Refusal>;
   send(session: Session, frame: ServerFrame | string): void;
   publishTo(room: string, from: string, data: Json, id?: string): Promise<number>;
+  /** `answer` sends a frame's answer later: a socket closed for flooding waits for it (socket-host.ts). */
+  answering(session: Session, answer: Promise<unknown>): void;
   subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void): Promise<void>;
   unsubscribe(session: Session, room: string): Promise<boolean>;
 }
@@ -84,7 +86,7 @@ export class RelaySockets {
     }
     // Not awaited: a socket's publishes go out back to back (in order, on one stub or into one
     // log) and each is answered when its batch is stored.
-    this.#host.publishTo(room, session.identity.user, data, id).then(
+    const answer = this.#host.publishTo(room, session.identity.user, data, id).then(
       // Room sockets see their own message echoed; user sockets are also told its seq.
       (seq) => session.room === undefined && id !== undefined && this.#host.send(session, ackFrame(id, "delivered", seq)),
       (error: unknown) => {
@@ -92,6 +94,7 @@ export class RelaySockets {
         this.#host.send(session, errorFrame(refusal.code, refusal.message, id));
       },
     );
+    this.#host.answering(session, answer);
   }
 
   async #direct(session: Session, to: string, data: Json, id?: string): Promise<void> {

@@ -34,6 +34,10 @@ export interface Session {
   /** What its subscribes may replay, made at the first replay. */
   replays?: ReplayBudget;
   readonly oversize: OversizeCounter;
+  /** Frames being handled (their answers not yet sent), counted only while one is. */
+  handling?: number;
+  /** Set once the socket is to be closed for flooding: it closes when its frames are answered. */
+  closing?: { code: number; reason: string };
 }
 
 /** The socket's attachment, unless it is missing or marks a socket we already closed. */

@@ -24,6 +24,9 @@ import {
 import { OversizeCounter, RateLimiter } from "./limits";
 import { hold, liveAttachment, release, transmit, type Attachment, type Session } from "./session";
 
+/** How long a socket to be closed for flooding waits at most for the answers to the frames it got in. */
+const CLOSE_WAIT_MS = 5_000;
+
 export abstract class SocketHost extends DurableObject<Env> {
   protected readonly config: Config;
   /** The room id or user id this object was addressed by. */
@@ -192,12 +195,13 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     const session = this.#live().get(ws);
-    if (!session) return; // closed by us a moment ago
+    if (!session || session.closing) return; // closed by us, or about to be: no more frames
     const now = Date.now();
     this.#touch(session, now);
+    session.handling = (session.handling ?? 0) + 1; // this frame, until its handler is done
     try {
       if (isOversized(message, this.config.maxMessageBytes)) {
-        if (session.oversize.add(now)) return this.close(session, CloseCode.tooLarge, "message too large");
+        if (session.oversize.add(now)) return this.#closeWhenAnswered(session, CloseCode.tooLarge, "message too large");
         // Parsed only for its id: at most twice in 10 s per socket, since the third closes it.
         return this.refuse(session, new FrameError("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`, frameId(message)));
       }
@@ -214,7 +218,7 @@ export abstract class SocketHost extends DurableObject<Env> {
             new FrameError("rate_limited", `more than ${this.config.rateLimitPerSecond} frames a second; frame dropped`, frameId(message)),
           );
         case "close":
-          return this.close(session, CloseCode.policy, "rate limit exceeded");
+          return this.#closeWhenAnswered(session, CloseCode.policy, "rate limit exceeded");
       }
       if (typeof message !== "string") return this.onBinary(session, message);
       await this.onText(session, message);
@@ -223,7 +227,34 @@ export abstract class SocketHost extends DurableObject<Env> {
       log("error", "frame handler failed", { object: this.constructor.name, error });
       this.refuse(session, new FrameError("internal", "the relay failed to handle this frame"));
       this.close(session, CloseCode.internal, "internal error");
+    } finally {
+      this.#answered(session);
     }
+  }
+
+  /** `answer` sends a frame's answer later (a publish's, once stored): counted as the frame's handler is. */
+  protected answering(session: Session, answer: Promise<unknown>): void {
+    session.handling = (session.handling ?? 0) + 1;
+    const done = () => this.#answered(session);
+    answer.then(done, done);
+  }
+
+  #answered(session: Session): void {
+    session.handling!--;
+    if (session.handling === 0 && session.closing) this.#closeFlooded(session);
+  }
+
+  /**
+   * Closes a flooding socket once every frame it got in is answered (publishes and directs may
+   * wait for other objects): else the client could not tell what was taken (docs/protocol.md "Limits").
+   */
+  #closeWhenAnswered(session: Session, code: number, reason: string): void {
+    session.closing = { code, reason };
+    if (session.handling! > 1) setTimeout(() => this.#closeFlooded(session), CLOSE_WAIT_MS); // else as this frame ends
+  }
+
+  #closeFlooded(session: Session): void {
+    if (this.#live().get(session.ws) === session) this.close(session, session.closing!.code, session.closing!.reason);
   }
 
   /**

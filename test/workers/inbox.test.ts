@@ -132,6 +132,63 @@ describe("direct messages", () => {
     restore();
   });
 
+  it("answer every direct a flooding socket got in before it is closed 1008", async () => {
+    const to = freshUser("slow");
+    // The inbox answers once released: the close used to overtake these acks.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const restore = await runInDurableObject(env.INBOXES.getByName(to), (instance) => {
+      const inboxClass = Object.getPrototypeOf(instance) as typeof instance;
+      const deliverAll = inboxClass.deliverAll;
+      inboxClass.deliverAll = async function (this: typeof instance, directs) {
+        if (this.ctx.id.name === to) await gate;
+        return deliverAll.call(this, directs);
+      };
+      return () => void (inboxClass.deliverAll = deliverAll);
+    });
+    try {
+      const sender = await inbox(freshUser("flood"));
+      // A bucket of 10 (2 x 5/s): 10 directs get in, and more than 10 dropped closes the socket.
+      for (let i = 0; i < 25; i++) sender.client.send({ type: "direct", to, data: i, id: `d${i}` });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      release();
+      expect((await sender.client.closed).code).toBe(1008);
+      // INBOX_MAX_MESSAGES is 4 here: 4 acks, then inbox_full; each one answered, and nothing else.
+      const answers = (sender.client.pending as Record<string, any>[]).filter((frame) => frame.code !== "rate_limited");
+      expect(answers.map((frame) => [frame.id, frame.type === "ack" ? "ack" : frame.code])).toEqual(
+        Array.from({ length: 10 }, (_, i) => [`d${i}`, i < 4 ? "ack" : "inbox_full"]),
+      );
+    } finally {
+      restore();
+    }
+  });
+
+  it("ack every publish a flooding user socket got in before it is closed 1008", async () => {
+    const room = freshRoom("slow");
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
+      const roomClass = Object.getPrototypeOf(instance) as typeof instance;
+      const publish = roomClass.publish;
+      roomClass.publish = async function (this: typeof instance, ...args) {
+        if (this.ctx.id.name === room) await gate;
+        return publish.apply(this, args);
+      };
+      return () => void (roomClass.publish = publish);
+    });
+    try {
+      const sender = await inbox(freshUser("flood"));
+      for (let i = 0; i < 25; i++) sender.client.send({ type: "publish", room, data: i, id: `p${i}` });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      release();
+      expect((await sender.client.closed).code).toBe(1008);
+      const acks = (sender.client.pending as Record<string, any>[]).filter((frame) => frame.type === "ack");
+      expect(acks.map((frame) => [frame.id, frame.seq])).toEqual(Array.from({ length: 10 }, (_, i) => [`p${i}`, i + 1]));
+    } finally {
+      restore();
+    }
+  });
+
   it("reach every device of the recipient and ack delivered", async () => {
     const to = freshUser("bob");
     const phone = await inbox(to);

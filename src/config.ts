@@ -90,7 +90,7 @@ export function parseConfig(vars: Vars): Config {
     allowedOrigins: origins(text(vars, "ALLOWED_ORIGINS") ?? ""),
     heartbeatIntervalMs: integer(vars, "HEARTBEAT_INTERVAL_MS", 30_000, 1),
     heartbeatTimeoutMs: integer(vars, "HEARTBEAT_TIMEOUT_MS", 90_000, 1),
-    historyLimit: integer(vars, "HISTORY_LIMIT", 100, 1, 100_000),
+    historyLimit: integer(vars, "HISTORY_LIMIT", 100, 0, 100_000),
     inboxTtlSeconds: integer(vars, "INBOX_TTL_SECONDS", 604_800, 1),
     inboxMaxMessages: integer(vars, "INBOX_MAX_MESSAGES", 1_000, 1, 100_000),
     // A stored message must fit one storage row (docs/platform.md).

@@ -37,6 +37,7 @@ export class MessageLog {
   readonly #storage: DurableObjectStorage;
   readonly #sequence: Sequence;
   readonly #room: string;
+  /** Messages served for resume and history; the rows kept are one more with a limit of 0. */
   readonly #historyLimit: number;
   readonly #onStored: (batch: Fresh[]) => void;
   #pending: Pending[] = [];
@@ -96,7 +97,7 @@ export class MessageLog {
       this.#storage.transactionSync(() => {
         for (const { seq, frame } of batch) sql.exec("INSERT INTO messages (seq, frame) VALUES (?, ?)", seq, frame);
         // The history keeps at least one row, the newest, which holds the seq (sequence.ts).
-        sql.exec("DELETE FROM messages WHERE seq <= ?", last - this.#historyLimit);
+        sql.exec("DELETE FROM messages WHERE seq <= ?", last - Math.max(1, this.#historyLimit));
       });
     } catch (error) {
       // Nothing of the batch was stored or sent: take its numbers back and fail each publish.
@@ -110,9 +111,9 @@ export class MessageLog {
 
   /** The first `limit` retained messages after `since`. */
   after(since: number, limit: number): Stored[] {
-    return this.#storage.sql
-      .exec<Stored>("SELECT seq, frame FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", since, this.seq, limit)
-      .toArray();
+    const seq = this.seq;
+    const from = Math.max(since, seq - this.#historyLimit); // the row a limit of 0 keeps is not served
+    return this.#storage.sql.exec<Stored>("SELECT seq, frame FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", from, seq, limit).toArray();
   }
 
   /** What a client that saw `since` (in `epoch`, when given) gets: a gapless replay, or `recovered: false`. */
@@ -124,7 +125,7 @@ export class MessageLog {
     if (since === seq) return { recovered: true, messages: [] };
     const oldest = this.#storage.sql.exec<{ oldest: number | null }>("SELECT MIN(seq) AS oldest FROM messages").one().oldest;
     // Replaying from a later point would skip messages: only a gapless replay counts.
-    if (oldest === null || oldest > since + 1) return lost;
+    if (oldest === null || Math.max(oldest, seq - this.#historyLimit + 1) > since + 1) return lost;
     return { recovered: true, messages: this.after(since, seq - since) };
   }
 }

@@ -1,5 +1,6 @@
 import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { MessageLog } from "../../src/objects/message-log";
 import { connect, freshRoom, join } from "./connect";
 import { itHandlesBadInputAndLimits } from "./socket.case";
 
@@ -179,6 +180,23 @@ describe("publishing in bursts", () => {
 });
 
 describe("history and resume", () => {
+  it("serves no history with HISTORY_LIMIT=0, and still counts on across a restart", async () => {
+    const room = freshRoom("no-history");
+    await runInDurableObject(env.ROOMS.getByName(room), (_, state) => {
+      const stored: number[] = [];
+      const log = new MessageLog(state.storage, room, 0, (batch) => stored.push(...batch.map((message) => message.seq)));
+      for (const n of [1, 2, 3]) void log.append("server", n);
+      log.flush();
+      expect(stored).toEqual([1, 2, 3]);
+      expect(log.after(0, 10)).toEqual([]);
+      expect(log.resume(1, undefined)).toEqual({ recovered: false, messages: [] });
+      expect(log.resume(3, log.epoch)).toEqual({ recovered: true, messages: [] });
+      // One row stays, unserved: it holds the seq (sequence.ts).
+      expect(state.storage.sql.exec("SELECT seq FROM messages").toArray()).toEqual([{ seq: 3 }]);
+      expect(new MessageLog(state.storage, room, 0, () => {}).seq).toBe(3);
+    });
+  });
+
   async function roomWith(count: number) {
     const room = freshRoom();
     const alice = await join(room, "alice");

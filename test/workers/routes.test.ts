@@ -238,7 +238,7 @@ describe("configuration", () => {
   });
 
   it("takes any value that parses, a heartbeat timeout below the interval included (the operator's choice)", async () => {
-    const settings: Record<string, string>[] = [{ HEARTBEAT_TIMEOUT_MS: "2000" }, { HEARTBEAT_INTERVAL_MS: "1", HEARTBEAT_TIMEOUT_MS: "1" }, { MAX_MESSAGE_BYTES: "1" }];
+    const settings: Record<string, string>[] = [{ HEARTBEAT_TIMEOUT_MS: "2000" }, { HEARTBEAT_INTERVAL_MS: "1", HEARTBEAT_TIMEOUT_MS: "1" }, { MAX_MESSAGE_BYTES: "1" }, { HISTORY_LIMIT: "0" }];
     for (const vars of settings) {
       expect((await withEnv(vars, "/healthz")).status).toBe(200);
     }

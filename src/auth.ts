@@ -24,9 +24,12 @@ function bearer(request: Request): string | undefined {
   return match?.[1];
 }
 
-/** A user token from `?token=` (browsers cannot set headers) or `Authorization: Bearer`. */
+/**
+ * A user token from `?token=` (browsers cannot set headers) or `Authorization: Bearer`. An empty
+ * `?token=` is no token, as an empty header is (a client may be handed an empty string).
+ */
 function presentedToken(request: Request, url: URL): string | undefined {
-  return url.searchParams.get("token") ?? bearer(request);
+  return url.searchParams.get("token") || bearer(request);
 }
 
 async function verifyToken(token: string, config: Config): Promise<Claims> {

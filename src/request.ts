@@ -19,8 +19,9 @@ export function checkName(kind: "room" | "user", name: string | undefined = ""):
 export function countParam(url: URL, name: string): number | undefined {
   const value = url.searchParams.get(name);
   if (value === null) return undefined;
-  if (!/^\d{1,15}$/.test(value)) throw new HttpError(400, "bad_request", `"${name}" must be a non-negative integer`);
-  return Number(value);
+  if (!/^\d+$/.test(value)) throw new HttpError(400, "bad_request", `"${name}" must be a non-negative integer`);
+  // Past 2^53 - 1 a number is past every seq and every limit: read as that.
+  return Math.min(Number(value), Number.MAX_SAFE_INTEGER);
 }
 
 export function isUpgrade(request: Request): boolean {

@@ -65,7 +65,9 @@ async function messageBody(c: AppContext): Promise<{ data: Json; from: string }>
   if (typeof body !== "object" || body === null || Array.isArray(body) || !("data" in body)) {
     throw new HttpError(400, "bad_request", `body must be a JSON object with a "data" field`);
   }
-  const { data, from = "server" } = body as { data: Json; from?: unknown };
+  // A null `from` is an absent one: many serializers write unset fields as null.
+  const { data, from: named } = body as { data: Json; from?: unknown };
+  const from = named ?? "server";
   if (nestsTooDeep(data)) throw new HttpError(400, "bad_request", TOO_DEEP);
   if (!isValidName(from)) throw new HttpError(400, "bad_request", `"from" must be an id: ${NAME_RULE}`);
   return { data, from };

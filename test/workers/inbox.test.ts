@@ -274,6 +274,9 @@ describe("server API", () => {
     expect(await member.client.json()).toMatchObject({ type: "message", seq: 1, from: "server", data: { price: 42 } });
     await post(`/rooms/${room}/messages`, { data: 2, from: "billing" });
     expect(await member.client.json()).toMatchObject({ seq: 2, from: "billing" });
+    // A null "from" is an absent one, as serializers that write unset fields as null mean it.
+    expect((await post(`/rooms/${room}/messages`, { data: 3, from: null })).status).toBe(200);
+    expect(await member.client.json()).toMatchObject({ seq: 3, from: "server" });
   });
 
   it("sends a direct to a user and says whether it was delivered or queued", async () => {

@@ -176,6 +176,15 @@ describe("authentication seams", () => {
     await expectError(request(`/rooms/r/ws?token=not.a.jwt`, { headers: upgrade }), 401, "unauthorized");
   });
 
+  it("takes an empty ?token= for no token, as an empty Authorization header is", async () => {
+    await expectUpgraded(request(`/rooms/r/ws?token=&user=anon`, { headers: upgrade }));
+    const vars = { ALLOW_ANONYMOUS: "false", AUTH_SECRET: "k" };
+    const token = await sign({ sub: "tok-user" }, "k", "HS256");
+    await expectUpgraded(withEnv(vars, `/rooms/r/ws?token=`, { ...upgrade, Authorization: `Bearer ${token}` }));
+    const message = await expectError(withEnv(vars, `/rooms/r/ws?token=`, upgrade), 401, "unauthorized");
+    expect(message).toContain("missing token");
+  });
+
   it("takes the identity from a valid token and enforces its rooms", async () => {
     const vars = { ALLOW_ANONYMOUS: "false", AUTH_SECRET: "k" };
     const token = await sign({ sub: "tok-user", rooms: ["lobby", "team-*"] }, "k", "HS256");

@@ -143,8 +143,8 @@ export class Inbox extends DurableObject<Env> {
     if (this.#full()) {
       this.#purge();
       if (this.#full()) {
-        const held = this.#held() + this.#pending.length;
-        return { refused: "inbox_full", message: `inbox of ${this.#name} holds ${held} unacknowledged messages (${this.#heldChars()} characters), its limit; not sent` };
+        // How much the recipient has not read is theirs to know, not the sender's.
+        return { refused: "inbox_full", message: `the inbox of ${this.#name} is full of unacknowledged messages; not sent` };
       }
     }
     const { promise, resolve, reject } = Promise.withResolvers<Delivery>();

@@ -49,6 +49,8 @@ export class Room extends Holder {
   /** Seats promised to shards, as the times they were promised. */
   readonly #seats = new Map<string, number[]>();
   #count = { sentAt: 0, users: -1, timer: undefined as ReturnType<typeof setTimeout> | undefined };
+  /** The census under way, if one is. */
+  #counting?: Promise<void>;
   #recounted = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -67,7 +69,8 @@ export class Room extends Holder {
    * The roster, its counts of this Room's own sockets checked against the platform's list once
    * after every start: sockets lost with a restart of the runtime never report a close. Closing
    * sockets still listed keep counting until their close event arrives; a close for a socket no
-   * longer listed then finds nothing left to change, so each leave is announced once.
+   * longer listed then finds nothing left to change, so each leave is announced once. Other
+   * holders may have lost sockets in the same restart: their census is taken at once too.
    */
   get #members(): Roster {
     if (!this.#recounted) {
@@ -79,6 +82,7 @@ export class Room extends Holder {
         if (attachment) counts[attachment.identity.user] = (counts[attachment.identity.user] ?? 0) + 1;
       }
       this.#correct(HERE, counts);
+      void this.#census();
     }
     return this.#roster;
   }
@@ -333,7 +337,14 @@ export class Room extends Holder {
 
   protected override async onAlarm(now: number): Promise<void> {
     this.sweep(now);
-    await Promise.all(this.#members.others().map((holder) => this.#check(holder)));
+    void this.#members; // after a start, its first access begins the census
+    await this.#census();
+  }
+
+  /** Asks every other holder for its counts; one census at a time. */
+  #census(): Promise<void> {
+    this.#counting ??= Promise.all(this.#roster.others().map((holder) => this.#check(holder))).then(() => void (this.#counting = undefined));
+    return this.#counting;
   }
 
   #correct(holder: string, counts: Record<string, number>): void {

@@ -106,6 +106,15 @@ describe("a room past one object", () => {
     await runDurableObjectAlarm(env.ROOMS.getByName(room));
     await expect.poll(() => info(room)).toMatchObject({ connections: 3, objects: 1 });
   });
+
+  it("takes a census of its other holders as soon as the Room starts again, not at its next alarm", async () => {
+    const room = freshRoom();
+    await fill(room, 4);
+    // A restart of the runtime: the shard lost its socket without a word, the Room starts afresh.
+    await evictDurableObject(env.HOLDERS.getByName(shardName(room, 1)), { webSockets: "close" });
+    await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+    await expect.poll(() => info(room)).toMatchObject({ connections: 3, objects: 1 });
+  });
 });
 
 describe("presence at scale", () => {

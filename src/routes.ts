@@ -78,8 +78,8 @@ function countParam(c: AppContext, name: string): number | undefined {
 }
 
 function eventId(value: string): number {
-  if (!/^\d{1,15}$/.test(value)) throw new HttpError(400, "bad_request", "Last-Event-ID must be a message seq");
-  return Number(value);
+  if (!/^\d+$/.test(value)) throw new HttpError(400, "bad_request", "Last-Event-ID must be a message seq");
+  return Math.min(Number(value), Number.MAX_SAFE_INTEGER); // as countParam reads `since`
 }
 
 app.get("/healthz", (c) => c.json(HEALTHY));

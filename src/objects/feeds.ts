@@ -44,10 +44,11 @@ export class Feeds {
   readonly inboxes = new Map<string, Feed>();
 
   /**
-   * Rows of sockets that are gone are deleted: a restart of the runtime ends sockets without a
-   * close event (docs/design.md "Failures").
+   * `present`: the connections of every socket the platform still lists, closing ones included
+   * (their close events, still to come, need their rows). Rows of other connections are deleted:
+   * a restart of the runtime ends sockets without a close event (docs/design.md "Failures").
    */
-  constructor(sessions: Iterable<Session>, subscriptions: SubscriptionTable) {
+  constructor(sessions: Iterable<Session>, subscriptions: SubscriptionTable, present: Set<string>) {
     const userSockets = new Map<string, Session>();
     for (const session of sessions) {
       if (session.room !== undefined) this.room(session.room).add(session);
@@ -60,7 +61,7 @@ export class Feeds {
     for (const { connection, room, member } of subscriptions.rows()) {
       const session = userSockets.get(connection);
       if (session) this.room(room).add(session, undefined, member ?? undefined);
-      else gone.add(connection);
+      else if (!present.has(connection)) gone.add(connection);
     }
     for (const connection of gone) subscriptions.drop(connection);
   }

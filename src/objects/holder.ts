@@ -23,7 +23,7 @@ import { withinReplayBudget } from "./limits";
 import { Batches, Links } from "./links";
 import { PusherSockets } from "./pusher-sockets";
 import { RelaySockets } from "./relay-sockets";
-import type { Session } from "./session";
+import { connectionsOf, type Session } from "./session";
 import { SocketHost } from "./socket-host";
 import { Turns } from "./turns";
 
@@ -74,7 +74,7 @@ export class Holder extends SocketHost {
   // ---- feeds ----
 
   #feeds(): Feeds {
-    return (this.#feedsOf ??= new Feeds(this.sessions.values(), this.#subscriptions));
+    return (this.#feedsOf ??= new Feeds(this.sessions.values(), this.#subscriptions, connectionsOf(this.ctx.getWebSockets())));
   }
 
   /** The sockets held here for `room`; a Room uses this for its own. */
@@ -370,7 +370,13 @@ export class Holder extends SocketHost {
       log("warn", "missed messages of a room; closing its sockets here so they resume", { holder: this.name, room });
       for (const session of [...feed.sessions.values()]) this.close(session, CloseCode.internal, "missed messages; reconnect and resume");
     }
+    this.delivered();
     return feed.held;
+  }
+
+  protected override echoed(session: Session): boolean {
+    const last = session.room === undefined ? undefined : this.#feeds().rooms.get(session.room)?.last;
+    return session.echoUpTo === undefined || last === undefined || last >= session.echoUpTo;
   }
 
   /** Sends a user's new directs to that user's sockets here; answers how many are here (joining ones too). */

@@ -219,7 +219,8 @@ export class Inbox extends DurableObject<Env> {
     const storage = this.ctx.storage;
     void storage
       .getAlarm()
-      .then((at) => (at === null ? storage.setAlarm(expires + PURGE_AFTER_MS) : undefined))
+      // Earlier too: after INBOX_TTL_SECONDS was lowered, a new direct may expire first.
+      .then((at) => (at === null || at > expires + PURGE_AFTER_MS ? storage.setAlarm(expires + PURGE_AFTER_MS) : undefined))
       .catch((error: unknown) => {
         this.#purgeArmed = false;
         log("error", "could not arm the inbox's expiry alarm", { user: this.#name, error });

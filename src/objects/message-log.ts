@@ -37,7 +37,7 @@ export class MessageLog {
   readonly #storage: DurableObjectStorage;
   readonly #sequence: Sequence;
   readonly #room: string;
-  /** Messages served for resume and history; the rows kept are one more with a limit of 0. */
+  /** Messages served for resume and history. Rows kept: at least 1, the newest, which holds the seq. */
   readonly #historyLimit: number;
   readonly #onStored: (batch: Fresh[]) => void;
   #pending: Pending[] = [];

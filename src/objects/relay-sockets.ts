@@ -35,7 +35,7 @@ export interface RelayHost {
   directs: Batches<Direct, Delivery | Refusal>;
   send(session: Session, frame: ServerFrame | string): void;
   publishTo(room: string, from: string, data: Json, id?: string): Promise<number>;
-  /** `answer` sends a frame's answer later: a socket closed for flooding waits for it (socket-host.ts). */
+  /** `answer` settles once it has sent a frame's answer: a socket closed for flooding waits for it (owed.ts). */
   answering(session: Session, answer: Promise<unknown>): void;
   subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void): Promise<void>;
   unsubscribe(session: Session, room: string): Promise<boolean>;
@@ -88,7 +88,10 @@ export class RelaySockets {
     // log) and each is answered when its batch is stored.
     const answer = this.#host.publishTo(room, session.identity.user, data, id).then(
       // Room sockets see their own message echoed; user sockets are also told its seq.
-      (seq) => session.room === undefined && id !== undefined && this.#host.send(session, ackFrame(id, "delivered", seq)),
+      (seq) => {
+        if (session.room !== undefined) session.echoUpTo = seq; // answered by its echo
+        else if (id !== undefined) this.#host.send(session, ackFrame(id, "delivered", seq));
+      },
       (error: unknown) => {
         const refusal = error instanceof FrameError ? error : new FrameError("internal", "the relay failed to handle this frame");
         this.#host.send(session, errorFrame(refusal.code, refusal.message, id));

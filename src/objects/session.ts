@@ -34,16 +34,26 @@ export interface Session {
   /** What its subscribes may replay, made at the first replay. */
   replays?: ReplayBudget;
   readonly oversize: OversizeCounter;
-  /** Frames being handled (their answers not yet sent), counted only while one is. */
-  handling?: number;
-  /** Set once the socket is to be closed for flooding: it closes when its frames are answered. */
-  closing?: { code: number; reason: string };
+  /** Answers not yet sent, to frames it got in (owed.ts); undefined until the first frame. */
+  owed?: number;
+  /** The seq of its last room publish answered: its echo is owed until delivered (owed.ts). */
+  echoUpTo?: number;
 }
 
 /** The socket's attachment, unless it is missing or marks a socket we already closed. */
 export function liveAttachment(ws: WebSocket): Attachment | undefined {
   const attachment = ws.deserializeAttachment() as Attachment | null;
   return attachment && !attachment.closed ? attachment : undefined;
+}
+
+/** The connections of `sockets` (the platform's list) that we have not closed, closing ones included. */
+export function connectionsOf(sockets: WebSocket[]): Set<string> {
+  const connections = new Set<string>();
+  for (const ws of sockets) {
+    const attachment = liveAttachment(ws);
+    if (attachment) connections.add(attachment.connection);
+  }
+  return connections;
 }
 
 // Frames sent on a socket before its 101 answer has gone out wait in a pipe that keeps its

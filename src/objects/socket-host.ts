@@ -22,10 +22,8 @@ import {
   type ServerFrame,
 } from "../protocol";
 import { OversizeCounter, RateLimiter } from "./limits";
+import { Owed } from "./owed";
 import { hold, liveAttachment, release, transmit, type Attachment, type Session } from "./session";
-
-/** How long a socket to be closed for flooding waits at most for the answers to the frames it got in. */
-const CLOSE_WAIT_MS = 5_000;
 
 export abstract class SocketHost extends DurableObject<Env> {
   protected readonly config: Config;
@@ -36,6 +34,11 @@ export abstract class SocketHost extends DurableObject<Env> {
   /** Sockets already reported gone, so a close and an error for one socket count once. */
   #departed = new WeakSet<WebSocket>();
   #alarmArmed = false;
+  readonly #owed = new Owed({
+    isOpen: (session) => this.#live().get(session.ws) === session,
+    close: (session, code, reason) => this.close(session, code, reason),
+    echoed: (session) => this.echoed(session),
+  });
   /** New sockets whose frames wait for their 101 answer to go out, and the one timer that sends them. */
   #opening: WebSocket[] = [];
 
@@ -195,13 +198,13 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     const session = this.#live().get(ws);
-    if (!session || session.closing) return; // closed by us, or about to be: no more frames
+    if (!session || this.#owed.closing(session)) return; // closed by us, or about to be: no more frames
     const now = Date.now();
     this.#touch(session, now);
-    session.handling = (session.handling ?? 0) + 1; // this frame, until its handler is done
+    this.#owed.owe(session); // this frame's answer, until its handler is done
     try {
       if (isOversized(message, this.config.maxMessageBytes)) {
-        if (session.oversize.add(now)) return this.#closeWhenAnswered(session, CloseCode.tooLarge, "message too large");
+        if (session.oversize.add(now)) return this.#owed.close(session, CloseCode.tooLarge, "message too large");
         // Parsed only for its id: at most twice in 10 s per socket, since the third closes it.
         return this.refuse(session, new FrameError("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`, frameId(message)));
       }
@@ -218,7 +221,7 @@ export abstract class SocketHost extends DurableObject<Env> {
             new FrameError("rate_limited", `more than ${this.config.rateLimitPerSecond} frames a second; frame dropped`, frameId(message)),
           );
         case "close":
-          return this.#closeWhenAnswered(session, CloseCode.policy, "rate limit exceeded");
+          return this.#owed.close(session, CloseCode.policy, "rate limit exceeded");
       }
       if (typeof message !== "string") return this.onBinary(session, message);
       await this.onText(session, message);
@@ -228,33 +231,23 @@ export abstract class SocketHost extends DurableObject<Env> {
       this.refuse(session, new FrameError("internal", "the relay failed to handle this frame"));
       this.close(session, CloseCode.internal, "internal error");
     } finally {
-      this.#answered(session);
+      this.#owed.settle(session);
     }
   }
 
-  /** `answer` sends a frame's answer later (a publish's, once stored): counted as the frame's handler is. */
+  /** `answer` settles once it has sent a frame's answer: a socket closed for flooding waits for it (owed.ts). */
   protected answering(session: Session, answer: Promise<unknown>): void {
-    session.handling = (session.handling ?? 0) + 1;
-    const done = () => this.#answered(session);
-    answer.then(done, done);
+    this.#owed.oweUntil(session, answer);
   }
 
-  #answered(session: Session): void {
-    session.handling!--;
-    if (session.handling === 0 && session.closing) this.#closeFlooded(session);
+  /** Whether the echoes of `session`'s answered room publishes have reached it (Holder tells). */
+  protected echoed(_session: Session): boolean {
+    return true;
   }
 
-  /**
-   * Closes a flooding socket once every frame it got in is answered (publishes and directs may
-   * wait for other objects): else the client could not tell what was taken (docs/protocol.md "Limits").
-   */
-  #closeWhenAnswered(session: Session, code: number, reason: string): void {
-    session.closing = { code, reason };
-    if (session.handling! > 1) setTimeout(() => this.#closeFlooded(session), CLOSE_WAIT_MS); // else as this frame ends
-  }
-
-  #closeFlooded(session: Session): void {
-    if (this.#live().get(session.ws) === session) this.close(session, session.closing!.code, session.closing!.reason);
+  /** After a delivery to this object's sockets: a socket to be closed may be owed nothing more now. */
+  protected delivered(): void {
+    this.#owed.delivered();
   }
 
   /**

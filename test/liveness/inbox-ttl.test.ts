@@ -45,4 +45,15 @@ describe("inbox expiry", () => {
     later.client.send({ type: "direct", to, data: "c", id: "c" });
     expect(await later.client.json()).toMatchObject({ type: "ack", id: "c", status: "queued", seq: 3 });
   });
+
+  it("moves its expiry alarm earlier for a direct that expires before it (INBOX_TTL_SECONDS lowered)", async () => {
+    const to = `sooner-${crypto.randomUUID().slice(0, 8)}`;
+    const inbox = env.INBOXES.getByName(to);
+    const week = Date.now() + 7 * 86_400_000;
+    await runInDurableObject(inbox, (_, state) => state.storage.setAlarm(week)); // set under a longer TTL
+    const sender = await join(freshRoom(), "alice");
+    sender.client.send({ type: "direct", to, data: "soon", id: "s" });
+    expect(await sender.client.json()).toMatchObject({ type: "ack", id: "s", status: "queued" });
+    await expect.poll(() => runInDurableObject(inbox, (_, state) => state.storage.getAlarm())).toBeLessThan(Date.now() + 2 * 60_000);
+  });
 });

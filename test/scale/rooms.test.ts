@@ -1,6 +1,6 @@
 // Rooms past one object and presence at scale (docs/protocol.md "Rooms past one object",
 // "Presence at scale"), with SOCKETS_PER_OBJECT=3 and PRESENCE_LIST_LIMIT=3.
-import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
+import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { shardName } from "../../src/objects/connect";
 import type { TestClient } from "../support/client";
@@ -105,6 +105,35 @@ describe("a room past one object", () => {
     await evictDurableObject(shard, { webSockets: "close" });
     await runDurableObjectAlarm(env.ROOMS.getByName(room));
     await expect.poll(() => info(room)).toMatchObject({ connections: 3, objects: 1 });
+  });
+
+  it("closes a flooding socket on a shard only once the echoes of its publishes reached it", async () => {
+    const room = freshRoom();
+    const flooder = (await fill(room, 4))[3]!; // on the room's first shard
+    const shard = shardName(room, 1);
+    // The Room's deliveries to the shard wait: the publishes are answered, their echoes are not in.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const restore = await runInDurableObject(env.HOLDERS.getByName(shard), (instance) => {
+      const holderClass = Object.getPrototypeOf(instance) as typeof instance;
+      const deliver = holderClass.deliver;
+      holderClass.deliver = function (this: typeof instance, ...args: Parameters<typeof deliver>) {
+        return (this.ctx.id.name === shard ? gate.then(() => deliver.apply(this, args)) : deliver.apply(this, args)) as unknown as number;
+      };
+      return () => void (holderClass.deliver = deliver);
+    });
+    try {
+      // A bucket of 40 (2 x 20/s): 40 get in, and more than 40 dropped closes the socket.
+      for (let i = 0; i < 100; i++) flooder.client.send({ type: "publish", data: i, id: `p${i}` });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      release();
+      expect((await flooder.client.closed).code).toBe(1008);
+      const echoes = (flooder.client.pending as Record<string, any>[]).filter((frame) => frame.type === "message");
+      // The bucket refills a few more while the frames arrive; the first 40 got in for sure.
+      expect(echoes.map((frame) => frame.id).slice(0, 40)).toEqual(Array.from({ length: 40 }, (_, i) => `p${i}`));
+    } finally {
+      restore();
+    }
   });
 
   it("takes a census of its other holders as soon as the Room starts again, not at its next alarm", async () => {

@@ -2,6 +2,7 @@
 import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { hubFor } from "../../src/objects/connect";
+import { Feeds, SubscriptionTable } from "../../src/objects/feeds";
 import type { Admission, JoinRequest, RoomFull } from "../../src/objects/feed";
 import { freshRoom, freshUser, info, join, openUser, serverPublish, subscribe, token } from "./connect";
 
@@ -283,6 +284,15 @@ describe("subscribing a user socket to rooms", () => {
     expect(await client.nextOf("message")).toMatchObject({ room, data: "after" });
     expect((await rows()).map((row) => row.connection)).not.toContain("ghost");
     expect(await rows()).toHaveLength(1);
+  });
+
+  it("keep, on waking, the rows of sockets still closing: their close events need them", async () => {
+    await runInDurableObject(env.HOLDERS.getByName(`feeds-${crypto.randomUUID()}`), (_, state) => {
+      const table = new SubscriptionTable(state.storage.sql);
+      for (const connection of ["closing", "gone"]) table.save({ connection, room: "r", member: null });
+      new Feeds([], table, new Set(["closing"])); // the platform still lists "closing"
+      expect(table.rows().map((row) => row.connection)).toEqual(["closing"]);
+    });
   });
 
   it("still receives directs on a socket that subscribes", async () => {

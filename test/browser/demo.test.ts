@@ -28,6 +28,18 @@ describe("demo page in Chromium", () => {
   const expectState = (page: Page, state: string) =>
     expect.poll(() => page.locator("#state").getAttribute("data-state"), { timeout: 15_000 }).toBe(state);
 
+  /** Publishes each text into `room` through the server API, in order. */
+  async function serverSays(room: string, ...texts: string[]): Promise<void> {
+    for (const text of texts) {
+      const res = await relay.fetch(`/rooms/${room}/messages`, {
+        method: "POST",
+        headers: { ...SERVER_AUTH, "Content-Type": "application/json" },
+        body: JSON.stringify({ data: { text } }),
+      });
+      expect(res.status).toBe(200);
+    }
+  }
+
   async function say(page: Page, text: string): Promise<void> {
     await page.fill("#text", text);
     await page.click("#send");
@@ -74,14 +86,7 @@ describe("demo page in Chromium", () => {
 
     await relay.dropRoom(room);
     // Published while the page is away (the server API does not depend on the page).
-    for (const text of ["missed one", "missed two"]) {
-      const res = await relay.fetch(`/rooms/${room}/messages`, {
-        method: "POST",
-        headers: { ...SERVER_AUTH, "Content-Type": "application/json" },
-        body: JSON.stringify({ data: { text } }),
-      });
-      expect(res.status).toBe(200);
-    }
+    await serverSays(room, "missed one", "missed two");
     await expect.poll(() => page.locator("#reconnects").textContent(), { timeout: 15_000 }).not.toBe("0");
     await expectState(page, "open");
     await expect.poll(() => log(page).textContent()).toContain("server: missed two");
@@ -93,14 +98,7 @@ describe("demo page in Chromium", () => {
 
   it("shows a newcomer the room's recent messages, and again after a reload", async () => {
     const room = freshRoom();
-    for (const text of ["earlier one", "earlier two"]) {
-      const res = await relay.fetch(`/rooms/${room}/messages`, {
-        method: "POST",
-        headers: { ...SERVER_AUTH, "Content-Type": "application/json" },
-        body: JSON.stringify({ data: { text } }),
-      });
-      expect(res.status).toBe(200);
-    }
+    await serverSays(room, "earlier one", "earlier two");
     const page = await open("dave", room);
     await say(page, "now");
     const chat = () => log(page).locator("p:not(.meta)").allTextContents();

@@ -1,9 +1,10 @@
 // Rooms past one object and presence at scale (docs/protocol.md "Rooms past one object",
 // "Presence at scale"), with SOCKETS_PER_OBJECT=3 and PRESENCE_LIST_LIMIT=3.
-import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { shardName } from "../../src/objects/connect";
 import type { TestClient } from "../support/client";
+import { holdCalls } from "../support/hold";
 import { freshRoom, info, join, KEY, openUser, request, serverPublish, subscribe } from "./connect";
 
 /** Joins `count` users to `room` one after another; answers their clients and welcomes. */
@@ -112,16 +113,7 @@ describe("a room past one object", () => {
     const flooder = (await fill(room, 4))[3]!; // on the room's first shard
     const shard = shardName(room, 1);
     // The Room's deliveries to the shard wait: the publishes are answered, their echoes are not in.
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const restore = await runInDurableObject(env.HOLDERS.getByName(shard), (instance) => {
-      const holderClass = Object.getPrototypeOf(instance) as typeof instance;
-      const deliver = holderClass.deliver;
-      holderClass.deliver = function (this: typeof instance, ...args: Parameters<typeof deliver>) {
-        return (this.ctx.id.name === shard ? gate.then(() => deliver.apply(this, args)) : deliver.apply(this, args)) as unknown as number;
-      };
-      return () => void (holderClass.deliver = deliver);
-    });
+    const { release, restore } = await holdCalls(env.HOLDERS.getByName(shard), "deliver");
     try {
       // A bucket of 40 (2 x 20/s): 40 get in, and more than 40 dropped closes the socket.
       for (let i = 0; i < 100; i++) flooder.client.send({ type: "publish", data: i, id: `p${i}` });

@@ -1,5 +1,6 @@
 import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { holdCalls } from "../support/hold";
 import { connect, freshRoom, join, request } from "./connect";
 import { itHandlesBadInputAndLimits } from "./socket.case";
 
@@ -135,17 +136,7 @@ describe("direct messages", () => {
   it("answer every direct a flooding socket got in before it is closed 1008", async () => {
     const to = freshUser("slow");
     // The inbox answers once released: the close used to overtake these acks.
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const restore = await runInDurableObject(env.INBOXES.getByName(to), (instance) => {
-      const inboxClass = Object.getPrototypeOf(instance) as typeof instance;
-      const deliverAll = inboxClass.deliverAll;
-      inboxClass.deliverAll = async function (this: typeof instance, directs) {
-        if (this.ctx.id.name === to) await gate;
-        return deliverAll.call(this, directs);
-      };
-      return () => void (inboxClass.deliverAll = deliverAll);
-    });
+    const { release, restore } = await holdCalls(env.INBOXES.getByName(to), "deliverAll");
     try {
       const sender = await inbox(freshUser("flood"));
       // A bucket of 10 (2 x 5/s): 10 directs get in, and more than 10 dropped closes the socket.
@@ -165,17 +156,7 @@ describe("direct messages", () => {
 
   it("ack every publish a flooding user socket got in before it is closed 1008", async () => {
     const room = freshRoom("slow");
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
-      const roomClass = Object.getPrototypeOf(instance) as typeof instance;
-      const publish = roomClass.publish;
-      roomClass.publish = async function (this: typeof instance, ...args) {
-        if (this.ctx.id.name === room) await gate;
-        return publish.apply(this, args);
-      };
-      return () => void (roomClass.publish = publish);
-    });
+    const { release, restore } = await holdCalls(env.ROOMS.getByName(room), "publish");
     try {
       const sender = await inbox(freshUser("flood"));
       for (let i = 0; i < 25; i++) sender.client.send({ type: "publish", room, data: i, id: `p${i}` });

@@ -143,7 +143,8 @@ export class PusherSockets {
 
   async #clientEvent(session: Session, frame: { event: string; channel: string; data: Json }): Promise<void> {
     const { channel, event, data } = frame;
-    if (!isPrivateChannel(channel)) throw new FrameError("forbidden", "client events are only for private and presence channels");
+    // Pusher answers this one with code null (4009 would say the connection is unauthorized).
+    if (!isPrivateChannel(channel)) throw new FrameError("bad_frame", "Client event rejected - only supported on private and presence channels");
     const member = this.#host.memberOf(session, channel);
     if (member === null) throw new FrameError("forbidden", `subscribe to ${channel} before sending it client events`);
     const text = clientEvent(channel, event, data, isPresenceChannel(channel) ? member : undefined);

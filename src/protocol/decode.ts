@@ -124,7 +124,7 @@ export function decodeClientFrame(text: string): ClientFrame {
       return { type: "direct", to: parsed.to, data, ...withId };
     }
     case "ack":
-      return { type: "ack", seq: seqField(parsed.seq, "seq", id) };
+      return { type: "ack", seq: seqField(parsed.seq, "seq", id), ...withId };
     case "subscribe":
       return { type: "subscribe", room: roomField(parsed, id), ...resumePoint(parsed, id), ...withId };
     case "unsubscribe":

@@ -41,6 +41,8 @@ export interface DirectRequestFrame {
 export interface AckRequestFrame {
   type: "ack";
   seq: number;
+  /** Not answered on success; kept so that an error about this frame carries it. */
+  id?: string;
 }
 
 /** Where a client resumes: the last seq it saw, and the epoch it saw it in (optional). */

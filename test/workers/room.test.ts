@@ -104,10 +104,16 @@ describe("bad input and limits on room sockets", () => {
     answered: (frame) => frame.type === "message" && frame.data === "probe",
   });
 
-  it("refuses an ack, which only user sockets take", async () => {
+  it("refuses an ack, a subscribe and an unsubscribe, which only user sockets take, naming each frame's id", async () => {
     const { client } = await join(freshRoom(), "alice");
     client.send({ type: "ack", seq: 1 });
     expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame" });
+    client.send({ type: "ack", seq: 1, id: "a1" });
+    expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame", id: "a1" });
+    client.send({ type: "subscribe", room: "other", id: "s1" });
+    expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame", id: "s1" });
+    client.send({ type: "unsubscribe", room: "other", id: "u1" });
+    expect(await client.json()).toMatchObject({ type: "error", code: "bad_frame", id: "u1" });
   });
 });
 

@@ -76,6 +76,17 @@ export class Feeds {
     return made(this.inboxes, user, false);
   }
 
+  /** Whether `session` has the echoes of the publishes it was answered (owed.ts); forgets those it has. */
+  echoed(session: Session): boolean {
+    for (const [room, seq] of session.echoes ?? []) {
+      const feed = this.rooms.get(room);
+      // Owed only where the socket gets the room's messages (a room socket, or subscribed).
+      if (feed?.sessions.has(session.connection) && feed.last !== undefined && feed.last < seq) return false;
+      session.echoes!.delete(room);
+    }
+    return true;
+  }
+
   /** Forgets feeds nobody is in or joining any more. */
   dropIfEmpty(room?: string, user?: string): void {
     if (room !== undefined && this.rooms.get(room)?.empty) this.rooms.delete(room);

@@ -375,8 +375,7 @@ export class Holder extends SocketHost {
   }
 
   protected override echoed(session: Session): boolean {
-    const last = session.room === undefined ? undefined : this.#feeds().rooms.get(session.room)?.last;
-    return session.echoUpTo === undefined || last === undefined || last >= session.echoUpTo;
+    return this.#feeds().echoed(session);
   }
 
   /** Sends a user's new directs to that user's sockets here; answers how many are here (joining ones too). */

@@ -89,8 +89,8 @@ export class RelaySockets {
     const answer = this.#host.publishTo(room, session.identity.user, data, id).then(
       // Room sockets see their own message echoed; user sockets are also told its seq.
       (seq) => {
-        if (session.room !== undefined) session.echoUpTo = seq; // answered by its echo
-        else if (id !== undefined) this.#host.send(session, ackFrame(id, "delivered", seq));
+        (session.echoes ??= new Map()).set(room, seq); // its echo comes in the room's delivery
+        if (session.room === undefined && id !== undefined) this.#host.send(session, ackFrame(id, "delivered", seq));
       },
       (error: unknown) => {
         const refusal = error instanceof FrameError ? error : new FrameError("internal", "the relay failed to handle this frame");

@@ -36,8 +36,8 @@ export interface Session {
   readonly oversize: OversizeCounter;
   /** Answers not yet sent, to frames it got in (owed.ts); undefined until the first frame. */
   owed?: number;
-  /** The seq of its last room publish answered: its echo is owed until delivered (owed.ts). */
-  echoUpTo?: number;
+  /** By room, the seq of its last publish answered there: its echo is owed until delivered (owed.ts). */
+  echoes?: Map<string, number>;
 }
 
 /** The socket's attachment, unless it is missing or marks a socket we already closed. */

@@ -4,9 +4,21 @@ import { describe, expect, it } from "vitest";
 import { hubFor } from "../../src/objects/connect";
 import { Feeds, SubscriptionTable } from "../../src/objects/feeds";
 import type { Admission, JoinRequest, RoomFull } from "../../src/objects/feed";
+import { holdCalls } from "../support/hold";
 import { freshRoom, freshUser, info, join, openUser, serverPublish, subscribe, token } from "./connect";
 
 type Join = (request: JoinRequest) => Admission | RoomFull;
+
+function subscriptionRows(hub: DurableObjectStub, room: string) {
+  return runInDurableObject(hub, (_, state) => state.storage.sql.exec<{ connection: string }>("SELECT connection FROM subscriptions WHERE room = ?", room).toArray());
+}
+
+/** The hub holding `user`'s subscription to `room`: its own, or an overflow hub if other tests filled it. */
+async function hubOf(user: string, room: string): Promise<DurableObjectStub> {
+  const names = [hubFor(user, 4), ...[2, 3, 4, 5, 6].map((n) => `${hubFor(user, 4)}~${n}`)];
+  const hubs = names.map((name) => env.HOLDERS.getByName(name));
+  return (await Promise.all(hubs.map(async (hub) => ((await subscriptionRows(hub, room)).length > 0 ? hub : undefined)))).find(Boolean)!;
+}
 
 /**
  * Patches `room`'s Room so a join `plan` picks is answered only when `release()` is called: `plan`
@@ -270,12 +282,8 @@ describe("subscribing a user socket to rooms", () => {
     const room = freshRoom();
     const { client, user } = await openUser();
     await subscribe(client, room);
-    const rowsAt = (hub: DurableObjectStub) =>
-      runInDurableObject(hub, (_, state) => state.storage.sql.exec<{ connection: string }>("SELECT connection FROM subscriptions WHERE room = ?", room).toArray());
-    // The user's hub, or the overflow hub it was handed to if other tests filled it.
-    const hubs = [hubFor(user, 4), ...[2, 3, 4, 5, 6].map((n) => `${hubFor(user, 4)}~${n}`)].map((name) => env.HOLDERS.getByName(name));
-    const hub = (await Promise.all(hubs.map(async (stub) => ((await rowsAt(stub)).length > 0 ? stub : undefined)))).find(Boolean)!;
-    const rows = () => rowsAt(hub);
+    const hub = await hubOf(user, room);
+    const rows = () => subscriptionRows(hub, room);
     // What a crash leaves: the row of a socket the platform no longer has.
     await runInDurableObject(hub, (_, state) => void state.storage.sql.exec("INSERT INTO subscriptions (connection, room, member) VALUES ('ghost', ?, NULL)", room));
     expect(await rows()).toHaveLength(2);
@@ -284,6 +292,26 @@ describe("subscribing a user socket to rooms", () => {
     expect(await client.nextOf("message")).toMatchObject({ room, data: "after" });
     expect((await rows()).map((row) => row.connection)).not.toContain("ghost");
     expect(await rows()).toHaveLength(1);
+  });
+
+  it("close a flooding socket only once the echoes of its publishes to subscribed rooms reached it", async () => {
+    const room = freshRoom();
+    const { client, user } = await openUser();
+    await subscribe(client, room);
+    // The Room's deliveries to the hub wait: the publishes are acked, their echoes are not in.
+    const { release, restore } = await holdCalls(await hubOf(user, room), "deliver");
+    try {
+      // A bucket of 40 (2 x 20/s): 40 get in, and more than 40 dropped closes the socket.
+      for (let i = 0; i < 100; i++) client.send({ type: "publish", room, data: i, id: `p${i}` });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      release();
+      expect((await client.closed).code).toBe(1008);
+      const echoes = (client.pending as Record<string, any>[]).filter((frame) => frame.type === "message");
+      // The bucket refills a few more while the frames arrive; the first 40 got in for sure.
+      expect(echoes.map((frame) => frame.id).slice(0, 40)).toEqual(Array.from({ length: 40 }, (_, i) => `p${i}`));
+    } finally {
+      restore();
+    }
   });
 
   it("keep, on waking, the rows of sockets still closing: their close events need them", async () => {

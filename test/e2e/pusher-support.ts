@@ -20,7 +20,7 @@ export const PUSHER_RELAY = {
 export const WAIT_MS = 20_000;
 
 /** The server SDK as an app's backend configures it for the relay: host, port, plain HTTP. */
-export function serverSdk(relay: Relay, secret: string = APP.secret): PusherServer {
+export function serverSdk(relay: Relay, secret: string = APP.secret, encryptionMasterKeyBase64?: string): PusherServer {
   return new PusherServer({
     appId: APP.id,
     key: APP.key,
@@ -28,6 +28,7 @@ export function serverSdk(relay: Relay, secret: string = APP.secret): PusherServ
     host: relay.url.hostname,
     port: relay.url.port,
     useTLS: false,
+    ...(encryptionMasterKeyBase64 !== undefined && { encryptionMasterKeyBase64 }),
   });
 }
 

@@ -328,6 +328,26 @@ describe("private channels", () => {
   });
 });
 
+describe("end-to-end encrypted channels", () => {
+  it("relay the ciphertext of private-encrypted- channels, which pusher-js decrypts with the app's shared secret", async () => {
+    // The app's backend holds the master key: it encrypts what it triggers, and its auth endpoint
+    // hands each subscriber the channel's shared secret. The relay sees a private channel.
+    const backend = serverSdk(relay, undefined, Buffer.alloc(32, 7).toString("base64"));
+    const name = channel("private-encrypted-");
+    const client = new PusherClient(relay, { authorize: signingHandler(backend) });
+    clients.push(client);
+    await client.connected();
+    const heard = client.listen(name, "secret");
+    await client.subscribe(name);
+    await backend.trigger(name, "secret", { plain: "text" });
+    expect((await heard.next()).data).toEqual({ plain: "text" });
+    // What the relay stored is ciphertext: its history holds no plain text.
+    const history = await (await relay.fetch(`/rooms/${name}/messages`, { headers: SERVER_AUTH })).text();
+    expect(history).toContain("ciphertext");
+    expect(history).not.toContain("plain");
+  });
+});
+
 describe("presence channels", () => {
   const alice = { user_id: "alice", user_info: { name: "Alice" } };
   const bob = { user_id: "bob", user_info: { name: "Bob" } };

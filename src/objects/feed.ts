@@ -20,6 +20,8 @@ export interface JoinRequest extends ResumePoint {
   connection: string;
   /** The user's sockets in the room at this holder, counting the one joining (absolute). */
   connections: number;
+  /** A Pusher cache channel's subscribe without `since`: the replay is the last message, if fresh. */
+  cached?: true;
 }
 
 /** What a Room answers a join: a welcome's contents and the frames to replay. */

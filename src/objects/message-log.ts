@@ -116,6 +116,13 @@ export class MessageLog {
     return this.#storage.sql.exec<Stored>("SELECT seq, frame FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", from, seq, limit).toArray();
   }
 
+  /** The newest message served, if it is at most `maxAgeMs` old: a Pusher cache channel's event. */
+  newest(maxAgeMs: number): Stored | undefined {
+    const [newest] = this.after(this.seq - 1, 1);
+    const ts = newest && (JSON.parse(newest.frame) as { ts?: number }).ts;
+    return ts !== undefined && Date.now() - ts <= maxAgeMs ? newest : undefined;
+  }
+
   /** What a client that saw `since` (in `epoch`, when given) gets: a gapless replay, or `recovered: false`. */
   resume(since: number, epoch: string | undefined): Resume {
     const lost: Resume = { recovered: false, messages: [] };

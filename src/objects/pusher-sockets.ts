@@ -3,9 +3,11 @@
 // room per channel), so a Pusher socket gets what a room socket gets, in Pusher's format.
 import type { Config } from "../config";
 import {
+  cacheMiss,
   clientEvent,
   decodePusherFrame,
   FrameError,
+  isCacheChannel,
   isPresenceChannel,
   isPrivateChannel,
   MAX_DATA_DEPTH,
@@ -20,7 +22,7 @@ import {
   type PusherClientFrame,
   type ResumePoint,
 } from "../protocol";
-import type { Admission, Member } from "./feed";
+import type { Admission, JoinRequest, Member } from "./feed";
 import type { Session } from "./session";
 
 /** What the hub lends this module: its subscriptions, and a way to reach a room. */
@@ -114,17 +116,21 @@ export class PusherSockets {
   async #subscribe(session: Session, frame: Extract<PusherClientFrame, { event: "pusher:subscribe" }>): Promise<void> {
     const { channel } = frame;
     const resume = { ...(frame.since !== undefined && { since: frame.since }), ...(frame.epoch !== undefined && { epoch: frame.epoch }) };
+    // A cache channel's new subscriber gets its last event, or pusher:cache_miss (a resume gets what it missed instead).
+    const cached = isCacheChannel(channel) && frame.since === undefined;
+    const join: ResumePoint & Pick<JoinRequest, "cached"> = { ...resume, ...(cached && { cached }) };
     try {
       await this.#host.subscribe(
         session,
         channel,
-        resume,
+        join,
         (admission) => {
           const members = isPresenceChannel(channel)
             ? (admission.presence ?? []).map(({ user }) => ({ user, info: admission.infos && Object.hasOwn(admission.infos, user) ? admission.infos[user] : undefined }))
             : undefined;
           const { seq, epoch, users, recovered } = admission;
           this.#host.send(session, subscriptionSucceeded(channel, seq, epoch, members, users, recovered));
+          if (cached && admission.replay.length === 0) this.#host.send(session, cacheMiss(channel));
         },
         () => this.#vet(session, frame),
       );

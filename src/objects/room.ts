@@ -5,6 +5,7 @@
 import { HttpError } from "../http-error";
 import { log } from "../log";
 import {
+  CACHE_TTL_MS,
   FrameError,
   historyBody,
   isPresenceChannel,
@@ -200,7 +201,7 @@ export class Room extends Holder {
       mark: this.#mark,
       ...presence,
       ...(resume && { recovered: resume.recovered }),
-      replay: resume?.messages.map((message) => message.frame) ?? [],
+      replay: resume?.messages.map((message) => message.frame) ?? (request.cached ? this.#cached() : []),
     };
     if (isPresenceChannel(this.name) && presence.presence) answer.infos = this.#infos.of(presence.presence.map((entry) => entry.user));
     if (change === "joined") this.#announce("join", user, request.connection);
@@ -211,6 +212,12 @@ export class Room extends Holder {
   count(holder: string, user: string, connections: number): void {
     const change = this.#members.set(holder, user, connections);
     if (change) this.#announce(change === "joined" ? "join" : "leave", user);
+  }
+
+  /** A Pusher cache channel's replay for a new subscriber: its last message, if fresh (docs/pusher.md). */
+  #cached(): string[] {
+    const newest = this.#log.newest(CACHE_TTL_MS);
+    return newest ? [newest.frame] : [];
   }
 
   /** `users` always, and the list while it is short (docs/protocol.md "Presence at scale"). */

@@ -217,6 +217,18 @@ export function isPresenceChannel(channel: string): boolean {
   return channel.startsWith("presence-");
 }
 
+/** Pusher's cache channels: a subscriber first gets the channel's last event, or `pusher:cache_miss`. */
+export function isCacheChannel(channel: string): boolean {
+  return /^(?:private-encrypted-|private-|presence-)?cache-/.test(channel);
+}
+
+/** How old a cache channel's last event may be and still be sent to a new subscriber (Pusher's 30 minutes). */
+export const CACHE_TTL_MS = 30 * 60_000;
+
+export function cacheMiss(channel: string): string {
+  return JSON.stringify({ event: "pusher:cache_miss", channel });
+}
+
 /** Pusher's event name and payload inside a room message's data (docs/protocol.md "Pusher"). */
 export function pusherEventOf(data: Json): { event: string; payload: string } {
   const fields = record(data);

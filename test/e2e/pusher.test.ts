@@ -348,6 +348,42 @@ describe("end-to-end encrypted channels", () => {
   });
 });
 
+describe("cache channels", () => {
+  it("give a new subscriber the channel's last event, or pusher:cache_miss when it has none", async () => {
+    const name = channel("cache-");
+    const first = await connectClient();
+    const heardFirst = first.listen(name, "pusher:cache_miss", "update");
+    await first.subscribe(name);
+    expect((await heardFirst.next()).event).toBe("pusher:cache_miss");
+    await sdk.trigger(name, "update", { n: 1 });
+    await sdk.trigger(name, "update", { n: 2 });
+    expect((await heardFirst.next()).data).toEqual({ n: 1 });
+    expect((await heardFirst.next()).data).toEqual({ n: 2 });
+    const second = await connectClient();
+    const heardSecond = second.listen(name, "pusher:cache_miss", "update");
+    await second.subscribe(name);
+    await sdk.trigger(name, "update", { n: 3 });
+    expect((await heardSecond.next()).data).toEqual({ n: 2 }); // the cached event first
+    expect((await heardSecond.next()).data).toEqual({ n: 3 });
+    expect(heardSecond.received.map((heard) => heard.event)).toEqual(["update", "update"]);
+  });
+
+  it("keep private cache channels private, and leave plain channels without a cache", async () => {
+    const cached = channel("private-cache-");
+    const plain = channel();
+    await sdk.trigger(cached, "update", { n: 1 });
+    await sdk.trigger(plain, "update", { n: 1 });
+    const client = await connectClient();
+    const heardCached = client.listen(cached, "pusher:cache_miss", "update");
+    const heardPlain = client.listen(plain, "pusher:cache_miss", "update");
+    await client.subscribe(cached);
+    await client.subscribe(plain);
+    expect(await heardCached.next()).toMatchObject({ event: "update", data: { n: 1 } });
+    await sdk.trigger(plain, "update", { n: 2 });
+    expect(await heardPlain.next()).toMatchObject({ event: "update", data: { n: 2 } });
+  });
+});
+
 describe("presence channels", () => {
   const alice = { user_id: "alice", user_info: { name: "Alice" } };
   const bob = { user_id: "bob", user_info: { name: "Bob" } };

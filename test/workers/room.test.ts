@@ -200,6 +200,20 @@ describe("history and resume", () => {
       // One row stays, unserved: it holds the seq (sequence.ts).
       expect(state.storage.sql.exec("SELECT seq FROM messages").toArray()).toEqual([{ seq: 3 }]);
       expect(new MessageLog(state.storage, room, 0, () => {}).seq).toBe(3);
+      expect(log.newest(60_000)).toBeUndefined(); // nor a Pusher cache channel's last event
+    });
+  });
+
+  it("serves its newest message to a Pusher cache channel only while it is fresh", async () => {
+    const room = freshRoom("cache-");
+    await runInDurableObject(env.ROOMS.getByName(room), (_, state) => {
+      const log = new MessageLog(state.storage, room, 5, () => {});
+      expect(log.newest(60_000)).toBeUndefined();
+      for (const n of [1, 2]) void log.append("server", n);
+      log.flush();
+      expect(log.newest(60_000)).toMatchObject({ seq: 2 });
+      expect(JSON.parse(log.newest(60_000)!.frame)).toMatchObject({ seq: 2, data: 2 });
+      expect(log.newest(-1)).toBeUndefined(); // older than the cache keeps events
     });
   });
 

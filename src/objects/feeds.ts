@@ -76,15 +76,24 @@ export class Feeds {
     return made(this.inboxes, user, false);
   }
 
-  /** Whether `session` has the echoes of the publishes it was answered (owed.ts); forgets those it has. */
+  /** `session`'s publish to `room` was answered `seq`: its echo is owed if it gets the room's messages (owed.ts). */
+  oweEcho(session: Session, room: string, seq: number): void {
+    if (this.#awaitsEcho(session, room, seq)) (session.echoes ??= new Map()).set(room, seq);
+  }
+
+  /** Whether `session` has the echoes of the publishes it was answered; forgets those it has. */
   echoed(session: Session): boolean {
     for (const [room, seq] of session.echoes ?? []) {
-      const feed = this.rooms.get(room);
-      // Owed only where the socket gets the room's messages (a room socket, or subscribed).
-      if (feed?.sessions.has(session.connection) && feed.last !== undefined && feed.last < seq) return false;
+      if (this.#awaitsEcho(session, room, seq)) return false;
       session.echoes!.delete(room);
     }
     return true;
+  }
+
+  /** A room socket, or one subscribed, whose feed has not yet delivered `seq` (or nothing since a wake-up). */
+  #awaitsEcho(session: Session, room: string, seq: number): boolean {
+    const feed = this.rooms.get(room);
+    return (feed?.sessions.has(session.connection) ?? false) && (feed!.last === undefined || feed!.last < seq);
   }
 
   /** Forgets feeds nobody is in or joining any more. */

@@ -51,6 +51,7 @@ export class Holder extends SocketHost {
       send: (session, frame) => this.send(session.ws, frame),
       publishTo: (room, from, data, id) => this.publishTo(room, from, data, id),
       answering: (session, answer) => this.answering(session, answer),
+      oweEcho: (session, room, seq) => this.#feeds().oweEcho(session, room, seq),
       subscribe: (session, room, resume, answer) => this.subscribe(session, room, resume, answer),
       unsubscribe: (session, room) => this.unsubscribe(session, room),
     });
@@ -352,6 +353,7 @@ export class Holder extends SocketHost {
 
   #forget(session: Session, room: string, member?: string): void {
     this.#subscriptions.drop(session.connection, room);
+    session.echoes?.delete(room);
     this.#leaveRoom(session, room, member);
   }
 

@@ -95,9 +95,13 @@ export class ReplayBudget {
   }
 }
 
-/** `admission` as `session` may have it: its replay, or `recovered: false` once the budget is spent. */
+/**
+ * `admission` as `session` may have it: its replay, or `recovered: false` once the budget is
+ * spent. Only resumes draw from it: a replay without `recovered` is a Pusher cache channel's one
+ * last event, at most one message.
+ */
 export function withinReplayBudget<A extends { replay: string[]; recovered?: boolean }>(session: Session, admission: A): A {
-  if (admission.replay.length === 0) return admission;
+  if (admission.replay.length === 0 || admission.recovered === undefined) return admission;
   const chars = admission.replay.reduce((sum, frame) => sum + frame.length, 0);
   if ((session.replays ??= new ReplayBudget()).take(chars, Date.now())) return admission;
   return { ...admission, replay: [], recovered: false };

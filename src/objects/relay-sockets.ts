@@ -37,6 +37,8 @@ export interface RelayHost {
   publishTo(room: string, from: string, data: Json, id?: string): Promise<number>;
   /** `answer` settles once it has sent a frame's answer: a socket closed for flooding waits for it (owed.ts). */
   answering(session: Session, answer: Promise<unknown>): void;
+  /** A publish to `room` was answered `seq`: the echo the socket gets of it is owed too (owed.ts). */
+  oweEcho(session: Session, room: string, seq: number): void;
   subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void): Promise<void>;
   unsubscribe(session: Session, room: string): Promise<boolean>;
 }
@@ -89,7 +91,7 @@ export class RelaySockets {
     const answer = this.#host.publishTo(room, session.identity.user, data, id).then(
       // Room sockets see their own message echoed; user sockets are also told its seq.
       (seq) => {
-        (session.echoes ??= new Map()).set(room, seq); // its echo comes in the room's delivery
+        this.#host.oweEcho(session, room, seq);
         if (session.room === undefined && id !== undefined) this.#host.send(session, ackFrame(id, "delivered", seq));
       },
       (error: unknown) => {

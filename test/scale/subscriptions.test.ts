@@ -298,8 +298,11 @@ describe("subscribing a user socket to rooms", () => {
     const room = freshRoom();
     const { client, user } = await openUser();
     await subscribe(client, room);
+    // Woken from hibernation, the hub knows no seq of the room yet (its feed's last is unknown).
+    const hub = await hubOf(user, room);
+    await evictDurableObject(hub, { webSockets: "hibernate" });
     // The Room's deliveries to the hub wait: the publishes are acked, their echoes are not in.
-    const { release, restore } = await holdCalls(await hubOf(user, room), "deliver");
+    const { release, restore } = await holdCalls(hub, "deliver");
     try {
       // A bucket of 40 (2 x 20/s): 40 get in, and more than 40 dropped closes the socket.
       for (let i = 0; i < 100; i++) client.send({ type: "publish", room, data: i, id: `p${i}` });

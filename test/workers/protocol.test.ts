@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { OversizeCounter, RateLimiter } from "../../src/objects/limits";
+import { OversizeCounter, RateLimiter, withinReplayBudget } from "../../src/objects/limits";
+import type { Session } from "../../src/objects/session";
 import { Streams } from "../../src/objects/links";
 import {
   closeReason,
@@ -95,6 +96,16 @@ describe("sizes", () => {
 });
 
 describe("limits", () => {
+  it("lets resumes replay 16 Mi characters per socket in 10 s, and a cache channel's one event past that", () => {
+    const session = {} as Session;
+    const big = "x".repeat(9 * 1024 * 1024);
+    const resume = { replay: [big], recovered: true };
+    expect(withinReplayBudget(session, resume)).toBe(resume);
+    expect(withinReplayBudget(session, resume)).toEqual({ replay: [], recovered: false }); // 18 Mi: spent
+    const cached = { replay: [big] }; // no `recovered`: not a resume
+    expect(withinReplayBudget(session, cached)).toBe(cached);
+  });
+
   it("accepts a burst of twice the rate, then drops, telling at most once a second", () => {
     const limiter = new RateLimiter(5, 0);
     for (let i = 0; i < 10; i++) expect(limiter.take(0)).toBe("accept");

@@ -59,11 +59,11 @@ export class RelaySockets {
       case "direct":
         return this.#direct(session, frame.to, frame.data, frame.id);
       case "ack":
-        if (session.room !== undefined) throw new FrameError("bad_frame", `"ack" is only meaningful on a user socket`, frame.id);
+        if (session.room !== undefined) throw new FrameError("bad_frame", `"ack" is only meaningful on a user socket`);
         host.links.call("inbox", user, (stub) => stub.ack(frame.seq)).catch((error: unknown) => log("error", "could not ack directs", { user, error }));
         return;
       case "subscribe": {
-        if (session.room !== undefined) throw new FrameError("bad_frame", `"subscribe" is only meaningful on a user socket`, frame.id);
+        if (session.room !== undefined) throw new FrameError("bad_frame", `"subscribe" is only meaningful on a user socket`);
         const { room, id } = frame;
         if (!roomAllowed(session.identity.rooms, room)) throw new FrameError("forbidden", `token does not allow room ${room}`);
         return host.subscribe(session, room, frame, ({ replay: _, infos: __, mark: ___, recovered, ...state }) => {
@@ -71,7 +71,7 @@ export class RelaySockets {
         });
       }
       case "unsubscribe":
-        if (session.room !== undefined) throw new FrameError("bad_frame", `"unsubscribe" is only meaningful on a user socket`, frame.id);
+        if (session.room !== undefined) throw new FrameError("bad_frame", `"unsubscribe" is only meaningful on a user socket`);
         await host.unsubscribe(session, frame.room);
         return host.send(session, unsubscribedFrame(frame.room, frame.id));
     }

@@ -4,7 +4,7 @@ import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test"
 import { describe, expect, it } from "vitest";
 import { shardName } from "../../src/objects/connect";
 import type { TestClient } from "../support/client";
-import { holdCalls } from "../support/hold";
+import { floodWhileHeld, holdCalls } from "../support/hold";
 import { freshRoom, info, join, KEY, openUser, request, serverPublish, subscribe } from "./connect";
 
 /** Joins `count` users to `room` one after another; answers their clients and welcomes. */
@@ -113,19 +113,13 @@ describe("a room past one object", () => {
     const flooder = (await fill(room, 4))[3]!; // on the room's first shard
     const shard = shardName(room, 1);
     // The Room's deliveries to the shard wait: the publishes are answered, their echoes are not in.
-    const { release, restore } = await holdCalls(env.HOLDERS.getByName(shard), "deliver");
-    try {
-      // A bucket of 40 (2 x 20/s): 40 get in, and more than 40 dropped closes the socket.
-      for (let i = 0; i < 100; i++) flooder.client.send({ type: "publish", data: i, id: `p${i}` });
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      release();
-      expect((await flooder.client.closed).code).toBe(1008);
-      const echoes = (flooder.client.pending as Record<string, any>[]).filter((frame) => frame.type === "message");
-      // The bucket refills a few more while the frames arrive; the first 40 got in for sure.
-      expect(echoes.map((frame) => frame.id).slice(0, 40)).toEqual(Array.from({ length: 40 }, (_, i) => `p${i}`));
-    } finally {
-      restore();
-    }
+    // A bucket of 40 (2 x 20/s): 40 get in, and more than 40 dropped closes the socket.
+    const publishes = Array.from({ length: 100 }, (_, i) => ({ type: "publish", data: i, id: `p${i}` }));
+    const { code, received } = await floodWhileHeld(flooder.client, publishes, await holdCalls(env.HOLDERS.getByName(shard), "deliver"));
+    expect(code).toBe(1008);
+    const echoes = received.filter((frame) => frame.type === "message");
+    // The bucket refills a few more while the frames arrive; the first 40 got in for sure.
+    expect(echoes.map((frame) => frame.id).slice(0, 40)).toEqual(Array.from({ length: 40 }, (_, i) => `p${i}`));
   });
 
   it("takes a census of its other holders as soon as the Room starts again, not at its next alarm", async () => {

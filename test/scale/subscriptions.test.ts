@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { hubFor } from "../../src/objects/connect";
 import { Feeds, SubscriptionTable } from "../../src/objects/feeds";
 import type { Admission, JoinRequest, RoomFull } from "../../src/objects/feed";
-import { holdCalls } from "../support/hold";
+import { floodWhileHeld, holdCalls } from "../support/hold";
 import { freshRoom, freshUser, info, join, openUser, serverPublish, subscribe, token } from "./connect";
 
 type Join = (request: JoinRequest) => Admission | RoomFull;
@@ -302,19 +302,13 @@ describe("subscribing a user socket to rooms", () => {
     const hub = await hubOf(user, room);
     await evictDurableObject(hub, { webSockets: "hibernate" });
     // The Room's deliveries to the hub wait: the publishes are acked, their echoes are not in.
-    const { release, restore } = await holdCalls(hub, "deliver");
-    try {
-      // A bucket of 40 (2 x 20/s): 40 get in, and more than 40 dropped closes the socket.
-      for (let i = 0; i < 100; i++) client.send({ type: "publish", room, data: i, id: `p${i}` });
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      release();
-      expect((await client.closed).code).toBe(1008);
-      const echoes = (client.pending as Record<string, any>[]).filter((frame) => frame.type === "message");
-      // The bucket refills a few more while the frames arrive; the first 40 got in for sure.
-      expect(echoes.map((frame) => frame.id).slice(0, 40)).toEqual(Array.from({ length: 40 }, (_, i) => `p${i}`));
-    } finally {
-      restore();
-    }
+    // A bucket of 40 (2 x 20/s): 40 get in, and more than 40 dropped closes the socket.
+    const publishes = Array.from({ length: 100 }, (_, i) => ({ type: "publish", room, data: i, id: `p${i}` }));
+    const { code, received } = await floodWhileHeld(client, publishes, await holdCalls(hub, "deliver"));
+    expect(code).toBe(1008);
+    const echoes = received.filter((frame) => frame.type === "message");
+    // The bucket refills a few more while the frames arrive; the first 40 got in for sure.
+    expect(echoes.map((frame) => frame.id).slice(0, 40)).toEqual(Array.from({ length: 40 }, (_, i) => `p${i}`));
   });
 
   it("keep, on waking, the rows of sockets still closing: their close events need them", async () => {

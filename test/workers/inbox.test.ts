@@ -1,6 +1,6 @@
 import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { holdCalls } from "../support/hold";
+import { floodWhileHeld, holdCalls } from "../support/hold";
 import { connect, freshRoom, join, request } from "./connect";
 import { itHandlesBadInputAndLimits } from "./socket.case";
 
@@ -135,39 +135,27 @@ describe("direct messages", () => {
 
   it("answer every direct a flooding socket got in before it is closed 1008", async () => {
     const to = freshUser("slow");
-    // The inbox answers once released: the close used to overtake these acks.
-    const { release, restore } = await holdCalls(env.INBOXES.getByName(to), "deliverAll");
-    try {
-      const sender = await inbox(freshUser("flood"));
-      // A bucket of 10 (2 x 5/s): 10 directs get in, and more than 10 dropped closes the socket.
-      for (let i = 0; i < 25; i++) sender.client.send({ type: "direct", to, data: i, id: `d${i}` });
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      release();
-      expect((await sender.client.closed).code).toBe(1008);
-      // INBOX_MAX_MESSAGES is 4 here: 4 acks, then inbox_full; each one answered, and nothing else.
-      const answers = (sender.client.pending as Record<string, any>[]).filter((frame) => frame.code !== "rate_limited");
-      expect(answers.map((frame) => [frame.id, frame.type === "ack" ? "ack" : frame.code])).toEqual(
-        Array.from({ length: 10 }, (_, i) => [`d${i}`, i < 4 ? "ack" : "inbox_full"]),
-      );
-    } finally {
-      restore();
-    }
+    const sender = await inbox(freshUser("flood"));
+    // The inbox answers once released: the close used to overtake these acks. A bucket of 10
+    // (2 x 5/s): 10 directs get in, and more than 10 dropped closes the socket.
+    const directs = Array.from({ length: 25 }, (_, i) => ({ type: "direct", to, data: i, id: `d${i}` }));
+    const { code, received } = await floodWhileHeld(sender.client, directs, await holdCalls(env.INBOXES.getByName(to), "deliverAll"));
+    expect(code).toBe(1008);
+    // INBOX_MAX_MESSAGES is 4 here: 4 acks, then inbox_full; each one answered, and nothing else.
+    const answers = received.filter((frame) => frame.code !== "rate_limited");
+    expect(answers.map((frame) => [frame.id, frame.type === "ack" ? "ack" : frame.code])).toEqual(
+      Array.from({ length: 10 }, (_, i) => [`d${i}`, i < 4 ? "ack" : "inbox_full"]),
+    );
   });
 
   it("ack every publish a flooding user socket got in before it is closed 1008", async () => {
     const room = freshRoom("slow");
-    const { release, restore } = await holdCalls(env.ROOMS.getByName(room), "publish");
-    try {
-      const sender = await inbox(freshUser("flood"));
-      for (let i = 0; i < 25; i++) sender.client.send({ type: "publish", room, data: i, id: `p${i}` });
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      release();
-      expect((await sender.client.closed).code).toBe(1008);
-      const acks = (sender.client.pending as Record<string, any>[]).filter((frame) => frame.type === "ack");
-      expect(acks.map((frame) => [frame.id, frame.seq])).toEqual(Array.from({ length: 10 }, (_, i) => [`p${i}`, i + 1]));
-    } finally {
-      restore();
-    }
+    const sender = await inbox(freshUser("flood"));
+    const publishes = Array.from({ length: 25 }, (_, i) => ({ type: "publish", room, data: i, id: `p${i}` }));
+    const { code, received } = await floodWhileHeld(sender.client, publishes, await holdCalls(env.ROOMS.getByName(room), "publish"));
+    expect(code).toBe(1008);
+    const acks = received.filter((frame) => frame.type === "ack");
+    expect(acks.map((frame) => [frame.id, frame.seq])).toEqual(Array.from({ length: 10 }, (_, i) => [`p${i}`, i + 1]));
   });
 
   it("reach every device of the recipient and ack delivered", async () => {

@@ -241,8 +241,8 @@ export class Holder extends SocketHost {
     return session.pusher ? pusherCloseCode(code) : code;
   }
 
-  protected override onFrame(session: Session, frame: ClientFrame): Promise<void> {
-    return this.#relay.onFrame(session, frame);
+  protected override onFrame(session: Session, frame: ClientFrame, size: number): Promise<void> {
+    return this.#relay.onFrame(session, frame, size);
   }
 
   /** Publishes into `room`; answers its seq once stored. Room publishes its own without a call. */

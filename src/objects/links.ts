@@ -182,10 +182,12 @@ const MAX_BATCH = 256;
 /**
  * Calls whose items each want an answer, batched per target over a Streams queue: `send` answers
  * one result per item, and each push gets its own. A failed call fails each of its items; an
- * item dropped from a queue that grew past MAX_QUEUED fails too, so every push is answered.
+ * item dropped from a queue past MAX_QUEUED or MAX_QUEUED_SIZE fails too, so every push is
+ * answered. Each push names its item's size (the frame's length it came in, so nothing is
+ * serialized to measure it): one call then carries at most MAX_CALL_SIZE of them.
  */
 export class Batches<I, R> {
-  readonly #streams: Streams<{ item: I; answer: PromiseWithResolvers<R> }>;
+  readonly #streams: Streams<{ item: I; size: number; answer: PromiseWithResolvers<R> }>;
 
   constructor(send: (target: string, items: I[]) => Promise<R[]>) {
     this.#streams = new Streams(
@@ -199,14 +201,15 @@ export class Batches<I, R> {
       },
       {
         perCall: MAX_BATCH,
-        dropped: (asked) => asked.forEach(({ answer }) => answer.reject(new Error(`more than ${MAX_QUEUED} calls queued for one object`))),
+        sizeOf: ({ size }) => size,
+        dropped: (asked) => asked.forEach(({ answer }) => answer.reject(new Error("too many calls, or too much, queued for one object"))),
       },
     );
   }
 
-  push(target: string, item: I): Promise<R> {
+  push(target: string, item: I, size: number): Promise<R> {
     const answer = Promise.withResolvers<R>();
-    this.#streams.push(target, [{ item, answer }]);
+    this.#streams.push(target, [{ item, size, answer }]);
     return answer.promise;
   }
 }

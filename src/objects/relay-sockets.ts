@@ -50,14 +50,15 @@ export class RelaySockets {
     this.#host = host;
   }
 
-  async onFrame(session: Session, frame: ClientFrame): Promise<void> {
+  /** `size`: the frame's length in characters, an upper bound of what it carries on. */
+  async onFrame(session: Session, frame: ClientFrame, size: number): Promise<void> {
     const host = this.#host;
     const { user } = session.identity;
     switch (frame.type) {
       case "publish":
         return this.#publish(session, frame.data, frame.room, frame.id);
       case "direct":
-        return this.#direct(session, frame.to, frame.data, frame.id);
+        return this.#direct(session, frame, size);
       case "ack":
         if (session.room !== undefined) throw new FrameError("bad_frame", `"ack" is only meaningful on a user socket`);
         host.links.call("inbox", user, (stub) => stub.ack(frame.seq)).catch((error: unknown) => log("error", "could not ack directs", { user, error }));
@@ -102,10 +103,10 @@ export class RelaySockets {
     this.#host.answering(session, answer);
   }
 
-  async #direct(session: Session, to: string, data: Json, id?: string): Promise<void> {
+  async #direct(session: Session, { to, data, id }: { to: string; data: Json; id?: string }, size: number): Promise<void> {
     const host = this.#host;
     try {
-      const result = await host.directs.push(to, { from: session.identity.user, data, ...(id !== undefined && { id }) });
+      const result = await host.directs.push(to, { from: session.identity.user, data, ...(id !== undefined && { id }) }, size);
       host.send(session, "refused" in result ? errorFrame(result.refused, result.message, id) : ackFrame(id, result.status, result.seq));
     } catch (error) {
       log("error", "direct delivery failed", { holder: host.name, to, error });

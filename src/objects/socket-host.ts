@@ -58,8 +58,8 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   // ---- hooks ----
 
-  /** A decoded text frame from `session`. Throw FrameError to refuse it. */
-  protected abstract onFrame(session: Session, frame: ClientFrame): void | Promise<void>;
+  /** A decoded text frame from `session`, `size` characters long. Throw FrameError to refuse it. */
+  protected abstract onFrame(session: Session, frame: ClientFrame, size: number): void | Promise<void>;
 
   /** A binary frame from `session`. Default: refused, in the socket's own dialect (`refuse`). */
   protected onBinary(session: Session, _data: ArrayBuffer): void {
@@ -265,7 +265,7 @@ export abstract class SocketHost extends DurableObject<Env> {
   protected async onText(session: Session, text: string): Promise<void> {
     const frame = decodeClientFrame(text);
     try {
-      await this.onFrame(session, frame);
+      await this.onFrame(session, frame, text.length);
     } catch (error) {
       // A handler's refusal keeps the frame's id so the client can match it.
       if (error instanceof FrameError && error.id === undefined && "id" in frame && frame.id !== undefined) {

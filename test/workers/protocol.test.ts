@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { OversizeCounter, RateLimiter, withinReplayBudget } from "../../src/objects/limits";
 import type { Session } from "../../src/objects/session";
-import { Streams } from "../../src/objects/links";
+import { Batches, Streams } from "../../src/objects/links";
 import {
   closeReason,
   decodeClientFrame,
@@ -214,5 +214,22 @@ describe("streams between objects", () => {
     release();
     await expect.poll(() => calls.length).toBe(2);
     expect(calls).toEqual([[5], [40 * mi]]);
+  });
+
+  it("sizes batched calls by what each push names, and answers each item of every call", async () => {
+    const { promise: gate, resolve: release } = Promise.withResolvers<void>();
+    const calls: string[][] = [];
+    const batches = new Batches<string, string>(async (_target, items) => {
+      calls.push(items);
+      await gate;
+      return items.map((item) => `got ${item}`);
+    });
+    const mi = 1024 * 1024;
+    const answers = [batches.push("inbox", "first", 5)]; // goes out at once; the rest wait for its answer
+    for (const item of ["a", "b", "c", "d"]) answers.push(batches.push("inbox", item, 3 * mi));
+    release();
+    expect(await Promise.all(answers)).toEqual(["got first", "got a", "got b", "got c", "got d"]);
+    // Small items, but pushed as 3 Mi each (a direct's frame length): two a call at 8 Mi.
+    expect(calls).toEqual([["first"], ["a", "b"], ["c", "d"]]);
   });
 });

@@ -9,7 +9,6 @@ import {
   FrameError,
   historyBody,
   isPresenceChannel,
-  presenceCountFrame,
   presenceFrame,
   type Json,
   type PresenceEntry,
@@ -18,6 +17,7 @@ import {
   type RoomInfo,
 } from "../protocol";
 import { placeAt, readConnectRequest, shardName, type ConnectInfo } from "./connect";
+import { CountFrames } from "./count-frames";
 import { EventStream } from "./event-stream";
 import { entrySize, type Admission, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
 import { Holder } from "./holder";
@@ -28,9 +28,6 @@ import { liveAttachment } from "./session";
 
 /** How long a seat the Room promised a shard stays counted if no join arrives for it. */
 const SEAT_HOLD_MS = 10_000;
-
-/** Count frames above PRESENCE_LIST_LIMIT are sent at most this often (docs/protocol.md). */
-const COUNT_EVERY_MS = 1_000;
 
 /** A full room pings its streams this many times, this far apart, before refusing one more. */
 const STREAM_PROBES = 2;
@@ -49,7 +46,7 @@ export class Room extends Holder {
   #probe?: Promise<void>;
   /** Seats promised to shards, as the times they were promised. */
   readonly #seats = new Map<string, number[]>();
-  #count = { sentAt: 0, users: -1, timer: undefined as ReturnType<typeof setTimeout> | undefined };
+  readonly #counts: CountFrames;
   /** The census under way, if one is. */
   #counting?: Promise<void>;
   #recounted = false;
@@ -59,6 +56,7 @@ export class Room extends Holder {
     this.#log = new MessageLog(ctx.storage, this.name, this.config.historyLimit, (batch) => this.#stored(batch));
     this.#roster = new Roster(ctx.storage.sql);
     this.#infos = new MemberInfos(ctx.storage.sql);
+    this.#counts = new CountFrames(this.name, () => this.#roster.users, (entry) => this.#emit([entry]));
     this.#holders = new Streams((holder, entries) => this.#forward(holder, entries), { sizeOf: entrySize });
   }
 
@@ -234,11 +232,10 @@ export class Room extends Holder {
     const info = event === "join" && isPresenceChannel(this.name) ? this.#infos.get(user) : undefined;
     if (event === "leave") this.#infos.delete(user);
     if (users <= this.config.presenceListLimit) {
-      // Clients count from names again: the next count frame must go out whatever it says.
-      this.#count.users = -1;
+      this.#counts.forget();
       const frame = JSON.stringify(presenceFrame(this.name, event, user));
       this.#emit([{ frame, ...(except !== undefined && { except }), ...(info !== undefined && { info }) }]);
-    } else this.#countChanged();
+    } else this.#counts.changed(except);
   }
 
   /** Pusher's channel listing learns when the room gains its first user or loses its last. */
@@ -247,25 +244,6 @@ export class Room extends Holder {
     this.links
       .call("directory", "channels", (stub) => stub.occupied(this.name, occupied))
       .catch((error: unknown) => log("warn", "could not update the channel directory", { room: this.name, error }));
-  }
-
-  #countChanged(): void {
-    if (this.#count.timer !== undefined) return;
-    const wait = this.#count.sentAt + COUNT_EVERY_MS - Date.now();
-    if (wait <= 0) return this.#sendCount();
-    this.#count.timer = setTimeout(() => {
-      this.#count.timer = undefined;
-      this.#sendCount();
-    }, wait);
-  }
-
-  #sendCount(): void {
-    // Sent even at or below the limit: a leave from limit + 1 is announced by its count.
-    const users = this.#roster.users;
-    if (users === this.#count.users) return;
-    this.#count.users = users;
-    this.#count.sentAt = Date.now();
-    this.#emit([{ frame: JSON.stringify(presenceCountFrame(this.name, users)) }]);
   }
 
   // ---- the message path ----

@@ -163,6 +163,22 @@ describe("presence at scale", () => {
     if (last !== first) expect(Date.now() - started).toBeGreaterThanOrEqual(900);
   });
 
+  it("does not send a newcomer a count frame repeating its welcome's users", async () => {
+    const room = freshRoom();
+    const [watcher] = await fill(room, 3);
+    await watcher!.client.nextOf("presence"); // u1's join
+    await watcher!.client.nextOf("presence"); // u2's
+    const fourth = await join(room, "fourth"); // a count at once: none sent for a while
+    expect(await watcher!.client.json()).toEqual({ type: "presence", room, event: "count", users: 4 });
+    const fifth = await join(room, "fifth"); // within the second: its count waits for the timer
+    expect(await watcher!.client.json()).toEqual({ type: "presence", room, event: "count", users: 5 });
+    await serverPublish(room, "after the counts");
+    expect(await fourth.client.json()).toEqual({ type: "presence", room, event: "count", users: 5 });
+    // Each newcomer's welcome said the count its join made: no frame repeats it.
+    expect(await fourth.client.json()).toMatchObject({ type: "message", data: "after the counts" });
+    expect(await fifth.client.json()).toMatchObject({ type: "message", data: "after the counts" });
+  });
+
   it("counts a subscription as a user like a room socket", async () => {
     const room = freshRoom();
     const watcher = await join(room, "watcher");

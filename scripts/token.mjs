@@ -8,12 +8,15 @@ import { sign } from "hono/jwt";
 const USAGE = `usage: npm run token -- <user> [room or prefix* ...] [--ttl seconds]
 
   <user>        the token's sub: 1-128 of A-Z a-z 0-9 _ . : - starting with a letter or digit
-  rooms         rooms the holder may join (a trailing * is a prefix); none means every room
+  rooms         rooms the holder may join (a trailing * is a prefix); none means every room;
+                1-164 of A-Z a-z 0-9 _ . : - = @ , ; (every Pusher channel name)
   --ttl N       seconds until it expires (default 86400; 0 for a token that never expires)
 
 The secret is AUTH_SECRET from the environment or from .dev.vars.`;
 
+// The rules of src/protocol/names.ts (docs/protocol.md "Names"); a prefix is any start of a room id.
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
+const ROOM = /^[A-Za-z0-9_.:\-=@,;]{1,164}$/;
 
 function fail(message) {
   process.stderr.write(`${message}\n\n${USAGE}\n`);
@@ -48,7 +51,7 @@ if (user === undefined) fail("missing <user>");
 if (!NAME.test(user)) fail(`"${user}" is not a valid user id`);
 for (const room of rooms) {
   const name = room.endsWith("*") ? room.slice(0, -1) : room;
-  if (name !== "" && !NAME.test(name)) fail(`"${room}" is not a valid room id or prefix`);
+  if (name !== "" && !ROOM.test(name)) fail(`"${room}" is not a valid room id or prefix`);
 }
 if (rooms.length > 64) fail("a token may name at most 64 rooms");
 

@@ -35,6 +35,13 @@ describe("npm run token", () => {
     expect((refused as UpgradeRefused).status).toBe(403);
   });
 
+  it("names any room id, Pusher channel names included", async () => {
+    const room = `${freshRoom("presence-team")}@acme;eu`;
+    const token = await mint("alice", room);
+    const client = await relay.connect(`/rooms/${encodeURIComponent(room)}/ws?token=${token}`);
+    expect(await client.json()).toMatchObject({ type: "welcome", user: "alice", room });
+  });
+
   it("exits 2 with usage for an invalid user id", async () => {
     const failure = await mint("not valid").catch((error: { code: number; stderr: string }) => error);
     expect(failure).toMatchObject({ code: 2, stderr: expect.stringContaining("usage: npm run token") });

@@ -73,11 +73,12 @@ export function nestsTooDeep(value: unknown, levels = MAX_DATA_DEPTH): boolean {
   return items.some((item) => nestsTooDeep(item, levels - 1));
 }
 
+/** A seq a client names: past 2^53 - 1 it reads as 2^53 - 1, above every seq, as on a URL. */
 function seqField(value: unknown, name: string, id: string | undefined): number {
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
     throw new FrameError("bad_frame", `"${name}" must be a non-negative integer`, id);
   }
-  return value;
+  return Math.min(value, Number.MAX_SAFE_INTEGER);
 }
 
 function roomField(frame: Fields, id: string | undefined): string {

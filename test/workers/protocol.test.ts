@@ -45,6 +45,11 @@ describe("decodeClientFrame", () => {
     expect(decodeClientFrame('{"type":"ack","seq":0}')).toEqual({ type: "ack", seq: 0 });
   });
 
+  it("reads a seq past 2^53 - 1 as 2^53 - 1, as a URL's since", () => {
+    expect(decodeClientFrame('{"type":"ack","seq":1e20}')).toEqual({ type: "ack", seq: Number.MAX_SAFE_INTEGER });
+    expect(decodeClientFrame('{"type":"subscribe","room":"r","since":9007199254740992}')).toMatchObject({ since: Number.MAX_SAFE_INTEGER });
+  });
+
   it.each([
     ["", "bad_json"],
     ["null", "bad_frame"],

@@ -23,8 +23,17 @@ export class CountFrames {
     this.#emit = emit;
   }
 
-  /** Clients count from join and leave frames again: the next count frame must go out. */
-  forget(): void {
+  /**
+   * A join or leave frame is about to go out, the room having had `users` before it. A count
+   * held back goes out first (even within the second of the last one), saying that number, so
+   * clients count on from the right one; the next count frame goes out whatever it says.
+   */
+  beforeNamed(users: number): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#send(users);
+    }
     this.#said = -1;
   }
 
@@ -40,9 +49,8 @@ export class CountFrames {
     }, wait);
   }
 
-  #send(): void {
-    // Sent even at or below the limit: a leave from limit + 1 is announced by its count.
-    const users = this.#users();
+  // Sent even at or below the limit: a leave from limit + 1 is announced by its count.
+  #send(users = this.#users()): void {
     if (users === this.#said) return;
     this.#said = users;
     this.#sentAt = Date.now();

@@ -213,3 +213,14 @@ export class Batches<I, R> {
     return answer.promise;
   }
 }
+
+/** Waits until `promise` settles or `ms` have passed, whichever comes first; never rejects. */
+export async function settleWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  const { promise: late, resolve } = Promise.withResolvers<void>();
+  const timer = setTimeout(resolve, ms);
+  try {
+    await Promise.race([promise.catch(() => {}), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -21,13 +21,19 @@ import { CountFrames } from "./count-frames";
 import { EventStream } from "./event-stream";
 import { entrySize, type Admission, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
 import { Holder } from "./holder";
-import { Streams } from "./links";
+import { settleWithin, Streams } from "./links";
 import { MessageLog, type Fresh } from "./message-log";
 import { HERE, MemberInfos, Roster } from "./roster";
 import { liveAttachment } from "./session";
 
 /** How long a seat the Room promised a shard stays counted if no join arrives for it. */
 const SEAT_HOLD_MS = 10_000;
+
+/**
+ * How long what counts or lists users waits, after a start, for the census of the other holders:
+ * until they answer, sockets they lost in the same restart would still count.
+ */
+const CENSUS_WAIT_MS = 2_000;
 
 /** A full room pings its streams this many times, this far apart, before refusing one more. */
 const STREAM_PROBES = 2;
@@ -49,6 +55,8 @@ export class Room extends Holder {
   readonly #counts: CountFrames;
   /** The census under way, if one is. */
   #counting?: Promise<void>;
+  /** The census after a start, until it is in (or CENSUS_WAIT_MS passed). */
+  #settling?: Promise<void>;
   #recounted = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -69,7 +77,8 @@ export class Room extends Holder {
    * after every start: sockets lost with a restart of the runtime never report a close. Closing
    * sockets still listed keep counting until their close event arrives; a close for a socket no
    * longer listed then finds nothing left to change, so each leave is announced once. Other
-   * holders may have lost sockets in the same restart: their census is taken at once too.
+   * holders may have lost sockets in the same restart: their census is taken at once too, and
+   * joins, room info and presence pages wait for it (#settled).
    */
   get #members(): Roster {
     if (!this.#recounted) {
@@ -81,9 +90,18 @@ export class Room extends Holder {
         if (attachment) counts[attachment.identity.user] = (counts[attachment.identity.user] ?? 0) + 1;
       }
       this.#correct(HERE, counts);
-      void this.#census();
+      // No join is counted before this census is in, so it leaves out sockets still joining: a
+      // newcomer is then counted by its own join, which does not announce it to itself.
+      this.#settling = settleWithin(this.#census(false), CENSUS_WAIT_MS).then(() => (this.#settling = undefined));
     }
     return this.#roster;
+  }
+
+  /** The roster once the census after a start is in. */
+  async #settled(): Promise<Roster> {
+    const members = this.#members;
+    if (this.#settling) await this.#settling;
+    return members;
   }
 
   // ---- connections ----
@@ -91,7 +109,7 @@ export class Room extends Holder {
   override async fetch(request: Request): Promise<Response> {
     const connect = readConnectRequest(request);
     if (connect.kind === "events") return this.#openStream(connect);
-    const members = this.#members;
+    const members = await this.#settled();
     const { maxConnectionsPerRoom, socketsPerObject } = this.config;
     if (members.connections + this.#seatsHeld() >= maxConnectionsPerRoom) {
       return new HttpError(503, "room_full", `room ${this.name} has ${maxConnectionsPerRoom} connections, its limit`).toResponse();
@@ -171,11 +189,11 @@ export class Room extends Holder {
   }
 
   /** Counts a joining socket and answers its welcome (RPC from holders; called directly for our own). */
-  join(request: JoinRequest): Admission | RoomFull {
+  async join(request: JoinRequest): Promise<Admission | RoomFull> {
+    const members = await this.#settled();
     // Store what is pending first: the answer's seq then covers it, and the welcome cannot be
     // overtaken by a flush that sends the batch before the newcomer is in the feed.
     this.#log.flush();
-    const members = this.#members;
     const { holder, user, connections } = request;
     const more = connections - members.at(holder, user);
     if (more > 0 && members.connections + more > this.config.maxConnectionsPerRoom) {
@@ -232,7 +250,7 @@ export class Room extends Holder {
     const info = event === "join" && isPresenceChannel(this.name) ? this.#infos.get(user) : undefined;
     if (event === "leave") this.#infos.delete(user);
     if (users <= this.config.presenceListLimit) {
-      this.#counts.forget();
+      this.#counts.beforeNamed(event === "join" ? users - 1 : users);
       const frame = JSON.stringify(presenceFrame(this.name, event, user));
       this.#emit([{ frame, ...(except !== undefined && { except }), ...(info !== undefined && { info }) }]);
     } else this.#counts.changed(except);
@@ -326,9 +344,9 @@ export class Room extends Holder {
     await this.#census();
   }
 
-  /** Asks every other holder for its counts; one census at a time. */
-  #census(): Promise<void> {
-    this.#counting ??= Promise.all(this.#roster.others().map((holder) => this.#check(holder))).then(() => void (this.#counting = undefined));
+  /** Asks every other holder for its counts (`joiners`: counting sockets still joining); one census at a time. */
+  #census(joiners = true): Promise<void> {
+    this.#counting ??= Promise.all(this.#roster.others().map((holder) => this.#check(holder, joiners))).then(() => void (this.#counting = undefined));
     return this.#counting;
   }
 
@@ -339,10 +357,10 @@ export class Room extends Holder {
   }
 
   /** Replaces a holder's counts with what it reports, unless they changed while it answered. */
-  async #check(holder: string): Promise<void> {
+  async #check(holder: string, joiners: boolean): Promise<void> {
     const version = this.#roster.version(holder);
     try {
-      const counts = await this.links.call("holder", holder, (stub) => stub.census(this.name));
+      const counts = await this.links.call("holder", holder, (stub) => stub.census(this.name, joiners));
       if (this.#roster.version(holder) === version) this.#correct(holder, counts);
     } catch (error) {
       log("warn", "census of a holder failed", { room: this.name, holder, error });
@@ -351,8 +369,8 @@ export class Room extends Holder {
 
   // ---- RPC (called by the Worker through the stub) ----
 
-  info(): RoomInfo {
-    const members = this.#members;
+  async info(): Promise<RoomInfo> {
+    const members = await this.#settled();
     return {
       room: this.name,
       seq: this.#log.seq,
@@ -363,8 +381,8 @@ export class Room extends Holder {
     };
   }
 
-  presencePage(after: string | undefined, limit: number): PresencePage {
-    return this.#members.page(after, limit);
+  async presencePage(after: string | undefined, limit: number): Promise<PresencePage> {
+    return (await this.#settled()).page(after, limit);
   }
 
   /** `{"messages": [...]}` with the first `limit` retained messages after `since`, as JSON text. */

@@ -63,10 +63,10 @@ describe("batched writes", () => {
 
   it("stores a batch once it holds 256 messages, without waiting for the timer a flood can hold up", async () => {
     const room = freshRoom();
-    const stored = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
+    const stored = await runInDurableObject(env.ROOMS.getByName(room), async (instance) => {
       const published = Array.from({ length: 600 }, (_, i) => instance.publish("flood", i));
-      // Read before this event ends, so before any timer could run: only size-bound flushes count.
-      const seq = instance.info().seq;
+      // Read a few microtasks later, before any timer could run: only size-bound flushes count.
+      const { seq } = await instance.info();
       return Promise.all(published).then(() => seq);
     });
     expect(stored).toBe(512);

@@ -130,6 +130,24 @@ describe("a room past one object", () => {
     await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
     await expect.poll(() => info(room)).toMatchObject({ connections: 3, objects: 1 });
   });
+
+  it("counts no socket another holder lost in the first answers after a start", async () => {
+    const room = freshRoom();
+    const members = await fill(room, 4); // u3 on the first shard
+    const restart = async () => {
+      await evictDurableObject(env.HOLDERS.getByName(shardName(room, 1)), { webSockets: "close" });
+      await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+    };
+    await restart();
+    expect(await info(room)).toMatchObject({ connections: 3, users: 3, objects: 1 });
+    await join(room, "lost"); // on the shard again
+    await members[0]!.client.close(); // a seat on the Room for the newcomer below
+    await expect.poll(() => info(room)).toMatchObject({ connections: 3 });
+    await restart();
+    const late = await join(room, "late"); // on the Room, the first after the start
+    expect(late.welcome).toMatchObject({ users: 3 });
+    expect(late.welcome.presence.map((entry: { user: string }) => entry.user)).toEqual(["late", "u1", "u2"]);
+  });
 });
 
 describe("presence at scale", () => {
@@ -177,6 +195,20 @@ describe("presence at scale", () => {
     // Each newcomer's welcome said the count its join made: no frame repeats it.
     expect(await fourth.client.json()).toMatchObject({ type: "message", data: "after the counts" });
     expect(await fifth.client.json()).toMatchObject({ type: "message", data: "after the counts" });
+  });
+
+  it("sends a count held back before a leave frame, so clients count on from the right number", async () => {
+    const room = freshRoom();
+    const [watcher, , third] = await fill(room, 3);
+    await watcher!.client.nextOf("presence"); // u1's join
+    await watcher!.client.nextOf("presence"); // u2's
+    const fourth = await join(room, "fourth");
+    expect(await watcher!.client.json()).toEqual({ type: "presence", room, event: "count", users: 4 });
+    await fourth.client.close(); // 4 to 3 users: a count, held back for the rest of the second
+    await expect.poll(() => info(room)).toMatchObject({ users: 3 });
+    await third!.client.close(); // 3 to 2: a leave, named
+    expect(await watcher!.client.json()).toEqual({ type: "presence", room, event: "count", users: 3 });
+    expect(await watcher!.client.json()).toEqual({ type: "presence", room, event: "leave", user: "u2" });
   });
 
   it("counts a subscription as a user like a room socket", async () => {

@@ -7,7 +7,7 @@ import type { Admission, JoinRequest, RoomFull } from "../../src/objects/feed";
 import { floodWhileHeld, holdCalls } from "../support/hold";
 import { freshRoom, freshUser, info, join, openUser, serverPublish, subscribe, token } from "./connect";
 
-type Join = (request: JoinRequest) => Admission | RoomFull;
+type Join = (request: JoinRequest) => Promise<Admission | RoomFull>;
 
 function subscriptionRows(hub: DurableObjectStub, room: string) {
   return runInDurableObject(hub, (_, state) => state.storage.sql.exec<{ connection: string }>("SELECT connection FROM subscriptions WHERE room = ?", room).toArray());
@@ -33,7 +33,7 @@ async function holdJoins(room: string, plan: (request: JoinRequest, join: Join) 
     const join = roomClass.join;
     roomClass.join = function (this: typeof instance, request) {
       const held = this.ctx.id.name === room ? plan(request, (r) => join.call(this, r)) : undefined;
-      return held ? (held(gate) as unknown as Admission) : join.call(this, request);
+      return held ? held(gate) : join.call(this, request);
     };
     return () => void (roomClass.join = join);
   });

@@ -10,7 +10,6 @@ import {
   connectionEstablished,
   PUSHER_PING,
   pusherCloseCode,
-  pusherError,
   welcomeFrame,
   type ClientFrame,
   type Json,
@@ -227,8 +226,8 @@ export class Holder extends SocketHost {
     return session.pusher ? this.#pusher.onText(session, text) : super.onText(session, text);
   }
 
-  protected override refuse(session: Session, error: FrameError): void {
-    if (session.pusher) this.send(session.ws, pusherError(error.code, error.message));
+  protected override refuse(session: Session, error: FrameError, unread?: string | ArrayBuffer): void {
+    if (session.pusher) this.#pusher.refuse(session, error, unread);
     else super.refuse(session, error);
   }
 

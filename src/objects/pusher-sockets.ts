@@ -16,6 +16,7 @@ import {
   PusherClose,
   pusherError,
   SubscribeRefused,
+  subscribingTo,
   subscriptionError,
   subscriptionSucceeded,
   type Json,
@@ -145,6 +146,13 @@ export class PusherSockets {
       this.#host.send(session, pusherError(error.code, error.message));
       this.#host.close(session, PusherClose.overCapacity, "over capacity");
     }
+  }
+
+  /** Tells a client its frame was refused; a subscribe refused unread also on its channel, all pusher-js hears there. */
+  refuse(session: Session, error: FrameError, unread?: string | ArrayBuffer): void {
+    const channel = typeof unread === "string" ? subscribingTo(unread) : undefined;
+    if (channel !== undefined) this.#host.send(session, subscriptionError(channel, error.code === "too_large" ? 413 : 429, error.message));
+    this.#host.send(session, pusherError(error.code, error.message));
   }
 
   async #clientEvent(session: Session, frame: { event: string; channel: string; data: Json }): Promise<void> {

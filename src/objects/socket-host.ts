@@ -206,7 +206,7 @@ export abstract class SocketHost extends DurableObject<Env> {
       if (isOversized(message, this.config.maxMessageBytes)) {
         if (session.oversize.add(now)) return this.#owed.close(session, CloseCode.tooLarge, "message too large");
         // Parsed only for its id: at most twice in 10 s per socket, since the third closes it.
-        return this.refuse(session, new FrameError("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`, frameId(message)));
+        return this.refuse(session, new FrameError("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`, frameId(message)), message);
       }
       if (message === PING) return; // the auto-response normally takes these; exempt from limits
       switch (this.#rateFor(session, message, now).take(now)) {
@@ -219,6 +219,7 @@ export abstract class SocketHost extends DurableObject<Env> {
           return this.refuse(
             session,
             new FrameError("rate_limited", `more than ${this.config.rateLimitPerSecond} frames a second; frame dropped`, frameId(message)),
+            message,
           );
         case "close":
           return this.#owed.close(session, CloseCode.policy, "rate limit exceeded");
@@ -280,8 +281,8 @@ export abstract class SocketHost extends DurableObject<Env> {
     return code;
   }
 
-  /** Tells a socket its frame was refused; the connection stays open. */
-  protected refuse(session: Session, error: FrameError): void {
+  /** Tells a socket its frame was refused (`unread`: refused before it was read); the connection stays open. */
+  protected refuse(session: Session, error: FrameError, _unread?: string | ArrayBuffer): void {
     this.send(session.ws, errorFrame(error.code, error.message, error.id));
   }
 

@@ -86,6 +86,18 @@ export function isPusherSubscription(text: string): boolean {
 }
 
 /** A refused `pusher:subscribe` that named its channel: pusher-js hears of it on that channel too. */
+/** The channel a `pusher:subscribe` frame names, if it is one and names a valid channel. */
+export function subscribingTo(text: string): string | undefined {
+  if (!text.includes('"pusher:subscribe"')) return undefined;
+  try {
+    const frame = record(JSON.parse(text));
+    const channel = record(frame?.data)?.channel;
+    return frame?.event === "pusher:subscribe" && isValidRoom(channel) ? channel : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export class SubscribeRefused extends FrameError {
   readonly channel: string;
   constructor(refusal: FrameError, channel: string) {

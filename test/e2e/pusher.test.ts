@@ -701,6 +701,27 @@ describe("resume points a Pusher subscribe may carry", () => {
     expect(await nextPusherEvent(client, "pusher:pong")).toBeDefined();
     await client.close();
   });
+
+  it("refuses a subscribe over MAX_MESSAGE_BYTES on its channel too (413), unread", async () => {
+    const { client } = await rawPusher(relay);
+    const name = `presence-${channel()}`;
+    client.send({ event: "pusher:subscribe", data: { channel: name, auth: "k:s", channel_data: JSON.stringify({ user_id: "u", user_info: "x".repeat(70_000) }) } });
+    expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:subscription_error", channel: name, data: { status: 413 } });
+    expect(await nextPusherFrame(client)).toMatchObject({ event: "pusher:error", data: { code: null, message: expect.stringContaining("65536 bytes") } });
+    await client.close();
+  });
+
+  it("tells a subscribe dropped by the rate limit on its channel too (429)", async () => {
+    const { client } = await rawPusher(relay);
+    const names = Array.from({ length: 250 }, () => channel()); // well past the bucket's 100 at once
+    for (const name of names) client.send({ event: "pusher:subscribe", data: { channel: name } });
+    let previous: Record<string, any> | undefined;
+    let frame = await nextPusherFrame(client);
+    while (!(frame.event === "pusher:error" && frame.data.code === 4301)) [previous, frame] = [frame, await nextPusherFrame(client)];
+    expect(previous).toMatchObject({ event: "pusher:subscription_error", channel: expect.any(String), data: { status: 429 } });
+    expect(names).toContain(previous!.channel);
+    await client.close();
+  });
 });
 
 describe("a full channel", () => {

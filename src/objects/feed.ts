@@ -109,11 +109,10 @@ export class Feed {
     return (this.#users.get(user) ?? 0) + joining;
   }
 
-  /** Users with a socket here, and how many each; with `joiners`, counting those still joining. */
-  census(joiners: boolean): Record<string, number> {
+  /** Users with a socket here, and how many each (joiners included). */
+  census(): Record<string, number> {
     // Built from entries, so a user named `__proto__` is a key like any other; a plain object, since
     // RPC does not carry objects without Object's prototype.
-    if (!joiners) return Object.fromEntries(this.#users);
     const users = new Set([...this.#users.keys(), ...[...this.#joiners].map((joiner) => joiner.user)]);
     return Object.fromEntries([...users].map((user) => [user, this.count(user)]));
   }

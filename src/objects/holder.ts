@@ -392,8 +392,8 @@ export class Holder extends SocketHost {
     return this.#feeds().inboxes.get(user)?.count(user) ?? 0;
   }
 
-  /** Each user's sockets in `room` here (`joiners`: those still joining too): a Room corrects its counts with it. */
-  census(room: string, joiners = true): Record<string, number> {
-    return this.#feeds().rooms.get(room)?.census(joiners) ?? {};
+  /** Each user's sockets in `room` here: a Room corrects its counts with it. */
+  census(room: string): Record<string, number> {
+    return this.#feeds().rooms.get(room)?.census() ?? {};
   }
 }

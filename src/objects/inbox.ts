@@ -6,7 +6,7 @@ import { configOf, type Config } from "../config";
 import { log } from "../log";
 import { directFrame, type Delivery, type Json, type Refusal } from "../protocol";
 import { entrySize, type Attachment, type FeedEntry } from "./feed";
-import { Links, Streams } from "./links";
+import { Links, Streams, within } from "./links";
 import { Sequence } from "./sequence";
 
 /** How long an inbox waits for a hub's recount after it starts. */
@@ -71,15 +71,7 @@ export class Inbox extends DurableObject<Env> {
   async #recount(links: Links): Promise<void> {
     const hubs = [...this.#sockets.keys()];
     // Bounded: every event waits for this, so a hub that hangs must not hold the inbox.
-    const ask = async (hub: string): Promise<number> => {
-      const { promise: late, reject } = Promise.withResolvers<never>();
-      const timer = setTimeout(() => reject(new Error(`no answer in ${RECOUNT_WAIT_MS} ms`)), RECOUNT_WAIT_MS);
-      try {
-        return await Promise.race([links.call("holder", hub, (stub) => stub.userSockets(this.#name)), late]);
-      } finally {
-        clearTimeout(timer);
-      }
-    };
+    const ask = (hub: string) => within(links.call("holder", hub, (stub) => stub.userSockets(this.#name)), RECOUNT_WAIT_MS);
     const counts = await Promise.allSettled(hubs.map(ask));
     counts.forEach((count, i) => {
       // A hub that cannot be asked keeps its count: it may still hold sockets.

@@ -214,12 +214,12 @@ export class Batches<I, R> {
   }
 }
 
-/** Waits until `promise` settles or `ms` have passed, whichever comes first; never rejects. */
-export async function settleWithin(promise: Promise<unknown>, ms: number): Promise<void> {
-  const { promise: late, resolve } = Promise.withResolvers<void>();
-  const timer = setTimeout(resolve, ms);
+/** `promise`'s answer, or a rejection once `ms` have passed without one (a call that hangs). */
+export async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  const { promise: late, reject } = Promise.withResolvers<never>();
+  const timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
   try {
-    await Promise.race([promise.catch(() => {}), late]);
+    return await Promise.race([promise, late]);
   } finally {
     clearTimeout(timer);
   }

@@ -17,23 +17,18 @@ import {
   type RoomInfo,
 } from "../protocol";
 import { placeAt, readConnectRequest, shardName, type ConnectInfo } from "./connect";
+import { Census } from "./census";
 import { CountFrames } from "./count-frames";
 import { EventStream } from "./event-stream";
 import { entrySize, type Admission, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
 import { Holder } from "./holder";
-import { settleWithin, Streams } from "./links";
+import { Streams } from "./links";
 import { MessageLog, type Fresh } from "./message-log";
 import { HERE, MemberInfos, Roster } from "./roster";
 import { liveAttachment } from "./session";
 
 /** How long a seat the Room promised a shard stays counted if no join arrives for it. */
 const SEAT_HOLD_MS = 10_000;
-
-/**
- * How long what counts or lists users waits, after a start, for the census of the other holders:
- * until they answer, sockets they lost in the same restart would still count.
- */
-const CENSUS_WAIT_MS = 2_000;
 
 /** A full room pings its streams this many times, this far apart, before refusing one more. */
 const STREAM_PROBES = 2;
@@ -53,17 +48,19 @@ export class Room extends Holder {
   /** Seats promised to shards, as the times they were promised. */
   readonly #seats = new Map<string, number[]>();
   readonly #counts: CountFrames;
-  /** The census under way, if one is. */
-  #counting?: Promise<void>;
-  /** The census after a start, until it is in (or CENSUS_WAIT_MS passed). */
-  #settling?: Promise<void>;
-  #recounted = false;
+  readonly #census: Census;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#log = new MessageLog(ctx.storage, this.name, this.config.historyLimit, (batch) => this.#stored(batch));
     this.#roster = new Roster(ctx.storage.sql);
     this.#infos = new MemberInfos(ctx.storage.sql);
+    this.#census = new Census(
+      this.name,
+      this.#roster,
+      (holder) => this.links.call("holder", holder, (stub) => stub.census(this.name)),
+      (user, change) => this.#announce(change === "joined" ? "join" : "leave", user),
+    );
     this.#counts = new CountFrames(this.name, () => this.#roster.users, (entry) => this.#emit([entry]));
     this.#holders = new Streams((holder, entries) => this.#forward(holder, entries), { sizeOf: entrySize });
   }
@@ -77,31 +74,36 @@ export class Room extends Holder {
    * after every start: sockets lost with a restart of the runtime never report a close. Closing
    * sockets still listed keep counting until their close event arrives; a close for a socket no
    * longer listed then finds nothing left to change, so each leave is announced once. Other
-   * holders may have lost sockets in the same restart: their census is taken at once too, and
-   * joins, room info and presence pages wait for it (#settled).
+   * holders may have lost sockets in the same restart: their census is taken at once too.
    */
   get #members(): Roster {
-    if (!this.#recounted) {
-      this.#recounted = true;
+    this.#census.start(() => {
       // Keyed by user id: no prototype, so `constructor` or `__proto__` is a user like any other.
       const counts: Record<string, number> = Object.create(null);
       for (const ws of this.ctx.getWebSockets()) {
         const attachment = liveAttachment(ws);
         if (attachment) counts[attachment.identity.user] = (counts[attachment.identity.user] ?? 0) + 1;
       }
-      this.#correct(HERE, counts);
-      // No join is counted before this census is in, so it leaves out sockets still joining: a
-      // newcomer is then counted by its own join, which does not announce it to itself.
-      this.#settling = settleWithin(this.#census(false), CENSUS_WAIT_MS).then(() => (this.#settling = undefined));
-    }
+      return counts;
+    });
     return this.#roster;
+  }
+
+  /**
+   * The census of the other holders after a start, while it is under way. Until it is in, what
+   * counts or lists users waits for it, so that none counts a socket lost in the restart; joins
+   * and reports by awaiting this alone, so they keep the order holders made them in.
+   */
+  #censusAfterStart(): Promise<void> | undefined {
+    void this.#members; // its first access begins it
+    return this.#census.settling;
   }
 
   /** The roster once the census after a start is in. */
   async #settled(): Promise<Roster> {
-    const members = this.#members;
-    if (this.#settling) await this.#settling;
-    return members;
+    const settling = this.#censusAfterStart();
+    if (settling) await settling;
+    return this.#roster;
   }
 
   // ---- connections ----
@@ -184,13 +186,15 @@ export class Room extends Holder {
   }
 
   protected override report(room: string, user: string, connections: number): void {
-    if (room === this.name) this.count(HERE, user, connections);
+    if (room === this.name) void this.count(HERE, user, connections);
     else super.report(room, user, connections);
   }
 
   /** Counts a joining socket and answers its welcome (RPC from holders; called directly for our own). */
   async join(request: JoinRequest): Promise<Admission | RoomFull> {
-    const members = await this.#settled();
+    const settling = this.#censusAfterStart();
+    if (settling) await settling;
+    const members = this.#roster;
     // Store what is pending first: the answer's seq then covers it, and the welcome cannot be
     // overtaken by a flush that sends the batch before the newcomer is in the feed.
     this.#log.flush();
@@ -225,8 +229,10 @@ export class Room extends Holder {
   }
 
   /** A holder's new count of `user`'s sockets (RPC; 0 when the last one left). */
-  count(holder: string, user: string, connections: number): void {
-    const change = this.#members.set(holder, user, connections);
+  async count(holder: string, user: string, connections: number): Promise<void> {
+    const settling = this.#censusAfterStart();
+    if (settling) await settling;
+    const change = this.#roster.set(holder, user, connections);
     if (change) this.#announce(change === "joined" ? "join" : "leave", user);
   }
 
@@ -329,7 +335,7 @@ export class Room extends Holder {
   async #forward(holder: string, entries: FeedEntry[]): Promise<void> {
     const version = this.#roster.version(holder);
     const held = await this.links.call("holder", holder, (stub) => stub.deliver(this.name, entries));
-    if (held === 0 && this.#roster.version(holder) === version) this.#correct(holder, {});
+    if (held === 0 && this.#roster.version(holder) === version) this.#census.correct(holder, {});
   }
 
   // ---- census: counts of other holders, checked on the sweep alarm ----
@@ -341,30 +347,7 @@ export class Room extends Holder {
   protected override async onAlarm(now: number): Promise<void> {
     this.sweep(now);
     void this.#members; // after a start, its first access begins the census
-    await this.#census();
-  }
-
-  /** Asks every other holder for its counts (`joiners`: counting sockets still joining); one census at a time. */
-  #census(joiners = true): Promise<void> {
-    this.#counting ??= Promise.all(this.#roster.others().map((holder) => this.#check(holder, joiners))).then(() => void (this.#counting = undefined));
-    return this.#counting;
-  }
-
-  #correct(holder: string, counts: Record<string, number>): void {
-    for (const { user, change } of this.#roster.replace(holder, counts)) {
-      this.#announce(change === "joined" ? "join" : "leave", user);
-    }
-  }
-
-  /** Replaces a holder's counts with what it reports, unless they changed while it answered. */
-  async #check(holder: string, joiners: boolean): Promise<void> {
-    const version = this.#roster.version(holder);
-    try {
-      const counts = await this.links.call("holder", holder, (stub) => stub.census(this.name, joiners));
-      if (this.#roster.version(holder) === version) this.#correct(holder, counts);
-    } catch (error) {
-      log("warn", "census of a holder failed", { room: this.name, holder, error });
-    }
+    await this.#census.take();
   }
 
   // ---- RPC (called by the Worker through the stub) ----

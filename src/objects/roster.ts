@@ -15,7 +15,7 @@ export class Roster {
   readonly #holders = new Map<string, Map<string, number>>();
   readonly #totals = new Map<string, number>();
   #connections = 0;
-  /** Bumped on every change of a holder's counts, so a census answer that raced one is ignored. */
+  /** Bumped on every report of a holder's counts, so a census answer that raced one is ignored. */
   readonly #versions = new Map<string, number>();
 
   constructor(sql: SqlStorage) {
@@ -76,6 +76,8 @@ export class Roster {
    * socket comes and deleted when the last goes: a user's second tab costs no write.
    */
   set(holder: string, user: string, connections: number): Change {
+    // Bumped even when nothing changes: a census answer that a report overtook is stale anyway.
+    this.#versions.set(holder, this.version(holder) + 1);
     const before = this.#totals.has(user);
     const old = this.at(holder, user);
     if (connections === old) return undefined;
@@ -84,19 +86,23 @@ export class Roster {
     } else if (holder !== HERE || old === 0) {
       this.#sql.exec("INSERT OR REPLACE INTO members (holder, user, connections) VALUES (?, ?, ?)", holder, user, connections);
     } // else the Room's own user is still here: the marker row stands
-    this.#versions.set(holder, this.version(holder) + 1);
     this.#apply(holder, user, connections);
     const after = this.#totals.has(user);
     return before === after ? undefined : after ? "joined" : "left";
   }
 
-  /** Replaces every count of `holder` (a census): answers each user whose presence changed. */
-  replace(holder: string, counts: Record<string, number>): { user: string; change: Change }[] {
-    const changes: { user: string; change: Change }[] = [];
+  /**
+   * Replaces every count of `holder` (a census), or with `onlyFewer` only those `counts` lowers:
+   * answers each user whose presence changed.
+   */
+  replace(holder: string, counts: Record<string, number>, onlyFewer = false): { user: string; change: "joined" | "left" }[] {
+    const changes: { user: string; change: "joined" | "left" }[] = [];
     const users = new Set([...(this.#holders.get(holder)?.keys() ?? []), ...Object.keys(counts)]);
     for (const user of users) {
       // An answer from another object has Object's prototype: `constructor` is not a count.
-      const change = this.set(holder, user, Object.hasOwn(counts, user) ? counts[user]! : 0);
+      const count = Object.hasOwn(counts, user) ? counts[user]! : 0;
+      if (onlyFewer && count > this.at(holder, user)) continue;
+      const change = this.set(holder, user, count);
       if (change) changes.push({ user, change });
     }
     return changes;

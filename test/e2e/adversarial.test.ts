@@ -552,7 +552,6 @@ describe("frames", () => {
       ["an ack with a fractional seq", "bad_frame", '{"type":"ack","seq":1.5}'],
       ["an ack without seq", "bad_frame", '{"type":"ack"}'],
       ["an ack with seq null", "bad_frame", '{"type":"ack","seq":null}'],
-      ["an ack with seq beyond 2^53", "bad_frame", '{"type":"ack","seq":9007199254740993}'],
       ["an ack with seq 1e400", "bad_frame", '{"type":"ack","seq":1e400}'],
       ["an ack with seq an array", "bad_frame", '{"type":"ack","seq":[1]}'],
       ["a publish without room", "bad_frame", '{"type":"publish","data":1,"id":"p1"}', "p1"],

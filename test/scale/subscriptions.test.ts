@@ -320,6 +320,66 @@ describe("subscribing a user socket to rooms", () => {
     });
   });
 
+  describe("while a Room that just started takes its census of the hubs", () => {
+    it("changes no counts for a repeated subscribe: the hub counts the socket as joining", async () => {
+      const room = freshRoom();
+      const watcher = await join(room, "watcher");
+      const { client, user } = await openUser();
+      await subscribe(client, room);
+      expect(await watcher.client.json()).toEqual({ type: "presence", room, event: "join", user });
+      await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+      expect(await subscribe(client, room, { since: 0 })).toMatchObject({ users: 2 });
+      await serverPublish(room, "marker"); // no leave and join of the user before it
+      expect(await watcher.client.json()).toMatchObject({ type: "message", data: "marker" });
+      expect(await info(room)).toMatchObject({ connections: 2, users: 2 });
+    });
+
+    it("applies a hub's join and its later report in the order the hub made them", async () => {
+      const room = freshRoom();
+      await join(room, "watcher");
+      const { client: first, user } = await openUser();
+      const { client: second } = await openUser(user);
+      await subscribe(first, room);
+      await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+      second.send({ type: "subscribe", room }); // its join waits for the census...
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      first.send({ type: "unsubscribe", room }); // ...and so does this report, made after it
+      await second.nextOf("subscribed");
+      await first.nextOf("unsubscribed");
+      await expect.poll(() => info(room)).toMatchObject({ connections: 2, users: 2 });
+      expect(await info(room)).toMatchObject({ connections: 2, users: 2 });
+    });
+
+    it("stops waiting for a hub that does not answer in 2 s, and drops its late answer", { timeout: 30_000 }, async () => {
+      const room = freshRoom();
+      const watcher = await join(room, "watcher");
+      const { client, user } = await openUser();
+      await subscribe(client, room);
+      expect(await watcher.client.json()).toEqual({ type: "presence", room, event: "join", user });
+      // A busy hub: it reads its counts just before the 2 s are up and answers a moment after.
+      const restore = await runInDurableObject(env.HOLDERS.getByName(hubFor(user, 4)), (instance) => {
+        const hubClass = Object.getPrototypeOf(instance) as typeof instance;
+        const census = hubClass.census;
+        const slow = async function (this: typeof instance, asked: string) {
+          if (asked !== room) return census.call(this, asked);
+          await new Promise((resolve) => setTimeout(resolve, 1_950));
+          const counts = census.call(this, asked);
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          return counts;
+        };
+        hubClass.census = slow as unknown as typeof census;
+        return () => void (hubClass.census = census);
+      });
+      await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+      await subscribe(client, room, { since: 0 }); // answered once the wait ended
+      await new Promise((resolve) => setTimeout(resolve, 800)); // the late answer arrives
+      restore();
+      expect(await info(room)).toMatchObject({ connections: 2, users: 2 });
+      await serverPublish(room, "after");
+      expect(await client.nextOf("message")).toMatchObject({ room, data: "after" });
+    });
+  });
+
   it("still receives directs on a socket that subscribes", async () => {
     const room = freshRoom();
     const { client, user } = await openUser();

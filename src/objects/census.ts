@@ -1,0 +1,76 @@
+// How a Room keeps its roster true across every object holding its sockets: after each start it
+// recounts its own sockets from the platform's list and asks every other holder for its counts (a
+// census), which it asks again on each sweep alarm (docs/design.md "Joining, counting and
+// presence"). Until the census after a start is in, what counts users waits for it (`settling`).
+import { log } from "../log";
+import { within } from "./links";
+import { HERE, type Roster } from "./roster";
+
+/**
+ * How long a holder has to answer a census: one that hangs must not hold what waits for the
+ * census after a start, nor every later census.
+ */
+const CENSUS_WAIT_MS = 2_000;
+
+export class Census {
+  readonly #room: string;
+  readonly #roster: Roster;
+  readonly #ask: (holder: string) => Promise<Record<string, number>>;
+  readonly #changed: (user: string, change: "joined" | "left") => void;
+  #started = false;
+  /** The census under way, if one is. */
+  #counting?: Promise<void>;
+  /** The census after a start, until it is in. */
+  #settling?: Promise<void>;
+
+  constructor(
+    room: string,
+    roster: Roster,
+    ask: (holder: string) => Promise<Record<string, number>>,
+    changed: (user: string, change: "joined" | "left") => void,
+  ) {
+    this.#room = room;
+    this.#roster = roster;
+    this.#ask = ask;
+    this.#changed = changed;
+  }
+
+  /** Once after a start: the Room's own counts as `own` gives them, then a census of the others. */
+  start(own: () => Record<string, number>): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.correct(HERE, own());
+    this.#settling = this.take(true).then(() => void (this.#settling = undefined));
+  }
+
+  /** The census after a start, while it is under way. */
+  get settling(): Promise<void> | undefined {
+    return this.#settling;
+  }
+
+  /**
+   * Asks every other holder for its counts; one census at a time. After a `start` it only takes
+   * counts down: a user it finds that the roster lacks is joining, and its own join counts it
+   * and announces it to everyone but itself.
+   */
+  take(start = false): Promise<void> {
+    this.#counting ??= Promise.all(this.#roster.others().map((holder) => this.#check(holder, start))).then(() => void (this.#counting = undefined));
+    return this.#counting;
+  }
+
+  /** Sets `holder`'s counts (only those `counts` lowers, with `onlyFewer`); each change is announced. */
+  correct(holder: string, counts: Record<string, number>, onlyFewer = false): void {
+    for (const { user, change } of this.#roster.replace(holder, counts, onlyFewer)) this.#changed(user, change);
+  }
+
+  /** Replaces a holder's counts with what it reports, unless a report came while it answered. */
+  async #check(holder: string, start: boolean): Promise<void> {
+    const version = this.#roster.version(holder);
+    try {
+      const counts = await within(this.#ask(holder), CENSUS_WAIT_MS);
+      if (this.#roster.version(holder) === version) this.correct(holder, counts, start);
+    } catch (error) {
+      log("warn", "census of a holder failed", { room: this.#room, holder, error });
+    }
+  }
+}

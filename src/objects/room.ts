@@ -14,6 +14,7 @@ import {
   type PresenceEntry,
   type PresencePage,
   streamWelcome,
+  toPusher,
   type RoomInfo,
 } from "../protocol";
 import { placeAt, readConnectRequest, shardName, type ConnectInfo } from "./connect";
@@ -255,11 +256,17 @@ export class Room extends Holder {
     if ((event === "join" && users === 1) || (event === "leave" && users === 1)) this.#occupancy(event === "join");
     const info = event === "join" && isPresenceChannel(this.name) ? this.#infos.get(user) : undefined;
     if (event === "leave") this.#infos.delete(user);
+    const named = () => JSON.stringify(presenceFrame(this.name, event, user));
     if (users <= this.config.presenceListLimit) {
       this.#counts.beforeNamed(event === "join" ? users - 1 : users);
-      const frame = JSON.stringify(presenceFrame(this.name, event, user));
-      this.#emit([{ frame, ...(except !== undefined && { except }), ...(info !== undefined && { info }) }]);
-    } else this.#counts.changed(except);
+      this.#emit([{ frame: named(), ...(except !== undefined && { except }), ...(info !== undefined && { info }) }]);
+      return;
+    }
+    this.#counts.changed(except);
+    // pusher-js keeps its own member list and cannot count: a leave still takes the member off
+    // it (pusher-js ignores one it never listed; docs/protocol.md decision 49).
+    const removed = event === "leave" && isPresenceChannel(this.name) ? toPusher(named()) : undefined;
+    if (removed !== undefined) this.#emit([{ frame: removed, pusherOnly: true }]);
   }
 
   /** Pusher's channel listing learns when the room gains its first user or loses its last. */

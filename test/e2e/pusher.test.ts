@@ -24,7 +24,7 @@ import {
   pusherSocketPath,
 } from "./pusher-support";
 import type { TestClient } from "../support/client";
-import { freshRoom, type Relay, SERVER_AUTH, startRelay } from "./relay";
+import { API_KEY, freshRoom, type Relay, SERVER_AUTH, startRelay } from "./relay";
 
 let relay: Relay;
 let sdk: ReturnType<typeof serverSdk>;
@@ -851,6 +851,24 @@ describe("a relay with short heartbeats and presence lists of 2", () => {
     const users = await json(await quickSdk.get({ path: `/channels/${name}/users`, params: {} }));
     expect(users).toEqual({ users: [{ id: "b" }] });
     await Promise.all([first.client.close(), second.client.close()]);
+  });
+
+  it("takes a member who leaves off pusher-js's list while relay sockets keep the channel past the limit", async () => {
+    const name = freshRoom("presence-over");
+    const quickSdk = serverSdk(quick);
+    const [first, second] = [await rawPusher(quick), await rawPusher(quick)];
+    for (const [{ client, socketId }, id] of [[first, "a"], [second, "b"]] as const) {
+      client.send({ event: "pusher:subscribe", data: { channel: name, ...quickSdk.authorizeChannel(socketId, name, { user_id: id }) } });
+      await nextPusherEvent(client, "pusher_internal:subscription_succeeded");
+    }
+    // A room socket with the API key makes 3 users, past the limit of 2: counts, not names, from here.
+    const roomSocket = await quick.connect(`/rooms/${name}/ws?token=${API_KEY}&user=x1`);
+    expect(await roomSocket.json()).toMatchObject({ type: "welcome", users: 3 });
+    await second.client.close();
+    expect(await roomSocket.json()).toEqual({ type: "presence", room: name, event: "count", users: 2 });
+    // pusher-js cannot count: it still hears that b left, so its list does not keep b for ever.
+    expect(await nextPusherEvent(first.client, "pusher_internal:member_removed")).toMatchObject({ data: { user_id: "b" } });
+    await Promise.all([first.client.close(), roomSocket.close()]);
   });
   afterAll(async () => {
     await quick?.close();

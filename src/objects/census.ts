@@ -7,10 +7,11 @@ import { within } from "./links";
 import { HERE, type Roster } from "./roster";
 
 /**
- * How long a holder has to answer a census: one that hangs must not hold what waits for the
- * census after a start, nor every later census.
+ * How long a holder has to answer the census after a start, which joins and reports wait for;
+ * and any later one, which the next waits for (a slow holder may take a while to wake).
  */
-const CENSUS_WAIT_MS = 2_000;
+const START_CENSUS_WAIT_MS = 2_000;
+const CENSUS_WAIT_MS = 30_000;
 
 export class Census {
   readonly #room: string;
@@ -67,7 +68,7 @@ export class Census {
   async #check(holder: string, start: boolean): Promise<void> {
     const version = this.#roster.version(holder);
     try {
-      const counts = await within(this.#ask(holder), CENSUS_WAIT_MS);
+      const counts = await within(this.#ask(holder), start ? START_CENSUS_WAIT_MS : CENSUS_WAIT_MS);
       if (this.#roster.version(holder) === version) this.correct(holder, counts, start);
     } catch (error) {
       log("warn", "census of a holder failed", { room: this.#room, holder, error });

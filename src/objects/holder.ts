@@ -128,13 +128,13 @@ export class Holder extends SocketHost {
 
   override async fetch(request: Request): Promise<Response> {
     const connect = readConnectRequest(request);
-    if (this.sessions.size >= this.config.socketsPerObject) {
+    if (this.sessions.size + this.opens.size >= this.config.socketsPerObject) {
       // A full hub hands the user socket on; a full shard (seats the Room promised raced) refuses.
       if (connect.room === undefined) return placeAt(overflowHub(this.name));
       return new HttpError(503, "room_full", `this object holds ${this.config.socketsPerObject} sockets, its limit`).toResponse();
     }
-    if (connect.pusher !== undefined) return this.#openPusherSocket(connect, connect.pusher);
-    return connect.room === undefined ? this.#openUserSocket(connect) : this.openRoomSocket(connect, connect.room);
+    const { pusher, room } = connect;
+    return this.opens.during(() => (pusher !== undefined ? this.#openPusherSocket(connect, pusher) : room === undefined ? this.#openUserSocket(connect) : this.openRoomSocket(connect, room)));
   }
 
   /** A room socket: join the room, then welcome, replay and whatever arrived meanwhile. */

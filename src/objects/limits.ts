@@ -106,3 +106,25 @@ export function withinReplayBudget<A extends { replay: string[]; recovered?: boo
   if ((session.replays ??= new ReplayBudget()).take(chars, Date.now())) return admission;
   return { ...admission, replay: [], recovered: false };
 }
+
+/**
+ * Sockets an object has begun to open and not yet accepted or refused: each open awaits a call
+ * (the Room's answer to a join, the inbox's to an attach), so opens overlap, and each counts
+ * against SOCKETS_PER_OBJECT from the start, or a burst would all see the same free seats.
+ */
+export class Opens {
+  #count = 0;
+
+  get size(): number {
+    return this.#count;
+  }
+
+  async during<T>(open: () => T | Promise<T>): Promise<T> {
+    this.#count++;
+    try {
+      return await open();
+    } finally {
+      this.#count--;
+    }
+  }
+}

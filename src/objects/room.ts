@@ -117,7 +117,7 @@ export class Room extends Holder {
     if (members.connections + this.#seatsHeld() >= maxConnectionsPerRoom) {
       return new HttpError(503, "room_full", `room ${this.name} has ${maxConnectionsPerRoom} connections, its limit`).toResponse();
     }
-    if (this.sessions.size < socketsPerObject) return this.openRoomSocket(connect, this.name);
+    if (this.sessions.size + this.opens.size < socketsPerObject) return this.opens.during(() => this.openRoomSocket(connect, this.name));
     return placeAt(this.#place());
   }
 
@@ -353,7 +353,10 @@ export class Room extends Holder {
 
   protected override async onAlarm(now: number): Promise<void> {
     this.sweep(now);
-    void this.#members; // after a start, its first access begins the census
+    // A Room woken by this alarm takes the census after a start first (counts only go down in
+    // it), then a full one, which also restores counts that fell too low.
+    const settling = this.#censusAfterStart();
+    if (settling) await settling;
     await this.#census.take();
   }
 

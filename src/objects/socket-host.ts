@@ -21,7 +21,7 @@ import {
   type Heartbeat,
   type ServerFrame,
 } from "../protocol";
-import { OversizeCounter, RateLimiter } from "./limits";
+import { Opens, OversizeCounter, RateLimiter } from "./limits";
 import { Owed } from "./owed";
 import { hold, liveAttachment, release, transmit, type Attachment, type Session } from "./session";
 
@@ -41,6 +41,8 @@ export abstract class SocketHost extends DurableObject<Env> {
   });
   /** New sockets whose frames wait for their 101 answer to go out, and the one timer that sends them. */
   #opening: WebSocket[] = [];
+  /** Sockets still opening, counted with `sessions` against SOCKETS_PER_OBJECT. */
+  protected readonly opens = new Opens();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);

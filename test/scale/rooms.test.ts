@@ -1,6 +1,6 @@
 // Rooms past one object and presence at scale (docs/protocol.md "Rooms past one object",
 // "Presence at scale"), with SOCKETS_PER_OBJECT=3 and PRESENCE_LIST_LIMIT=3.
-import { env, evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
+import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { shardName } from "../../src/objects/connect";
 import type { TestClient } from "../support/client";
@@ -129,6 +129,43 @@ describe("a room past one object", () => {
     await evictDurableObject(env.HOLDERS.getByName(shardName(room, 1)), { webSockets: "close" });
     await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
     await expect.poll(() => info(room)).toMatchObject({ connections: 3, objects: 1 });
+  });
+
+  it("puts no more than SOCKETS_PER_OBJECT on the Room in a reconnect storm after a start", async () => {
+    const room = freshRoom();
+    const members = await fill(room, 5); // u3 and u4 on the first shard
+    for (const { client } of members.slice(0, 3)) await client.close(); // the Room's seats free
+    await expect.poll(() => info(room)).toMatchObject({ connections: 2 });
+    // A restart of the runtime: the shard's sockets lost; then everyone comes back at once.
+    await evictDurableObject(env.HOLDERS.getByName(shardName(room, 1)), { webSockets: "close" });
+    await evictDurableObject(env.ROOMS.getByName(room), { webSockets: "hibernate" });
+    // The shard takes a while to answer the Room's census, so every join arrives while it waits.
+    const restore = await runInDurableObject(env.HOLDERS.getByName(shardName(room, 1)), (instance) => {
+      const holderClass = Object.getPrototypeOf(instance) as typeof instance;
+      const census = holderClass.census;
+      const slow = async function (this: typeof instance, asked: string) {
+        if (asked === room) await new Promise((resolve) => setTimeout(resolve, 500));
+        return census.call(this, asked);
+      };
+      holderClass.census = slow as unknown as typeof census;
+      return () => void (holderClass.census = census);
+    });
+    await Promise.all(Array.from({ length: 7 }, (_, i) => join(room, `back${i}`))).finally(restore);
+    const onRoom = await runInDurableObject(env.ROOMS.getByName(room), (_, state) => state.getWebSockets().length);
+    expect(onRoom).toBeLessThanOrEqual(3);
+    expect(await info(room)).toMatchObject({ connections: 7, users: 7 });
+  });
+
+  it("restores, when its sweep alarm wakes it, a user a shard holds that the roster lost", async () => {
+    const room = freshRoom();
+    await fill(room, 5); // u3 and u4 on the first shard
+    const stub = env.ROOMS.getByName(room);
+    await stub.count(shardName(room, 1), "u3", 0); // a stale report: u3 is still there
+    expect(await info(room)).toMatchObject({ users: 4, connections: 4 });
+    // The census after the start only takes counts down; the alarm's full census then restores u3.
+    await evictDurableObject(stub, { webSockets: "hibernate" });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await info(room)).toMatchObject({ users: 5, connections: 5 });
   });
 
   it("counts no socket another holder lost in the first answers after a start", async () => {

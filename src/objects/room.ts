@@ -200,6 +200,8 @@ export class Room extends Holder {
     // overtaken by a flush that sends the batch before the newcomer is in the feed.
     this.#log.flush();
     const { holder, user, connections } = request;
+    // The seat promised to this shard is taken, or freed if the join is refused below.
+    if (this.#seats.has(holder)) this.#seats.set(holder, this.#heldSeats(holder).slice(1));
     const more = connections - members.at(holder, user);
     if (more > 0 && members.connections + more > this.config.maxConnectionsPerRoom) {
       return { refused: "room_full", message: `room ${this.name} has ${this.config.maxConnectionsPerRoom} connections, its limit` };
@@ -210,7 +212,6 @@ export class Room extends Holder {
     if (request.info !== undefined && !members.has(user) && members.users >= limit) {
       return { refused: "presence_full", message: `presence channel ${this.name} has ${limit} members, its limit (PRESENCE_LIST_LIMIT)` };
     }
-    if (this.#seats.has(holder)) this.#seats.set(holder, this.#heldSeats(holder).slice(1)); // the promised seat is taken
     const change = members.set(holder, user, connections);
     if (request.info !== undefined && change === "joined") this.#infos.set(user, request.info);
     if (holder !== HERE) this.armAlarm(); // the census of other holders runs on the sweep alarm

@@ -1,7 +1,7 @@
 // User sockets that carry many rooms (docs/protocol.md "User sockets subscribe to rooms").
 import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { hubFor } from "../../src/objects/connect";
+import { hubFor, shardName } from "../../src/objects/connect";
 import { Feeds, SubscriptionTable } from "../../src/objects/feeds";
 import type { Admission, JoinRequest, RoomFull } from "../../src/objects/feed";
 import { floodWhileHeld, holdCalls } from "../support/hold";
@@ -432,6 +432,29 @@ describe("refusing subscriptions", () => {
     const late = await openUser();
     late.client.send({ type: "subscribe", room, id: "late" });
     expect(await late.client.json()).toMatchObject({ type: "error", code: "room_full", id: "late" });
+  });
+
+  it("frees the seat it promised a shard when it refuses that socket's join", async () => {
+    const room = freshRoom();
+    for (let i = 0; i < 3; i++) await join(room, `member-${i}`); // the Room is full of sockets
+    let held = false;
+    const { release, restore } = await holdJoins(room, (request, realJoin) =>
+      request.holder === shardName(room, 1) ? (held = true) && ((gate) => gate.then(() => realJoin(request))) : undefined,
+    );
+    const late = join(room, "late").catch((error: unknown) => error); // a seat on the first shard, its join held
+    await expect.poll(() => held).toBe(true);
+    const subscribers = [];
+    for (let i = 0; i < 9; i++) {
+      const { client } = await openUser();
+      await subscribe(client, room);
+      subscribers.push(client);
+    }
+    release();
+    expect(String(await late)).toContain("503"); // 12 connections: the held join is refused
+    restore();
+    subscribers[0]!.send({ type: "unsubscribe", room });
+    await subscribers[0]!.nextOf("unsubscribed");
+    expect((await join(room, "next")).welcome).toMatchObject({ users: 12 }); // the seat is not still held
   });
 
   it("refuses subscribe and unsubscribe on a room socket with bad_frame", async () => {

@@ -50,7 +50,7 @@ export class RelaySockets {
     this.#host = host;
   }
 
-  /** `size`: the frame's length in characters, an upper bound of what it carries on. */
+  /** `size`: the frame's length in characters, close to what a direct carries on to the inbox. */
   async onFrame(session: Session, frame: ClientFrame, size: number): Promise<void> {
     const host = this.#host;
     const { user } = session.identity;

@@ -187,7 +187,7 @@ export class Room extends Holder {
   }
 
   protected override report(room: string, user: string, connections: number): void {
-    if (room === this.name) void this.count(HERE, user, connections);
+    if (room === this.name) this.count(HERE, user, connections).catch((error: unknown) => log("error", "could not count a leave", { room, user, error }));
     else super.report(room, user, connections);
   }
 
@@ -265,8 +265,8 @@ export class Room extends Holder {
     }
     this.#counts.changed(except);
     // pusher-js keeps its own member list and cannot count: a leave still takes the member off
-    // it (pusher-js ignores one it never listed; docs/protocol.md decision 49).
-    const removed = event === "leave" && isPresenceChannel(this.name) ? toPusher(named()) : undefined;
+    // it (pusher-js ignores one it never listed; docs/protocol.md decision 49), while any is here.
+    const removed = event === "leave" && isPresenceChannel(this.name) && this.#infos.any() ? toPusher(named()) : undefined;
     if (removed !== undefined) this.#emit([{ frame: removed, pusherOnly: true }]);
   }
 

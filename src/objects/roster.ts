@@ -148,6 +148,11 @@ export class MemberInfos {
     this.#sql.exec("INSERT OR REPLACE INTO member_info (user, info) VALUES (?, ?)", user, JSON.stringify(info));
   }
 
+  /** Whether any Pusher presence member is here. */
+  any(): boolean {
+    return this.#sql.exec("SELECT 1 FROM member_info LIMIT 1").toArray().length > 0;
+  }
+
   get(user: string): unknown {
     const row = this.#sql.exec<{ info: string }>("SELECT info FROM member_info WHERE user = ?", user).toArray()[0];
     return row === undefined ? undefined : JSON.parse(row.info);

@@ -85,7 +85,6 @@ export function isPusherSubscription(text: string): boolean {
   }
 }
 
-/** A refused `pusher:subscribe` that named its channel: pusher-js hears of it on that channel too. */
 /** The channel a `pusher:subscribe` frame names, if it is one and names a valid channel. */
 export function subscribingTo(text: string): string | undefined {
   if (!text.includes('"pusher:subscribe"')) return undefined;
@@ -98,6 +97,7 @@ export function subscribingTo(text: string): string | undefined {
   }
 }
 
+/** A refused `pusher:subscribe` that named its channel: pusher-js hears of it on that channel too. */
 export class SubscribeRefused extends FrameError {
   readonly channel: string;
   constructor(refusal: FrameError, channel: string) {

@@ -50,12 +50,15 @@ export class Room extends Holder {
   readonly #seats = new Map<string, number[]>();
   readonly #counts: CountFrames;
   readonly #census: Census;
+  /** A Pusher `presence-` channel: its members may have a user_info (docs/pusher.md). */
+  readonly #presenceChannel: boolean;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#log = new MessageLog(ctx.storage, this.name, this.config.historyLimit, (batch) => this.#stored(batch));
     this.#roster = new Roster(ctx.storage.sql);
     this.#infos = new MemberInfos(ctx.storage.sql);
+    this.#presenceChannel = isPresenceChannel(this.name);
     this.#census = new Census(
       this.name,
       this.#roster,
@@ -225,7 +228,7 @@ export class Room extends Holder {
       ...(resume && { recovered: resume.recovered }),
       replay: resume?.messages.map((message) => message.frame) ?? (request.cached ? this.#cached() : []),
     };
-    if (isPresenceChannel(this.name) && presence.presence) answer.infos = this.#infos.of(presence.presence.map((entry) => entry.user));
+    if (this.#presenceChannel && presence.presence) answer.infos = this.#infos.of(presence.presence.map((entry) => entry.user));
     if (change === "joined") this.#announce("join", user, request.connection);
     return answer;
   }
@@ -255,8 +258,9 @@ export class Room extends Holder {
   #announce(event: "join" | "leave", user: string, except?: string): void {
     const users = this.#roster.users + (event === "leave" ? 1 : 0);
     if ((event === "join" && users === 1) || (event === "leave" && users === 1)) this.#occupancy(event === "join");
-    const info = event === "join" && isPresenceChannel(this.name) ? this.#infos.get(user) : undefined;
-    if (event === "leave") this.#infos.delete(user);
+    // Only a presence channel's members have a user_info: other rooms' leaves cost no query.
+    const info = event === "join" && this.#presenceChannel ? this.#infos.get(user) : undefined;
+    if (event === "leave" && this.#presenceChannel) this.#infos.delete(user);
     const named = () => JSON.stringify(presenceFrame(this.name, event, user));
     if (users <= this.config.presenceListLimit) {
       this.#counts.beforeNamed(event === "join" ? users - 1 : users);
@@ -266,7 +270,7 @@ export class Room extends Holder {
     this.#counts.changed(except);
     // pusher-js keeps its own member list and cannot count: a leave still takes the member off
     // it (pusher-js ignores one it never listed; docs/protocol.md decision 49), while any is here.
-    const removed = event === "leave" && isPresenceChannel(this.name) && this.#infos.any() ? toPusher(named()) : undefined;
+    const removed = event === "leave" && this.#presenceChannel && this.#infos.any() ? toPusher(named()) : undefined;
     if (removed !== undefined) this.#emit([{ frame: removed, pusherOnly: true }]);
   }
 

@@ -4,7 +4,7 @@
 // presence"). Until the census after a start is in, what counts users waits for it (`settling`).
 import { log } from "../log";
 import { within } from "./links";
-import { HERE, type Roster } from "./roster";
+import { HERE, type CensusAnswer, type Roster } from "./roster";
 
 /**
  * How long a holder has to answer the census after a start, which joins and reports wait for;
@@ -16,7 +16,7 @@ const CENSUS_WAIT_MS = 30_000;
 export class Census {
   readonly #room: string;
   readonly #roster: Roster;
-  readonly #ask: (holder: string) => Promise<Record<string, number>>;
+  readonly #ask: (holder: string) => Promise<CensusAnswer>;
   readonly #changed: (user: string, change: "joined" | "left") => void;
   #started = false;
   /** The census under way, if one is. */
@@ -27,7 +27,7 @@ export class Census {
   constructor(
     room: string,
     roster: Roster,
-    ask: (holder: string) => Promise<Record<string, number>>,
+    ask: (holder: string) => Promise<CensusAnswer>,
     changed: (user: string, change: "joined" | "left") => void,
   ) {
     this.#room = room;
@@ -40,7 +40,7 @@ export class Census {
   start(own: () => Record<string, number>): void {
     if (this.#started) return;
     this.#started = true;
-    this.correct(HERE, own());
+    this.correct(HERE, { counts: own() });
     this.#settling = this.take(true).then(() => void (this.#settling = undefined));
   }
 
@@ -59,17 +59,17 @@ export class Census {
     return this.#counting;
   }
 
-  /** Sets `holder`'s counts (only those `counts` lowers, with `onlyFewer`); each change is announced. */
-  correct(holder: string, counts: Record<string, number>, onlyFewer = false): void {
-    for (const { user, change } of this.#roster.replace(holder, counts, onlyFewer)) this.#changed(user, change);
+  /** Sets `holder`'s counts from `answer` (Roster.replace); each change is announced. */
+  correct(holder: string, answer: CensusAnswer, onlyFewer = false): void {
+    for (const { user, change } of this.#roster.replace(holder, answer, onlyFewer)) this.#changed(user, change);
   }
 
   /** Replaces a holder's counts with what it reports, unless a report came while it answered. */
   async #check(holder: string, start: boolean): Promise<void> {
     const version = this.#roster.version(holder);
     try {
-      const counts = await within(this.#ask(holder), start ? START_CENSUS_WAIT_MS : CENSUS_WAIT_MS);
-      if (this.#roster.version(holder) === version) this.correct(holder, counts, start);
+      const answer = await within(this.#ask(holder), start ? START_CENSUS_WAIT_MS : CENSUS_WAIT_MS);
+      if (this.#roster.version(holder) === version) this.correct(holder, answer, start);
     } catch (error) {
       log("warn", "census of a holder failed", { room: this.#room, holder, error });
     }

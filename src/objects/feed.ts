@@ -1,6 +1,7 @@
 // What a holder keeps per source it receives: the sockets it holds for one room (room sockets
 // and subscriptions alike) or for one user's inbox, and the sockets waiting for their welcome.
 import { toPusher, type PresenceEntry, type ResumePoint } from "../protocol";
+import type { CensusAnswer } from "./roster";
 import { transmit, type Session } from "./session";
 
 /** Who a subscription is in its room: the socket's user, or a Pusher presence user_id and its info. */
@@ -109,12 +110,14 @@ export class Feed {
     return (this.#users.get(user) ?? 0) + joining;
   }
 
-  /** Users with a socket here, and how many each (joiners included). */
-  census(): Record<string, number> {
-    // Built from entries, so a user named `__proto__` is a key like any other; a plain object, since
+  /** Users with a socket here and how many each, joiners included; and the joiners alone. */
+  census(): CensusAnswer {
+    const joining = new Map<string, number>();
+    for (const { user } of this.#joiners) joining.set(user, (joining.get(user) ?? 0) + 1);
+    const users = new Set([...this.#users.keys(), ...joining.keys()]);
+    // Built from entries, so a user named `__proto__` is a key like any other; plain objects, since
     // RPC does not carry objects without Object's prototype.
-    const users = new Set([...this.#users.keys(), ...[...this.#joiners].map((joiner) => joiner.user)]);
-    return Object.fromEntries([...users].map((user) => [user, this.count(user)]));
+    return { counts: Object.fromEntries([...users].map((user) => [user, this.count(user)])), joining: Object.fromEntries(joining) };
   }
 
   get empty(): boolean {

@@ -22,6 +22,7 @@ import { withinReplayBudget } from "./limits";
 import { Batches, Links } from "./links";
 import { PusherSockets } from "./pusher-sockets";
 import { RelaySockets } from "./relay-sockets";
+import type { CensusAnswer } from "./roster";
 import { connectionsOf, type Session } from "./session";
 import { SocketHost } from "./socket-host";
 import { Turns } from "./turns";
@@ -393,7 +394,7 @@ export class Holder extends SocketHost {
   }
 
   /** Each user's sockets in `room` here: a Room corrects its counts with it. */
-  census(room: string): Record<string, number> {
-    return this.#feeds().rooms.get(room)?.census() ?? {};
+  census(room: string): CensusAnswer {
+    return this.#feeds().rooms.get(room)?.census() ?? { counts: {} };
   }
 }

@@ -347,7 +347,7 @@ export class Room extends Holder {
   async #forward(holder: string, entries: FeedEntry[]): Promise<void> {
     const version = this.#roster.version(holder);
     const held = await this.links.call("holder", holder, (stub) => stub.deliver(this.name, entries));
-    if (held === 0 && this.#roster.version(holder) === version) this.#census.correct(holder, {});
+    if (held === 0 && this.#roster.version(holder) === version) this.#census.correct(holder, { counts: {} });
   }
 
   // ---- census: counts of other holders, checked on the sweep alarm ----

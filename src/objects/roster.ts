@@ -7,6 +7,17 @@ import type { PresenceEntry } from "../protocol";
 /** The Room's own sockets, in the roster's holder column. */
 export const HERE = "";
 
+/** A holder's answer to a census: each user's sockets there, and how many of them are still joining. */
+export interface CensusAnswer {
+  counts: Record<string, number>;
+  joining?: Record<string, number>;
+}
+
+/** A user's number in a census record; an answer from another object has Object's prototype, so `constructor` is not a count. */
+function countIn(record: Record<string, number>, user: string): number {
+  return Object.hasOwn(record, user) ? record[user]! : 0;
+}
+
 /** How a user's presence changed with one report. */
 export type Change = "joined" | "left" | undefined;
 
@@ -92,16 +103,22 @@ export class Roster {
   }
 
   /**
-   * Replaces every count of `holder` (a census), or with `onlyFewer` only those `counts` lowers:
-   * answers each user whose presence changed.
+   * Sets `holder`'s counts from its census answer; answers each user whose presence changed.
+   * Counts go down to what the holder has, its sockets still joining included (the Room may have
+   * counted a join the holder has not heard the answer to yet), and up only to the sockets it
+   * admitted: a joiner's own join counts it, checking the room's limits and keeping its Pusher
+   * user_info. With `onlyFewer` (the census after a start) counts only go down.
    */
-  replace(holder: string, counts: Record<string, number>, onlyFewer = false): { user: string; change: "joined" | "left" }[] {
+  replace(holder: string, { counts, joining = {} }: CensusAnswer, onlyFewer = false): { user: string; change: "joined" | "left" }[] {
     const changes: { user: string; change: "joined" | "left" }[] = [];
     const users = new Set([...(this.#holders.get(holder)?.keys() ?? []), ...Object.keys(counts)]);
     for (const user of users) {
-      // An answer from another object has Object's prototype: `constructor` is not a count.
-      const count = Object.hasOwn(counts, user) ? counts[user]! : 0;
-      if (onlyFewer && count > this.at(holder, user)) continue;
+      let count = countIn(counts, user);
+      const now = this.at(holder, user);
+      if (count > now) {
+        count = onlyFewer ? now : Math.max(now, count - countIn(joining, user));
+        if (count === now) continue;
+      }
       const change = this.set(holder, user, count);
       if (change) changes.push({ user, change });
     }

@@ -1,9 +1,10 @@
 // User sockets that carry many rooms (docs/protocol.md "User sockets subscribe to rooms").
-import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { hubFor, shardName } from "../../src/objects/connect";
 import { Feeds, SubscriptionTable } from "../../src/objects/feeds";
 import type { Admission, JoinRequest, RoomFull } from "../../src/objects/feed";
+import type { Attachment } from "../../src/objects/session";
 import { floodWhileHeld, holdCalls } from "../support/hold";
 import { freshRoom, freshUser, info, join, openUser, serverPublish, subscribe, token } from "./connect";
 
@@ -18,6 +19,23 @@ async function hubOf(user: string, room: string): Promise<ReturnType<typeof env.
   const names = [hubFor(user, 4), ...[2, 3, 4, 5, 6].map((n) => `${hubFor(user, 4)}~${n}`)];
   const hubs = names.map((name) => env.HOLDERS.getByName(name));
   return (await Promise.all(hubs.map(async (hub) => ((await subscriptionRows(hub, room)).length > 0 ? hub : undefined)))).find(Boolean)!;
+}
+
+/**
+ * Two sockets of one fresh user, both on the same hub, and that hub's name. Other tests' sockets may
+ * leave a hub with room for only one; those tries stay open, so the next ones land further on.
+ */
+async function twoOnOneHub() {
+  for (;;) {
+    const first = await openUser();
+    const second = await openUser(first.user);
+    for (const hub of [hubFor(first.user, 4), ...[2, 3, 4, 5, 6].map((n) => `${hubFor(first.user, 4)}~${n}`)]) {
+      const held = await runInDurableObject(env.HOLDERS.getByName(hub), (_, state) =>
+        state.getWebSockets().filter((ws) => (ws.deserializeAttachment() as Attachment).identity.user === first.user).length,
+      );
+      if (held === 2) return { first, second, hub };
+    }
+  }
 }
 
 /**
@@ -362,7 +380,7 @@ describe("subscribing a user socket to rooms", () => {
         const slow = async function (this: typeof instance, asked: string) {
           if (asked !== room) return census.call(this, asked);
           await new Promise((resolve) => setTimeout(resolve, 2_250));
-          return {};
+          return { counts: {} };
         };
         hubClass.census = slow as unknown as typeof census;
         return () => void (hubClass.census = census);
@@ -378,6 +396,31 @@ describe("subscribing a user socket to rooms", () => {
       await serverPublish(room, "after");
       expect(await client.nextOf("message")).toMatchObject({ room, data: "after" });
     });
+  });
+
+  it("leaves a socket still joining out of the alarm's census: its own join checks the room's limit", async () => {
+    const room = freshRoom();
+    // MAX_CONNECTIONS_PER_ROOM is 12 here: eleven room sockets, then one user's first subscription.
+    for (let i = 0; i < 11; i++) await join(room, `member-${i}`);
+    const { first, second, hub } = await twoOnOneHub();
+    await subscribe(first.client, room);
+    // The second subscribe's join waits at the Room while its alarm takes the census: the hub
+    // counts that socket as joining.
+    let held = false;
+    const { release, restore } = await holdJoins(room, (request, realJoin) =>
+      request.holder === hub ? (held = true) && ((gate) => gate.then(() => realJoin(request))) : undefined,
+    );
+    try {
+      second.client.send({ type: "subscribe", room, id: "second" });
+      await expect.poll(() => held).toBe(true);
+      expect(await runDurableObjectAlarm(env.ROOMS.getByName(room))).toBe(true);
+      expect(await info(room)).toMatchObject({ connections: 12 });
+      release();
+      expect(await second.client.json()).toMatchObject({ type: "error", code: "room_full", id: "second" });
+    } finally {
+      restore();
+    }
+    expect(await info(room)).toMatchObject({ connections: 12 });
   });
 
   it("still receives directs on a socket that subscribes", async () => {

@@ -11,7 +11,9 @@
 //   fanout10   a 10-socket room, one publisher; CPU per delivery
 //
 // Connections are also measured against "floor + welcome" (bench/floor/ with WELCOME=true): the
-// floor sending each socket one welcome-sized frame, the least the protocol asks of a connection.
+// floor sending each socket one welcome-sized frame, the least the protocol asks of a connection;
+// and the users workload against "floor + presence" (PRESENCE=true): the welcome with the room's
+// list, join frames and once-a-second counts, the least the protocol asks of a user's connection.
 //
 //   npm run bench -- cost                       3 repetitions, floor against the working tree
 //   npm run bench -- cost --quick               1 repetition, shorter windows
@@ -171,9 +173,11 @@ function render(results) {
     line(`deliveries per second, 10 sockets (${CONFIG.fanout10.offered}/s offered)`, "fanout10", "perSecond", 0);
     line("CPU per delivery, µs", "fanout10", "us");
   }
-  const paired = (workload) =>
-    results.reps.map((rep) => round(rep.ours?.[workload]?.perSecond / rep.floor?.[workload]?.perSecond, 2)).filter(Number.isFinite);
+  const paired = (workload, base = "floor") =>
+    results.reps.map((rep) => round(rep.ours?.[workload]?.perSecond / rep[base]?.[workload]?.perSecond, 2)).filter(Number.isFinite);
   const pairs = CONFIG.workloads.map((w) => `${w} ${paired(w).join(", ")}`);
+  const against = (base, workload) =>
+    names.includes(base) && CONFIG.workloads.includes(workload) ? [`edge-relay ÷ ${results.targets[base]} per second, ${workload}, each repetition: ${paired(workload, base).join(", ")}.`] : [];
   return [
     `Medians of ${results.reps.length} repetitions on ${results.machine.nproc}× ${results.machine.cpuModel}, commit ${results.machine.commit}${results.machine.relaySourceModified ? " (modified)" : ""}; ratio to the floor in brackets.`,
     "",
@@ -182,6 +186,8 @@ function render(results) {
     ...rows,
     "",
     `edge-relay ÷ floor per second, each repetition: ${pairs.join("; ")}.`,
+    ...against("floorWelcome", "connect"),
+    ...against("floorPresence", "users"),
   ].join("\n");
 }
 
@@ -192,6 +198,7 @@ async function main() {
     ours: TARGETS.ours,
     ...(!argv.includes("--no-partyserver") && { partyserver: TARGETS.partyserver }),
     ...(CONFIG.workloads.some((w) => TARGETS.floorWelcome.workloads.includes(w)) && { floorWelcome: TARGETS.floorWelcome }),
+    ...(CONFIG.workloads.includes("users") && { floorPresence: TARGETS.floorPresence }),
   };
   const other = option("relay-config");
   if (other) targets.other = relayTarget(`edge-relay (${other})`, { configPath: other });

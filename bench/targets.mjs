@@ -157,6 +157,19 @@ export const TARGETS = {
     ackEvery: 0,
     workloads: ["connect", "users"],
   },
+  // The floor that also tells presence as the protocol asks at the least (join frames and welcome
+  // lists while a room has at most 100 users, a count frame a second above): what a connection
+  // of a user each costs with presence (bench/cost.mjs, the users workload only).
+  floorPresence: {
+    label: "floor + presence",
+    runtime: "workerd",
+    start: (options) => startWorkerd("bench/floor/wrangler.toml", { PRESENCE: "true" }, options),
+    room: (room, user) => `/rooms/${room}/ws?user=${user}`,
+    user: (user) => `/users/${user}/ws`,
+    welcome: true,
+    ackEvery: 0,
+    workloads: ["users"],
+  },
   partyserver: {
     label: "partyserver",
     runtime: "workerd",

@@ -1,6 +1,7 @@
 import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { MessageLog } from "../../src/objects/message-log";
+import { Roster } from "../../src/objects/roster";
 import { connect, freshRoom, join } from "./connect";
 import { itHandlesBadInputAndLimits } from "./socket.case";
 
@@ -346,5 +347,23 @@ describe("hibernation", () => {
     await bob.client.close();
     expect(await alice.client.json()).toEqual({ type: "presence", room, event: "leave", user: "bob" });
     expect(await env.ROOMS.getByName(room).info()).toMatchObject({ connections: 2 });
+  });
+});
+
+describe("a census answer (Roster.replace)", () => {
+  it("lowers counts to what a holder has, joiners included, and raises them only to its admitted sockets", async () => {
+    await runInDurableObject(env.ROOMS.getByName(freshRoom()), (_, state) => {
+      const roster = new Roster(state.storage.sql);
+      roster.set("shard", "a", 3);
+      roster.set("shard", "b", 1);
+      const at = (...users: string[]) => users.map((user) => roster.at("shard", user));
+      // a: 2 there (one joining), lowered; b: 3 there (one joining), raised to its 2 admitted;
+      // c: only joining, left to its own join, which counts it with the room's limits.
+      expect(roster.replace("shard", { counts: { a: 2, b: 3, c: 1 }, joining: { a: 1, b: 1, c: 1 } })).toEqual([]);
+      expect(at("a", "b", "c")).toEqual([2, 2, 0]);
+      // The census after a start only lowers.
+      expect(roster.replace("shard", { counts: { a: 5, d: 1 } }, true)).toEqual([{ user: "b", change: "left" }]);
+      expect(at("a", "b", "d")).toEqual([2, 0, 0]);
+    });
   });
 });

@@ -42,8 +42,7 @@ function upgrade(ctx: DurableObjectState, env: FloorEnv, presence?: FloorPresenc
       setTimeout(() => {
         opening.delete(ctx);
         for (const { ws, welcome } of waiting) ws.send(welcome);
-        for (const { ws, join } of waiting) if (join !== undefined) sendToAll(ctx, join, ws);
-        presence?.opened(waiting.map(({ ws }) => ws));
+        presence?.opened(waiting);
       }, 0);
     }
   }
@@ -56,21 +55,17 @@ const PRESENCE_LIST_LIMIT = 100;
 /**
  * A room's users and the presence frames they cause: the welcome lists them while the room is
  * small and a new user's join frame goes to every other socket; above the limit a count frame
- * goes to every socket at most once a second. Leaves only count down (no frames).
+ * goes to every socket at most once a second. Leaves only count down (no frames). It keeps its
+ * own set of sockets: the platform's `getWebSockets()` makes an array of them all on every call.
  */
 class FloorPresence {
   readonly #users = new Map<string, number>();
-  readonly #userOf = new WeakMap<WebSocket, string>();
+  readonly #userOf = new Map<WebSocket, string>();
   /** Sockets whose welcome has not gone out: a count frame would reach them before it. */
   readonly #opening = new Set<WebSocket>();
-  readonly #ctx: DurableObjectState;
   #countAt = 0;
   #said = -1;
   #timer?: ReturnType<typeof setTimeout>;
-
-  constructor(ctx: DurableObjectState) {
-    this.#ctx = ctx;
-  }
 
   arrive(user: string, ws: WebSocket): { welcome: string; join?: string } {
     const connections = (this.#users.get(user) ?? 0) + 1;
@@ -87,14 +82,19 @@ class FloorPresence {
     return { welcome };
   }
 
-  opened(sockets: WebSocket[]): void {
-    for (const ws of sockets) this.#opening.delete(ws);
+  /** Sockets whose welcome just went out; each new user's join goes to every other socket. */
+  opened(sockets: Opening[]): void {
+    for (const { ws } of sockets) this.#opening.delete(ws);
+    for (const { ws: newcomer, join } of sockets) {
+      if (join !== undefined) for (const ws of this.#userOf.keys()) if (ws !== newcomer) send(ws, join);
+    }
   }
 
   leave(ws: WebSocket): void {
     const user = this.#userOf.get(ws);
     if (user === undefined) return;
     this.#userOf.delete(ws);
+    this.#opening.delete(ws);
     const left = (this.#users.get(user) ?? 1) - 1;
     if (left > 0) this.#users.set(user, left);
     else this.#users.delete(user);
@@ -112,7 +112,7 @@ class FloorPresence {
     this.#said = users;
     this.#countAt = Date.now();
     const frame = JSON.stringify({ type: "presence", room: "r", event: "count", users });
-    for (const ws of this.#ctx.getWebSockets()) if (!this.#opening.has(ws)) send(ws, frame);
+    for (const ws of this.#userOf.keys()) if (!this.#opening.has(ws)) send(ws, frame);
   }
 }
 
@@ -132,12 +132,12 @@ function send(ws: WebSocket, message: string | ArrayBuffer): void {
   }
 }
 
-function sendToAll(ctx: DurableObjectState, message: string | ArrayBuffer, except?: WebSocket): void {
-  for (const ws of ctx.getWebSockets()) if (ws !== except) send(ws, message);
+function sendToAll(ctx: DurableObjectState, message: string | ArrayBuffer): void {
+  for (const ws of ctx.getWebSockets()) send(ws, message);
 }
 
 export class Floor extends DurableObject<FloorEnv> {
-  readonly #presence = this.env.PRESENCE === "true" ? new FloorPresence(this.ctx) : undefined;
+  readonly #presence = this.env.PRESENCE === "true" ? new FloorPresence() : undefined;
 
   override async fetch(request: Request): Promise<Response> {
     const user = this.#presence && (new URL(request.url).searchParams.get("user") ?? undefined);

@@ -9,6 +9,8 @@ import { openOnHubs, pusherPlacement } from "./objects/connect";
 import { readBody, requireUpgrade } from "./request";
 import {
   isPresenceChannel,
+  isUserChannel,
+  isValidSigninId,
   isValidRoom,
   MAX_DATA_DEPTH,
   MAX_EVENT_NAME,
@@ -17,10 +19,12 @@ import {
   PusherClose,
   roomDataOf,
   ROOM_RULE,
+  SIGNIN_ID_RULE,
   speaksPusherProtocol,
   TOO_DEEP,
   type Json,
   type PresenceEntry,
+  userChannel,
 } from "./protocol";
 
 type PusherApp = { Bindings: Env; Variables: { config: Config; url: URL } };
@@ -167,10 +171,11 @@ function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent
   const channels = [...new Set(named)];
   if (channels.length === 0 || channels.length > MAX_CHANNELS) throw new HttpError(400, "bad_request", `an event goes to 1-${MAX_CHANNELS} channels`);
   for (const channel of channels) {
-    if (typeof channel === "string" && channel.startsWith("#server-to-user-")) {
-      throw new HttpError(400, "bad_request", "sendToUser (#server-to-user- channels) is not supported by this relay (docs/pusher.md)");
+    // sendToUser triggers on `#server-to-user-<id>`, the signed-in user's own channel.
+    if (typeof channel === "string" && channel.startsWith("#") && !isUserChannel(channel)) {
+      throw new HttpError(400, "bad_request", `a user's channel is #server-to-user- and a user id of ${SIGNIN_ID_RULE}`);
     }
-    if (!isValidRoom(channel)) throw new HttpError(400, "bad_request", `channel names are ${ROOM_RULE}`);
+    if (!isValidRoom(channel) && !isUserChannel(channel)) throw new HttpError(400, "bad_request", `channel names are ${ROOM_RULE}`);
   }
   if (socketId !== undefined && (typeof socketId !== "string" || !/^\d+\.\d+$/.test(socketId))) {
     throw new HttpError(400, "bad_request", `"socket_id" must look like 123.456`);
@@ -204,9 +209,13 @@ pusher.post("/apps/:app_id/batch_events", async (c) => {
   return c.json({});
 });
 
-// Not built (docs/pusher.md "Feature table"): said plainly rather than as an unknown route.
-pusher.post("/apps/:app_id/users/:user_id/terminate_connections", () => {
-  throw new HttpError(404, "not_found", "terminating a user's connections is not supported by this relay (docs/pusher.md)");
+/** Closes every connection signed in as the user: they may reconnect, and sign in if the app lets them. */
+pusher.post("/apps/:app_id/users/:user_id/terminate_connections", async (c) => {
+  await verified(c);
+  const user = c.req.param("user_id");
+  if (!isValidSigninId(user)) throw new HttpError(400, "bad_request", `user ids are ${SIGNIN_ID_RULE}`);
+  await c.env.ROOMS.getByName(userChannel(user)).closeAll(PusherClose.generic, "terminated by the app");
+  return c.json({});
 });
 
 /** `info=a,b` as a set. */

@@ -16,7 +16,7 @@ import {
   type ResumePoint,
 } from "../protocol";
 import { identityOf, overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
-import { sendEntry, type Admission, type Feed, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
+import { sendEntry, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
 import { Feeds, SubscriptionTable } from "./feeds";
 import { withinReplayBudget } from "./limits";
 import { Batches, Links } from "./links";
@@ -76,11 +76,6 @@ export class Holder extends SocketHost {
 
   #feeds(): Feeds {
     return (this.#feedsOf ??= new Feeds(this.sessions.values(), this.#subscriptions, connectionsOf(this.ctx.getWebSockets())));
-  }
-
-  /** The sockets held here for `room`; a Room uses this for its own. */
-  protected roomFeed(room: string): Feed | undefined {
-    return this.#feeds().rooms.get(room);
   }
 
   // ---- joining a room (room sockets and subscriptions) ----
@@ -291,7 +286,11 @@ export class Holder extends SocketHost {
 
   /** Ends a subscription; answers whether there was one. */
   protected unsubscribe(session: Session, room: string): Promise<boolean> {
-    return this.#changes.run(`${session.connection} ${room}`, () => this.#unsubscribe(session, room));
+    return this.#changes.run(`${session.connection} ${room}`, () => {
+      if (!this.subscribed(session, room)) return false;
+      this.#forget(session, room);
+      return true;
+    });
   }
 
   async #subscribe(session: Session, room: string, resume: ResumePoint, answer: (admission: Admission) => void, who: Member): Promise<void> {
@@ -345,12 +344,6 @@ export class Holder extends SocketHost {
     return this.#feeds().rooms.get(room)?.sessions.has(session.connection) ?? false;
   }
 
-  #unsubscribe(session: Session, room: string): boolean {
-    if (!this.subscribed(session, room)) return false;
-    this.#forget(session, room);
-    return true;
-  }
-
   #forget(session: Session, room: string, member?: string): void {
     this.#subscriptions.drop(session.connection, room);
     session.echoes?.delete(room);
@@ -370,10 +363,15 @@ export class Holder extends SocketHost {
     if (!feed.deliver(entries, sendEntry)) {
       // A batch never arrived (docs/design.md "Failures"): these sockets resume from history.
       log("warn", "missed messages of a room; closing its sockets here so they resume", { holder: this.name, room });
-      for (const session of [...feed.sessions.values()]) this.close(session, CloseCode.internal, "missed messages; reconnect and resume");
+      this.closeRoom(room, CloseCode.internal, "missed messages; reconnect and resume");
     }
     this.delivered();
     return feed.held;
+  }
+
+  /** Closes every socket here that is in `room` (a Room's closeAll). */
+  closeRoom(room: string, code: number, reason: string): void {
+    for (const session of [...(this.#feeds().rooms.get(room)?.sessions.values() ?? [])]) this.close(session, code, reason);
   }
 
   protected override echoed(session: Session): boolean {

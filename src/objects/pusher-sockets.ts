@@ -10,11 +10,15 @@ import {
   isCacheChannel,
   isPresenceChannel,
   isPrivateChannel,
+  isUserChannel,
+  isValidSigninId,
   MAX_DATA_DEPTH,
   nestsTooDeep,
   PUSHER_PONG,
   PusherClose,
   pusherError,
+  SIGNIN_ID_RULE,
+  signinSuccess,
   SubscribeRefused,
   subscribingTo,
   subscriptionError,
@@ -22,6 +26,7 @@ import {
   type Json,
   type PusherClientFrame,
   type ResumePoint,
+  userChannel,
 } from "../protocol";
 import type { Admission, JoinRequest, Member } from "./feed";
 import type { Session } from "./session";
@@ -81,6 +86,8 @@ export class PusherSockets {
       case "pusher:unsubscribe":
         await this.#host.unsubscribe(session, frame.channel);
         return;
+      case "pusher:signin":
+        return this.#signin(session, frame);
       case "other":
         throw new FrameError("bad_frame", `the relay does not take ${frame.name} (see docs/pusher.md)`);
       default:
@@ -91,6 +98,14 @@ export class PusherSockets {
   /** Who `session` is in `channel` once its auth holds; undefined, having said why, when it does not. */
   async #vet(session: Session, frame: Extract<PusherClientFrame, { event: "pusher:subscribe" }>): Promise<Member | undefined> {
     const { channel } = frame;
+    if (isUserChannel(channel)) {
+      // pusher-js subscribes to it after signin_success; the sign-in already holds it.
+      if (this.#host.memberOf(session, channel) !== null) return { member: session.identity.user };
+      const message = `sign in (pusher:signin) as the user of ${channel} before subscribing to it`;
+      this.#host.send(session, subscriptionError(channel, 403, message));
+      this.#host.send(session, pusherError(PusherClose.unauthorized, message));
+      return undefined;
+    }
     if (!isPrivateChannel(channel)) return { member: session.identity.user };
     const pusher = this.#host.config.pusher!;
     const presence = isPresenceChannel(channel);
@@ -148,6 +163,26 @@ export class PusherSockets {
     }
   }
 
+  /**
+   * Pusher user authentication: with the app's signature over `socket_id::user::user_data`, the
+   * socket joins its user's channel, then hears pusher:signin_success, so an event sent to the
+   * user as soon as it is signed in reaches it (docs/pusher.md "User authentication").
+   */
+  async #signin(session: Session, { auth, userData }: { auth: string; userData: string }): Promise<void> {
+    const pusher = this.#host.config.pusher!;
+    const signed = `${session.connection}::user::${userData}`;
+    if (!(await validAuth(auth, pusher.key, pusher.secret, signed))) {
+      const message = `invalid signature for pusher:signin: expected ${pusher.key}:HMAC-SHA256(secret, "${signed.slice(0, 300)}")`;
+      return this.#host.send(session, pusherError(PusherClose.unauthorized, message));
+    }
+    const id = signinId(userData);
+    if (id === undefined) {
+      return this.#host.send(session, pusherError(PusherClose.unauthorized, `user_data must be a JSON object with an "id" of ${SIGNIN_ID_RULE}`));
+    }
+    const member = { member: session.identity.user };
+    await this.#host.subscribe(session, userChannel(id), {}, () => this.#host.send(session, signinSuccess(userData)), async () => member);
+  }
+
   /** Tells a client its frame was refused; a subscribe refused unread also on its channel, all pusher-js hears there. */
   refuse(session: Session, error: FrameError, unread?: string | ArrayBuffer): void {
     const channel = typeof unread === "string" ? subscribingTo(unread) : undefined;
@@ -163,6 +198,16 @@ export class PusherSockets {
     if (member === null) throw new FrameError("forbidden", `subscribe to ${channel} before sending it client events`);
     const text = clientEvent(channel, event, data, isPresenceChannel(channel) ? member : undefined);
     await this.#host.clientEvent(channel, text, session.connection);
+  }
+}
+
+/** The `id` of a sign-in's user_data; undefined when it has none the relay takes. */
+function signinId(userData: string): string | undefined {
+  try {
+    const id = (JSON.parse(userData) as { id?: unknown } | null)?.id;
+    return isValidSigninId(id) ? id : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -9,6 +9,7 @@ import {
   FrameError,
   historyBody,
   isPresenceChannel,
+  isUserChannel,
   presenceFrame,
   type Json,
   type PresenceEntry,
@@ -276,7 +277,7 @@ export class Room extends Holder {
 
   /** Pusher's channel listing learns when the room gains its first user or loses its last. */
   #occupancy(occupied: boolean): void {
-    if (this.config.pusher === undefined) return;
+    if (this.config.pusher === undefined || isUserChannel(this.name)) return; // a user's own channel is not listed
     this.links
       .call("directory", "channels", (stub) => stub.occupied(this.name, occupied))
       .catch((error: unknown) => log("warn", "could not update the channel directory", { room: this.name, error }));
@@ -381,6 +382,12 @@ export class Room extends Holder {
 
   async presencePage(after: string | undefined, limit: number): Promise<PresencePage> {
     return (await this.#settled()).page(after, limit);
+  }
+
+  /** Closes every socket in the room, on every object that holds one (Pusher's terminate_connections). */
+  async closeAll(code: number, reason: string): Promise<void> {
+    this.closeRoom(this.name, code, reason);
+    await Promise.all(this.#roster.others().map((holder) => this.links.call("holder", holder, (stub) => stub.closeRoom(this.name, code, reason))));
   }
 
   /** `{"messages": [...]}` with the first `limit` retained messages after `since`, as JSON text. */

@@ -56,6 +56,7 @@ export type PusherClientFrame =
   | { event: "pusher:pong" }
   | { event: "pusher:subscribe"; channel: string; auth?: string; channelData?: string; since?: number; epoch?: string }
   | { event: "pusher:unsubscribe"; channel: string }
+  | { event: "pusher:signin"; auth: string; userData: string }
   | { event: `client-${string}`; channel: string; data: Json }
   | { event: "other"; name: string };
 
@@ -70,8 +71,31 @@ function record(value: unknown): Record<string, unknown> | undefined {
 
 function channelOf(fields: Record<string, unknown> | undefined): string {
   const channel = fields?.channel;
-  if (!isValidRoom(channel)) throw new FrameError("bad_frame", `"channel" must be a channel name: ${ROOM_RULE}`);
+  if (!isValidRoom(channel) && !isUserChannel(channel)) throw new FrameError("bad_frame", `"channel" must be a channel name: ${ROOM_RULE}`);
   return channel;
+}
+
+/**
+ * A signed-in user's own channel, `#server-to-user-<id>` (docs/pusher.md "User authentication"):
+ * the room of that name, which no room route can name (`#` is in no room id).
+ */
+const USER_CHANNEL = "#server-to-user-";
+
+/** Pusher user authentication's longest user id the relay takes. */
+export const MAX_SIGNIN_ID = 128;
+export const SIGNIN_ID_RULE = `1-${MAX_SIGNIN_ID} characters of A-Z a-z 0-9 _ . : - = @ , ;`;
+
+export function isValidSigninId(id: unknown): id is string {
+  return isValidRoom(id) && id.length <= MAX_SIGNIN_ID;
+}
+
+export function userChannel(id: string): string {
+  return USER_CHANNEL + id;
+}
+
+/** `#server-to-user-<id>` with a valid id: the one channel name outside the room id rule. */
+export function isUserChannel(channel: unknown): channel is string {
+  return typeof channel === "string" && channel.startsWith(USER_CHANNEL) && isValidSigninId(channel.slice(USER_CHANNEL.length));
 }
 
 /** Whether a Pusher client's frame is a subscribe or an unsubscribe (parsed only when it may be). */
@@ -158,6 +182,11 @@ export function decodePusherFrame(text: string): PusherClientFrame {
       return subscribeFrame(fields);
     case "pusher:unsubscribe":
       return { event: "pusher:unsubscribe", channel: channelOf(fields) };
+    case "pusher:signin": {
+      const { auth, user_data: userData } = fields ?? {};
+      if (typeof auth !== "string" || typeof userData !== "string") throw new FrameError("bad_frame", `pusher:signin needs "auth" and "user_data" strings`);
+      return { event: "pusher:signin", auth, userData };
+    }
     default:
       if (CHANNEL_EVENT.test(frame.event)) {
         if (frame.event.length > MAX_EVENT_NAME) throw new FrameError("bad_frame", `event names are at most ${MAX_EVENT_NAME} characters`);
@@ -178,6 +207,10 @@ export function connectionEstablished(socketId: string, activityTimeoutSeconds: 
 }
 
 export const PUSHER_PONG = JSON.stringify({ event: "pusher:pong", data: "{}" });
+
+export function signinSuccess(userData: string): string {
+  return JSON.stringify({ event: "pusher:signin_success", data: JSON.stringify({ user_data: userData }) });
+}
 
 /** The relay asking a quiet Pusher client whether it is still there. */
 export const PUSHER_PING = JSON.stringify({ event: "pusher:ping", data: "{}" });

@@ -1,8 +1,8 @@
 // Pusher Channels compatibility (docs/pusher.md): pusher-js, the `pusher` server SDK and Laravel
 // Echo, unchanged, against the relay over real TCP; a raw socket for the relay's own additions.
-import { createHash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import Echo from "laravel-echo";
-import Pusher, { type ChannelAuthorizationCallback, type Members } from "pusher-js";
+import Pusher, { type ChannelAuthorizationCallback, type Members, type Options } from "pusher-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   APP,
@@ -10,7 +10,7 @@ import {
   nextPusherFrame,
   PUSHER_RELAY,
   PusherClient,
-  type Queue,
+  Queue,
   type Heard,
   type Member,
   type PusherFrame,
@@ -521,13 +521,6 @@ describe("REST channel queries", () => {
     expect(await json(await relay.fetch(`/rooms/${a}`, { headers: SERVER_AUTH }))).toMatchObject({ seq: 1 });
   });
 
-  it("says plainly that sendToUser and terminateUserConnections are not supported", async () => {
-    const sent = await sdk.sendToUser("someone", "e", {}).catch((error: { status: number; body: string }) => error);
-    expect(sent).toMatchObject({ status: 400, body: expect.stringContaining("not supported") });
-    const terminated = await sdk.terminateUserConnections("someone").catch((error: { status: number; body: string }) => error);
-    expect(terminated).toMatchObject({ status: 404, body: expect.stringContaining("not supported") });
-  });
-
   it("refuses a body larger than a full batch could be with 413, before reading it", async () => {
     const body = JSON.stringify({ name: "e", channel: channel(), data: "x", padding: "p".repeat(2 * 1024 * 1024) });
     const response = await restRequest(relay, { method: "POST", path: "/events", body });
@@ -905,5 +898,79 @@ describe("a relay with short heartbeats and presence lists of 2", () => {
     } finally {
       client.close();
     }
+  });
+});
+
+describe("user authentication (pusher:signin)", () => {
+  /** A user id no other test uses. */
+  const freshId = (name: string) => `${name}-${crypto.randomUUID().slice(0, 8)}`;
+
+  /** A pusher-js client signed in as `id` by the server SDK's authenticateUser, as an app's endpoint would. */
+  async function signedIn(id: string): Promise<{ client: PusherClient; heard: Queue<unknown> }> {
+    const userAuthentication = {
+      customHandler: ({ socketId }: { socketId: string }, callback: (error: Error | null, data: unknown) => void) =>
+        callback(null, sdk.authenticateUser(socketId, { id, user_info: { name: id } })),
+    };
+    const client = new PusherClient(relay, { extra: { userAuthentication } as Partial<Options> });
+    clients.push(client);
+    const heard = new Queue<unknown>();
+    client.pusher.user.bind("note", (data: unknown) => heard.push(data));
+    await client.connected();
+    client.pusher.signin();
+    await withTimeout(client.pusher.user.signinDonePromise!, WAIT_MS, "pusher-js did not finish signing in");
+    expect(client.pusher.user.user_data).toMatchObject({ id });
+    return { client, heard };
+  }
+
+  /** A raw Pusher socket signed in as `id` (signin_success read). */
+  async function rawSignedIn(id: string): Promise<TestClient> {
+    const { client, socketId } = await rawPusher(relay);
+    client.send({ event: "pusher:signin", data: sdk.authenticateUser(socketId, { id }) });
+    expect(await nextPusherEvent(client, "pusher:signin_success")).toMatchObject({ data: { user_data: JSON.stringify({ id }) } });
+    return client;
+  }
+
+  it("signs pusher-js in, and sendToUser reaches every connection of that user and no other", async () => {
+    const [alice, bob] = [freshId("alice"), freshId("bob")];
+    const first = await signedIn(alice);
+    const second = await signedIn(alice);
+    const other = await signedIn(bob);
+    await sdk.sendToUser(alice, "note", { n: 1 });
+    await sdk.sendToUser(bob, "note", { n: 2 });
+    expect(await first.heard.next()).toEqual({ n: 1 });
+    expect(await second.heard.next()).toEqual({ n: 1 });
+    expect(await other.heard.next()).toEqual({ n: 2 }); // alice's note never came
+    // pusher-js subscribes to its user channel after signing in; the relay answers it.
+    await expect.poll(() => first.client.pusher.user.serverToUserChannel?.subscribed, { timeout: WAIT_MS }).toBe(true);
+  });
+
+  it("refuses a bad signature, user_data without a usable id, and someone else's user channel", async () => {
+    const { client, socketId } = await rawPusher(relay);
+    client.send({ event: "pusher:signin", data: { auth: `${APP.key}:${"0".repeat(64)}`, user_data: JSON.stringify({ id: "mallory" }) } });
+    expect(await nextPusherEvent(client, "pusher:error")).toMatchObject({ data: { code: 4009, message: expect.stringContaining("invalid signature") } });
+    const userData = JSON.stringify({ name: "no id" });
+    const auth = `${APP.key}:${createHmac("sha256", APP.secret).update(`${socketId}::user::${userData}`).digest("hex")}`;
+    client.send({ event: "pusher:signin", data: { auth, user_data: userData } });
+    expect(await nextPusherEvent(client, "pusher:error")).toMatchObject({ data: { code: 4009, message: expect.stringContaining('"id"') } });
+    client.send({ event: "pusher:subscribe", data: { channel: "#server-to-user-alice" } });
+    expect(await nextPusherEvent(client, "pusher:subscription_error")).toMatchObject({ channel: "#server-to-user-alice", data: { status: 403 } });
+    const invalid = await sdk.sendToUser("not valid!", "note", {}).catch((error: { status: number }) => error);
+    expect(invalid).toMatchObject({ status: 400 });
+  });
+
+  it("terminateUserConnections closes the user's connections with 4200; pusher-js reconnects and signs in again", async () => {
+    const [alice, bob] = [freshId("alice"), freshId("bob")];
+    const raw = await rawSignedIn(alice);
+    const { client, heard } = await signedIn(alice);
+    const other = await rawSignedIn(bob);
+    await sdk.terminateUserConnections(alice);
+    expect((await withTimeout(raw.closed, WAIT_MS, "the raw socket was not closed")).code).toBe(4200);
+    // pusher-js reconnects at once (4200) and signs in again on its new connection.
+    await expect.poll(() => client.states.received.filter((state) => state === "connected").length, { timeout: WAIT_MS }).toBe(2);
+    await expect.poll(() => client.pusher.user.serverToUserChannel?.subscribed, { timeout: WAIT_MS }).toBe(true);
+    await sdk.sendToUser(alice, "note", "after");
+    expect(await heard.next()).toBe("after");
+    await sdk.sendToUser(bob, "note", "still here");
+    expect(await nextPusherEvent(other, "note")).toMatchObject({ channel: `#server-to-user-${bob}`, data: "still here" });
   });
 });

@@ -942,6 +942,9 @@ describe("user authentication (pusher:signin)", () => {
     expect(await other.heard.next()).toEqual({ n: 2 }); // alice's note never came
     // pusher-js subscribes to its user channel after signing in; the relay answers it.
     await expect.poll(() => first.client.pusher.user.serverToUserChannel?.subscribed, { timeout: WAIT_MS }).toBe(true);
+    // A user's channel is nobody's business in the channel list.
+    const { channels } = (await (await sdk.get({ path: "/channels" })).json()) as { channels: Record<string, unknown> };
+    expect(Object.keys(channels).filter((name) => name.startsWith("#"))).toEqual([]);
   });
 
   it("refuses a bad signature, user_data without a usable id, and someone else's user channel", async () => {

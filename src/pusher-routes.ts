@@ -8,6 +8,7 @@ import { HttpError } from "./http-error";
 import { openOnHubs, pusherPlacement } from "./objects/connect";
 import { readBody, requireUpgrade } from "./request";
 import {
+  hex,
   isPresenceChannel,
   isUserChannel,
   isValidSigninId,
@@ -17,6 +18,7 @@ import {
   nestsTooDeep,
   pusherError,
   PusherClose,
+  pusherSignature,
   roomDataOf,
   ROOM_RULE,
   SIGNIN_ID_RULE,
@@ -79,10 +81,6 @@ function refuseSocket(code: number, message: string): Response {
 
 const encoder = new TextEncoder();
 
-function hex(bytes: ArrayBuffer): string {
-  return [...new Uint8Array(bytes)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
-}
-
 /** The most channels one event may go to, and events one batch may carry, as Pusher allows. */
 const MAX_CHANNELS = 100;
 const MAX_BATCH = 10;
@@ -131,8 +129,7 @@ async function verified(c: PusherContext): Promise<string> {
     .map(([key, value]) => `${key}=${value}`)
     .join("&");
   const signed = `${c.req.method}\n${url.pathname}\n${query}`;
-  const key = await crypto.subtle.importKey("raw", encoder.encode(app.secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const expected = hex(await crypto.subtle.sign("HMAC", key, encoder.encode(signed)));
+  const expected = await pusherSignature(app.secret, signed);
   const signature = typeof given.auth_signature === "string" ? given.auth_signature.toLowerCase() : "";
   const same = signature.length === expected.length && crypto.subtle.timingSafeEqual(encoder.encode(signature), encoder.encode(expected));
   if (!same) throw new HttpError(401, "unauthorized", `invalid signature: expected HMAC-SHA256 hex of ${JSON.stringify(signed)}`);

@@ -9,7 +9,6 @@ import {
   FrameError,
   historyBody,
   isPresenceChannel,
-  isUserChannel,
   presenceFrame,
   type Json,
   type PresenceEntry,
@@ -26,6 +25,7 @@ import { entrySize, type Admission, type FeedEntry, type JoinRequest, type RoomF
 import { Holder } from "./holder";
 import { Streams } from "./links";
 import { MessageLog, type Fresh } from "./message-log";
+import { PusherHooks } from "./pusher-hooks";
 import { HERE, MemberInfos, Roster } from "./roster";
 import { liveAttachment } from "./session";
 
@@ -53,6 +53,8 @@ export class Room extends Holder {
   readonly #census: Census;
   /** A Pusher `presence-` channel: its members may have a user_info (docs/pusher.md). */
   readonly #presenceChannel: boolean;
+  /** The channel directory and the app's webhooks, with a Pusher app. */
+  readonly #pusher?: PusherHooks;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -60,6 +62,7 @@ export class Room extends Holder {
     this.#roster = new Roster(ctx.storage.sql);
     this.#infos = new MemberInfos(ctx.storage.sql);
     this.#presenceChannel = isPresenceChannel(this.name);
+    this.#pusher = PusherHooks.of(this.name, this.config, this.links);
     this.#census = new Census(
       this.name,
       this.#roster,
@@ -258,7 +261,8 @@ export class Room extends Holder {
   /** Join and leave frames while the room is small (counting after a join, before a leave); counts above. */
   #announce(event: "join" | "leave", user: string, except?: string): void {
     const users = this.#roster.users + (event === "leave" ? 1 : 0);
-    if ((event === "join" && users === 1) || (event === "leave" && users === 1)) this.#occupancy(event === "join");
+    if (users === 1) this.#pusher?.occupied(event === "join"); // the first join, or the last leave
+    this.#pusher?.member(event, user);
     // Only a presence channel's members have a user_info: other rooms' leaves cost no query.
     const info = event === "join" && this.#presenceChannel ? this.#infos.get(user) : undefined;
     if (event === "leave" && this.#presenceChannel) this.#infos.delete(user);
@@ -273,14 +277,6 @@ export class Room extends Holder {
     // it (pusher-js ignores one it never listed; docs/protocol.md decision 49), while any is here.
     const removed = event === "leave" && this.#presenceChannel && this.#infos.any() ? toPusher(named()) : undefined;
     if (removed !== undefined) this.#emit([{ frame: removed, pusherOnly: true }]);
-  }
-
-  /** Pusher's channel listing learns when the room gains its first user or loses its last. */
-  #occupancy(occupied: boolean): void {
-    if (this.config.pusher === undefined || isUserChannel(this.name)) return; // a user's own channel is not listed
-    this.links
-      .call("directory", "channels", (stub) => stub.occupied(this.name, occupied))
-      .catch((error: unknown) => log("warn", "could not update the channel directory", { room: this.name, error }));
   }
 
   // ---- the message path ----
@@ -306,6 +302,7 @@ export class Room extends Holder {
   /** A Pusher client event: to the room's other Pusher subscribers only, not stored (RPC). */
   clientEvent(frame: string, except: string): void {
     this.#emit([{ frame, except, pusherOnly: true }]);
+    this.#pusher?.clientEvent(frame, except);
   }
 
   /** A binary frame from a room socket on any holder: to every other room socket, not stored (RPC). */

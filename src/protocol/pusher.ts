@@ -206,6 +206,18 @@ export function connectionEstablished(socketId: string, activityTimeoutSeconds: 
   });
 }
 
+/** Bytes as lower-case hex, as Pusher writes digests and signatures. */
+export function hex(bytes: ArrayBuffer): string {
+  return [...new Uint8Array(bytes)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** HMAC-SHA256(secret, text) in hex: Pusher's REST request and webhook signatures. */
+export async function pusherSignature(secret: string, text: string): Promise<string> {
+  const encoder = new TextEncoder();
+  const key = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return hex(await crypto.subtle.sign("HMAC", key, encoder.encode(text)));
+}
+
 export const PUSHER_PONG = JSON.stringify({ event: "pusher:pong", data: "{}" });
 
 export function signinSuccess(userData: string): string {

@@ -246,6 +246,14 @@ describe("configuration", () => {
     }
   });
 
+  it("answers 500 naming PUSHER_WEBHOOK_URL when it is not an http(s) URL", async () => {
+    const app = { PUSHER_APP_ID: "app-1", PUSHER_APP_KEY: "key-1", PUSHER_APP_SECRET: "secret-1" };
+    for (const url of ["hooks.example.com", "ftp://hooks.example.com/in"]) {
+      expect(await expectError(withEnv({ ...app, PUSHER_WEBHOOK_URL: url }, "/healthz"), 500, "bad_config")).toContain("PUSHER_WEBHOOK_URL");
+    }
+    expect((await withEnv({ ...app, PUSHER_WEBHOOK_URL: "https://hooks.example.com/in" }, "/healthz")).status).toBe(200);
+  });
+
   it("takes any value that parses, a heartbeat timeout below the interval included (the operator's choice)", async () => {
     const settings: Record<string, string>[] = [{ HEARTBEAT_TIMEOUT_MS: "2000" }, { HEARTBEAT_INTERVAL_MS: "1", HEARTBEAT_TIMEOUT_MS: "1" }, { MAX_MESSAGE_BYTES: "1" }, { HISTORY_LIMIT: "0" }];
     for (const vars of settings) {

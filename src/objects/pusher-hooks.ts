@@ -1,0 +1,94 @@
+// What a Room tells the Pusher side of the app (docs/pusher.md): the channel directory behind
+// `GET channels`, and the app's webhooks, POSTed as Pusher posts them (`{"time_ms","events"}`,
+// signed in X-Pusher-Signature). A Room's webhooks go out in order, one request at a time, the
+// events of one turn together; a failed request is tried again for about half a minute.
+import type { Config } from "../config";
+import { log } from "../log";
+import { isPresenceChannel, isUserChannel, pusherSignature } from "../protocol";
+import type { Links } from "./links";
+
+/** Waits before each new try of a webhook the app did not take (about 31 s in all). */
+const RETRY_WAITS_MS = [1_000, 2_000, 4_000, 8_000, 16_000];
+
+/** Events waiting for the app (its endpoint down): past this many the oldest are dropped. */
+const MAX_WAITING = 1_000;
+
+/** Events one request carries at most. */
+const MAX_BATCH = 100;
+
+type Webhook = { name: string; channel: string } & Record<string, unknown>;
+
+export class PusherHooks {
+  readonly #room: string;
+  readonly #app: NonNullable<Config["pusher"]>;
+  readonly #links: Links;
+  #waiting: Webhook[] = [];
+  /** The loop sending what waits, while it runs. */
+  #sending?: Promise<void>;
+
+  /** The hooks of `room`, or undefined where it has none (no Pusher app, or a user's own channel). */
+  static of(room: string, config: Config, links: Links): PusherHooks | undefined {
+    return config.pusher === undefined || isUserChannel(room) ? undefined : new PusherHooks(room, config.pusher, links);
+  }
+
+  private constructor(room: string, app: NonNullable<Config["pusher"]>, links: Links) {
+    this.#room = room;
+    this.#app = app;
+    this.#links = links;
+  }
+
+  /** The room gained its first user or lost its last: the channel list, and channel_occupied/vacated. */
+  occupied(occupied: boolean): void {
+    this.#links
+      .call("directory", "channels", (stub) => stub.occupied(this.#room, occupied))
+      .catch((error: unknown) => log("warn", "could not update the channel directory", { room: this.#room, error }));
+    this.#send({ name: occupied ? "channel_occupied" : "channel_vacated", channel: this.#room });
+  }
+
+  /** A user joined or left a presence channel: member_added/removed. */
+  member(event: "join" | "leave", user: string): void {
+    if (isPresenceChannel(this.#room)) this.#send({ name: event === "join" ? "member_added" : "member_removed", channel: this.#room, user_id: user });
+  }
+
+  /** A client event, as its frame went to the channel's other Pusher subscribers. */
+  clientEvent(frame: string, socketId: string): void {
+    if (this.#app.webhookUrl === undefined) return;
+    const { event, data, user_id: userId } = JSON.parse(frame) as { event: string; data: string; user_id?: string };
+    this.#send({ name: "client_event", channel: this.#room, event, data, socket_id: socketId, ...(userId !== undefined && { user_id: userId }) });
+  }
+
+  #send(webhook: Webhook): void {
+    if (this.#app.webhookUrl === undefined) return;
+    if (this.#waiting.push(webhook) > MAX_WAITING) {
+      this.#waiting.shift();
+      log("warn", "dropped a webhook: too many wait for the app's endpoint", { room: this.#room });
+    }
+    this.#sending ??= this.#sendWaiting().finally(() => (this.#sending = undefined));
+  }
+
+  async #sendWaiting(): Promise<void> {
+    await scheduler.wait(0); // the rest of this turn's events go in the same request
+    while (this.#waiting.length > 0) await this.#post(this.#waiting.splice(0, MAX_BATCH));
+  }
+
+  async #post(events: Webhook[]): Promise<void> {
+    const body = JSON.stringify({ time_ms: Date.now(), events });
+    const headers = { "Content-Type": "application/json", "X-Pusher-Key": this.#app.key, "X-Pusher-Signature": await pusherSignature(this.#app.secret, body) };
+    for (let tries = 0; ; tries++) {
+      let problem: unknown;
+      try {
+        const response = await fetch(this.#app.webhookUrl!, { method: "POST", headers, body });
+        await response.body?.cancel();
+        if (response.ok) return;
+        problem = `status ${response.status}`;
+      } catch (error) {
+        problem = error;
+      }
+      if (tries === RETRY_WAITS_MS.length) {
+        log("error", "the app's webhook endpoint did not take these events; dropped", { room: this.#room, events: events.length, problem });
+        return;
+      }
+      await scheduler.wait(RETRY_WAITS_MS[tries]!);
+    }
+  }
+}

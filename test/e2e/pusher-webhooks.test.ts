@@ -1,0 +1,121 @@
+// Pusher webhooks (docs/pusher.md "Webhooks"): a relay with PUSHER_WEBHOOK_URL posts what happens
+// in its channels to an endpoint of the test's own, which checks them with the server SDK's
+// `webhook()` as an app would.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Options } from "pusher-js";
+import { PUSHER_RELAY, PusherClient, Queue, serverSdk, signingHandler, WAIT_MS, type Member } from "./pusher-support";
+import { freshRoom, type Relay, startRelay } from "./relay";
+
+interface Hook {
+  name: string;
+  channel: string;
+  [field: string]: unknown;
+}
+
+let relay: Relay;
+let endpoint: Server;
+const clients: PusherClient[] = [];
+/** Every event the endpoint took, in arrival order, and how many requests it refused. */
+const hooks = new Queue<Hook>();
+let refuseNext = 0;
+let refused = 0;
+let invalid = 0;
+
+beforeAll(async () => {
+  endpoint = createServer((request, response) => {
+    let rawBody = "";
+    request.on("data", (chunk) => (rawBody += chunk));
+    request.on("end", () => {
+      if (refuseNext > 0) {
+        refuseNext--;
+        refused++;
+        return response.writeHead(503).end();
+      }
+      const webhook = serverSdk(relay).webhook({ headers: request.headers as Record<string, string>, rawBody });
+      if (!webhook.isValid()) invalid++;
+      else for (const event of webhook.getEvents() as unknown as Hook[]) hooks.push(event);
+      response.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((resolve) => endpoint.listen(0, "127.0.0.1", resolve));
+  const url = `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/pusher/webhooks`;
+  relay = await startRelay({ ...PUSHER_RELAY, vars: { ...PUSHER_RELAY.vars, PUSHER_WEBHOOK_URL: url } });
+});
+
+afterAll(async () => {
+  for (const client of clients) client.close();
+  await relay?.close();
+  await new Promise((resolve) => endpoint?.close(resolve));
+});
+
+async function connectClient(member?: Member): Promise<PusherClient> {
+  const client = new PusherClient(relay, { authorize: signingHandler(serverSdk(relay), member) });
+  clients.push(client);
+  await client.connected();
+  return client;
+}
+
+/** The next webhook event on `channel`, skipping other channels' (tests share the endpoint). */
+async function next(channel: string): Promise<Hook> {
+  for (;;) {
+    const hook = await hooks.next();
+    if (hook.channel === channel) return hook;
+  }
+}
+
+describe("Pusher webhooks", () => {
+  it("posts channel_occupied and channel_vacated, signed with the app's secret", async () => {
+    const channel = freshRoom("hooks");
+    const client = await connectClient();
+    await client.subscribe(channel);
+    expect(await next(channel)).toEqual({ name: "channel_occupied", channel });
+    client.pusher.unsubscribe(channel);
+    expect(await next(channel)).toEqual({ name: "channel_vacated", channel });
+    expect(invalid).toBe(0);
+  });
+
+  it("posts member_added, client_event with socket_id and user_id, and member_removed", async () => {
+    const channel = `presence-${freshRoom("hooks")}`;
+    const alice = await connectClient({ user_id: "alice", user_info: { name: "Alice" } });
+    const bob = await connectClient({ user_id: "bob" });
+    await alice.subscribe(channel);
+    expect(await next(channel)).toEqual({ name: "channel_occupied", channel });
+    expect(await next(channel)).toEqual({ name: "member_added", channel, user_id: "alice" });
+    const bobs = await bob.subscribe(channel);
+    expect(await next(channel)).toEqual({ name: "member_added", channel, user_id: "bob" });
+    bobs.trigger("client-typing", { on: true });
+    expect(await next(channel)).toEqual({ name: "client_event", channel, event: "client-typing", data: JSON.stringify({ on: true }), socket_id: bob.socketId, user_id: "bob" });
+    bob.pusher.unsubscribe(channel);
+    expect(await next(channel)).toEqual({ name: "member_removed", channel, user_id: "bob" });
+  });
+
+  it("tries a request the endpoint refused again, and keeps the events in order", { timeout: 60_000 }, async () => {
+    const channel = freshRoom("hooks");
+    refuseNext = 2;
+    const client = await connectClient();
+    await client.subscribe(channel);
+    client.pusher.unsubscribe(channel);
+    // Refused twice (about 1 + 2 s of waiting), then taken.
+    expect(await next(channel)).toEqual({ name: "channel_occupied", channel });
+    expect(await next(channel)).toEqual({ name: "channel_vacated", channel });
+    expect(refused).toBe(2);
+  });
+
+  it("leaves a user's own channel out", async () => {
+    const id = `user-${crypto.randomUUID().slice(0, 8)}`;
+    const sdk = serverSdk(relay);
+    const client = new PusherClient(relay, {
+      extra: { userAuthentication: { customHandler: ({ socketId }, callback) => callback(null, sdk.authenticateUser(socketId, { id })) } } as Partial<Options>,
+    });
+    clients.push(client);
+    await client.connected();
+    client.pusher.signin();
+    await client.pusher.user.signinDonePromise;
+    expect(client.pusher.user.user_data).toMatchObject({ id });
+    const marker = freshRoom("hooks");
+    await client.subscribe(marker); // its occupied comes after any the user's channel would have made
+    expect(await hooks.next(WAIT_MS)).toEqual({ name: "channel_occupied", channel: marker });
+  });
+});

@@ -10,6 +10,9 @@ import type { Links } from "./links";
 /** Waits before each new try of a webhook the app did not take (about 31 s in all). */
 const RETRY_WAITS_MS = [1_000, 2_000, 4_000, 8_000, 16_000];
 
+/** How long one try waits for the app's answer: an endpoint that hangs must not stop the rest. */
+const ANSWER_WAIT_MS = 10_000;
+
 /** Events waiting for the app (its endpoint down): past this many the oldest are dropped. */
 const MAX_WAITING = 1_000;
 
@@ -77,7 +80,7 @@ export class PusherHooks {
     for (let tries = 0; ; tries++) {
       let problem: unknown;
       try {
-        const response = await fetch(this.#app.webhookUrl!, { method: "POST", headers, body });
+        const response = await fetch(this.#app.webhookUrl!, { method: "POST", headers, body, signal: AbortSignal.timeout(ANSWER_WAIT_MS) });
         await response.body?.cancel();
         if (response.ok) return;
         problem = `status ${response.status}`;

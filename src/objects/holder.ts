@@ -8,6 +8,7 @@ import {
   CloseCode,
   FrameError,
   connectionEstablished,
+  isUserChannel,
   PUSHER_PING,
   pusherCloseCode,
   welcomeFrame,
@@ -298,10 +299,11 @@ export class Holder extends SocketHost {
     const { rooms } = this.#feeds();
     const again = rooms.get(room)?.sessions.has(session.connection) ?? false;
     const joining = this.#joining.get(session.connection) ?? 0;
-    if (!again) {
-      // Subscribes still waiting for their room's answer count too, or a burst could pass the cap.
+    if (!again && !isUserChannel(room)) {
+      // Subscribes still waiting for their room's answer count too, or a burst could pass the cap;
+      // a signed-in Pusher socket's own user channel does not (docs/pusher.md).
       let held = joining;
-      for (const feed of rooms.values()) if (feed.sessions.has(session.connection)) held++;
+      for (const [name, feed] of rooms) if (!isUserChannel(name) && feed.sessions.has(session.connection)) held++;
       if (held >= this.config.maxSubscriptions) {
         throw new FrameError("too_many_subscriptions", `a socket holds at most ${this.config.maxSubscriptions} rooms`);
       }

@@ -84,6 +84,10 @@ export class PusherSockets {
       case "pusher:subscribe":
         return this.#subscribe(session, frame);
       case "pusher:unsubscribe":
+        // Signed in, a socket stays in its user's channel: terminate_connections finds it there.
+        if (isUserChannel(frame.channel) && this.#host.memberOf(session, frame.channel) !== null) {
+          throw new FrameError("forbidden", `a signed-in socket keeps ${frame.channel} until it closes`);
+        }
         await this.#host.unsubscribe(session, frame.channel);
         return;
       case "pusher:signin":

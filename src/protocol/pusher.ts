@@ -115,7 +115,7 @@ export function subscribingTo(text: string): string | undefined {
   try {
     const frame = record(JSON.parse(text));
     const channel = record(frame?.data)?.channel;
-    return frame?.event === "pusher:subscribe" && isValidRoom(channel) ? channel : undefined;
+    return frame?.event === "pusher:subscribe" && (isValidRoom(channel) || isUserChannel(channel)) ? channel : undefined;
   } catch {
     return undefined;
   }

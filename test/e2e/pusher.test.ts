@@ -947,6 +947,18 @@ describe("user authentication (pusher:signin)", () => {
     expect(Object.keys(channels).filter((name) => name.startsWith("#"))).toEqual([]);
   });
 
+  it("signs in a socket that holds MAX_SUBSCRIPTIONS channels: its user's channel is not one of them", async () => {
+    const { client, socketId } = await rawPusher(relay);
+    const prefix = channel("full");
+    for (let i = 0; i < 100; i++) client.send({ event: "pusher:subscribe", data: { channel: `${prefix}-${i}` } });
+    for (let i = 0; i < 100; i++) await nextPusherEvent(client, "pusher_internal:subscription_succeeded");
+    const id = freshId("busy");
+    client.send({ event: "pusher:signin", data: sdk.authenticateUser(socketId, { id }) });
+    await nextPusherEvent(client, "pusher:signin_success");
+    await sdk.sendToUser(id, "note", "reached");
+    expect(await nextPusherEvent(client, "note")).toMatchObject({ data: "reached" });
+  });
+
   it("refuses a bad signature, user_data without a usable id, and someone else's user channel", async () => {
     const { client, socketId } = await rawPusher(relay);
     client.send({ event: "pusher:signin", data: { auth: `${APP.key}:${"0".repeat(64)}`, user_data: JSON.stringify({ id: "mallory" }) } });
@@ -964,6 +976,9 @@ describe("user authentication (pusher:signin)", () => {
   it("terminateUserConnections closes the user's connections with 4200; pusher-js reconnects and signs in again", async () => {
     const [alice, bob] = [freshId("alice"), freshId("bob")];
     const raw = await rawSignedIn(alice);
+    // A signed-in socket cannot leave its user's channel to dodge the terminate.
+    raw.send({ event: "pusher:unsubscribe", data: { channel: `#server-to-user-${alice}` } });
+    expect(await nextPusherEvent(raw, "pusher:error")).toMatchObject({ data: { code: 4009 } });
     const { client, heard } = await signedIn(alice);
     const other = await rawSignedIn(bob);
     await sdk.terminateUserConnections(alice);

@@ -61,7 +61,7 @@ export class Census {
 
   /** Sets `holder`'s counts from `answer` (Roster.replace); each change is announced. */
   correct(holder: string, answer: CensusAnswer, onlyFewer = false): void {
-    for (const { user, change } of this.#roster.replace(holder, answer, onlyFewer)) this.#changed(user, change);
+    this.#roster.replace(holder, answer, onlyFewer, this.#changed);
   }
 
   /** Replaces a holder's counts with what it reports, unless a report came while it answered. */

@@ -261,8 +261,10 @@ export class Room extends Holder {
   /** Join and leave frames while the room is small (counting after a join, before a leave); counts above. */
   #announce(event: "join" | "leave", user: string, except?: string): void {
     const users = this.#roster.users + (event === "leave" ? 1 : 0);
-    if (users === 1) this.#pusher?.occupied(event === "join"); // the first join, or the last leave
+    // Webhooks as Pusher orders them: occupied, then member_added; member_removed, then vacated.
+    if (event === "join" && users === 1) this.#pusher?.occupied(true);
     this.#pusher?.member(event, user);
+    if (event === "leave" && users === 1) this.#pusher?.occupied(false);
     // Only a presence channel's members have a user_info: other rooms' leaves cost no query.
     const info = event === "join" && this.#presenceChannel ? this.#infos.get(user) : undefined;
     if (event === "leave" && this.#presenceChannel) this.#infos.delete(user);

@@ -103,14 +103,14 @@ export class Roster {
   }
 
   /**
-   * Sets `holder`'s counts from its census answer; answers each user whose presence changed.
-   * Counts go down to what the holder has, its sockets still joining included (the Room may have
+   * Sets `holder`'s counts from its census answer, telling `changed` of each user whose presence
+   * changed as soon as it did (the roster then counts everyone else as they still are, so the
+   * last leave reads as the last). Counts go down to what the holder has, its sockets still joining included (the Room may have
    * counted a join the holder has not heard the answer to yet), and up only to the sockets it
    * admitted: a joiner's own join counts it, checking the room's limits and keeping its Pusher
    * user_info. With `onlyFewer` (the census after a start) counts only go down.
    */
-  replace(holder: string, { counts, joining = {} }: CensusAnswer, onlyFewer = false): { user: string; change: "joined" | "left" }[] {
-    const changes: { user: string; change: "joined" | "left" }[] = [];
+  replace(holder: string, { counts, joining = {} }: CensusAnswer, onlyFewer: boolean, changed: (user: string, change: "joined" | "left") => void): void {
     const users = new Set([...(this.#holders.get(holder)?.keys() ?? []), ...Object.keys(counts)]);
     for (const user of users) {
       let count = countIn(counts, user);
@@ -120,9 +120,8 @@ export class Roster {
         if (count === now) continue;
       }
       const change = this.set(holder, user, count);
-      if (change) changes.push({ user, change });
+      if (change) changed(user, change);
     }
-    return changes;
   }
 
   #apply(holder: string, user: string, connections: number): void {

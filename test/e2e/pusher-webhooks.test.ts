@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Options } from "pusher-js";
 import { PUSHER_RELAY, PusherClient, Queue, serverSdk, signingHandler, WAIT_MS, type Member } from "./pusher-support";
-import { freshRoom, type Relay, startRelay } from "./relay";
+import { freshRoom, type Relay, SERVER_AUTH, startRelay } from "./relay";
 
 interface Hook {
   name: string;
@@ -89,6 +89,9 @@ describe("Pusher webhooks", () => {
     expect(await next(channel)).toEqual({ name: "client_event", channel, event: "client-typing", data: JSON.stringify({ on: true }), socket_id: bob.socketId, user_id: "bob" });
     bob.pusher.unsubscribe(channel);
     expect(await next(channel)).toEqual({ name: "member_removed", channel, user_id: "bob" });
+    alice.pusher.unsubscribe(channel); // the last member: removed, then the channel vacated
+    expect(await next(channel)).toEqual({ name: "member_removed", channel, user_id: "alice" });
+    expect(await next(channel)).toEqual({ name: "channel_vacated", channel });
   });
 
   it("tries a request the endpoint refused again, and keeps the events in order", { timeout: 60_000 }, async () => {
@@ -101,6 +104,19 @@ describe("Pusher webhooks", () => {
     expect(await next(channel)).toEqual({ name: "channel_occupied", channel });
     expect(await next(channel)).toEqual({ name: "channel_vacated", channel });
     expect(refused).toBe(2);
+  });
+
+  it("after a restart that lost the channel's sockets, says channel_vacated once", async () => {
+    const channel = freshRoom("hooks");
+    const members = [];
+    for (const user of ["r0", "r1", "r2"]) members.push(await relay.connect(`/rooms/${channel}/ws?user=${user}`));
+    expect(await next(channel)).toEqual({ name: "channel_occupied", channel });
+    await relay.dropRoom(channel); // as a crash would: the Room's sockets gone without close events
+    expect((await relay.fetch(`/rooms/${channel}`, { headers: SERVER_AUTH })).status).toBe(200); // the Room starts and recounts
+    expect(await next(channel)).toEqual({ name: "channel_vacated", channel });
+    await relay.connect(`/rooms/${channel}/ws?user=back`);
+    expect(await next(channel)).toEqual({ name: "channel_occupied", channel }); // not a second vacated
+    for (const member of members) member.close();
   });
 
   it("leaves a user's own channel out", async () => {

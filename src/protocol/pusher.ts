@@ -83,7 +83,7 @@ const USER_CHANNEL = "#server-to-user-";
 
 /** Pusher user authentication's longest user id the relay takes. */
 export const MAX_SIGNIN_ID = 128;
-export const SIGNIN_ID_RULE = `1-${MAX_SIGNIN_ID} characters of A-Z a-z 0-9 _ . : - = @ , ;`;
+export const SIGNIN_ID_RULE = `1-${MAX_SIGNIN_ID} characters of A-Z a-z 0-9 _ . : - = @ , ; (not . or ..)`;
 
 export function isValidSigninId(id: unknown): id is string {
   return isValidRoom(id) && id.length <= MAX_SIGNIN_ID;

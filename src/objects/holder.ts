@@ -289,6 +289,7 @@ export class Holder extends SocketHost {
   protected unsubscribe(session: Session, room: string): Promise<boolean> {
     return this.#changes.run(`${session.connection} ${room}`, () => {
       if (!this.subscribed(session, room)) return false;
+      if (isUserChannel(room)) throw new FrameError("forbidden", `a signed-in socket keeps ${room} until it closes (docs/pusher.md)`);
       this.#forget(session, room);
       return true;
     });
@@ -300,8 +301,7 @@ export class Holder extends SocketHost {
     const again = rooms.get(room)?.sessions.has(session.connection) ?? false;
     const joining = this.#joining.get(session.connection) ?? 0;
     if (!again && !isUserChannel(room)) {
-      // Subscribes still waiting for their room's answer count too, or a burst could pass the cap;
-      // a signed-in Pusher socket's own user channel does not (docs/pusher.md).
+      // Joins still waiting count too, or a burst could pass the cap; a held user channel does not.
       let held = joining;
       for (const [name, feed] of rooms) if (!isUserChannel(name) && feed.sessions.has(session.connection)) held++;
       if (held >= this.config.maxSubscriptions) {

@@ -1,7 +1,7 @@
 // What a Room tells the Pusher side of the app (docs/pusher.md): the channel directory behind
 // `GET channels`, and the app's webhooks, POSTed as Pusher posts them (`{"time_ms","events"}`,
 // signed in X-Pusher-Signature). A Room's webhooks go out in order, one request at a time, the
-// events of one turn together; a failed request is tried again for about half a minute.
+// events of one turn together; a failed request is tried six times over about half a minute.
 import type { Config } from "../config";
 import { log } from "../log";
 import { isPresenceChannel, isUserChannel, pusherSignature } from "../protocol";
@@ -13,11 +13,18 @@ const RETRY_WAITS_MS = [1_000, 2_000, 4_000, 8_000, 16_000];
 /** How long one try waits for the app's answer: an endpoint that hangs must not stop the rest. */
 const ANSWER_WAIT_MS = 10_000;
 
-/** Events waiting for the app (its endpoint down): past this many the oldest are dropped. */
-const MAX_WAITING = 1_000;
+/**
+ * Characters of events waiting for the app (its endpoint down): past this the oldest are dropped.
+ * By size, not number: a client event carries up to MAX_MESSAGE_BYTES of data.
+ */
+const MAX_WAITING_CHARS = 4 * 1024 * 1024;
 
-/** Events one request carries at most. */
+/** A request carries at most this many events and about this many characters. */
 const MAX_BATCH = 100;
+const MAX_BATCH_CHARS = 1024 * 1024;
+
+/** Drops are logged at most this often. */
+const DROP_LOG_EVERY_MS = 60_000;
 
 type Webhook = { name: string; channel: string } & Record<string, unknown>;
 
@@ -25,9 +32,13 @@ export class PusherHooks {
   readonly #room: string;
   readonly #app: NonNullable<Config["pusher"]>;
   readonly #links: Links;
-  #waiting: Webhook[] = [];
-  /** The loop sending what waits, while it runs. */
-  #sending?: Promise<void>;
+  /** Each event waiting, with its length as JSON. */
+  #waiting: { webhook: Webhook; size: number }[] = [];
+  #waitingChars = 0;
+  /** Whether the loop sending what waits runs. */
+  #sending = false;
+  #droppedSince = 0;
+  #dropLoggedAt = 0;
 
   /** The hooks of `room`, or undefined where it has none (no Pusher app, or a user's own channel). */
   static of(room: string, config: Config, links: Links): PusherHooks | undefined {
@@ -62,16 +73,44 @@ export class PusherHooks {
 
   #send(webhook: Webhook): void {
     if (this.#app.webhookUrl === undefined) return;
-    if (this.#waiting.push(webhook) > MAX_WAITING) {
-      this.#waiting.shift();
-      log("warn", "dropped a webhook: too many wait for the app's endpoint", { room: this.#room });
+    const size = JSON.stringify(webhook).length;
+    this.#waiting.push({ webhook, size });
+    this.#waitingChars += size;
+    while (this.#waitingChars > MAX_WAITING_CHARS) this.#drop(this.#waiting.shift()!.size);
+    if (!this.#sending) {
+      this.#sending = true;
+      void this.#sendWaiting();
     }
-    this.#sending ??= this.#sendWaiting().finally(() => (this.#sending = undefined));
+  }
+
+  #drop(size: number): void {
+    this.#waitingChars -= size;
+    this.#droppedSince++;
+    if (Date.now() - this.#dropLoggedAt < DROP_LOG_EVERY_MS) return;
+    log("warn", "dropped webhooks: too many wait for the app's endpoint", { room: this.#room, dropped: this.#droppedSince });
+    this.#droppedSince = 0;
+    this.#dropLoggedAt = Date.now();
   }
 
   async #sendWaiting(): Promise<void> {
-    await scheduler.wait(0); // the rest of this turn's events go in the same request
-    while (this.#waiting.length > 0) await this.#post(this.#waiting.splice(0, MAX_BATCH));
+    try {
+      await scheduler.wait(0); // the rest of this turn's events go in the same request
+      while (this.#waiting.length > 0) await this.#post(this.#nextBatch());
+    } catch (error) {
+      log("error", "could not send webhooks", { room: this.#room, error });
+    } finally {
+      this.#sending = false; // in the turn that found nothing left: a later event starts a new loop
+    }
+  }
+
+  #nextBatch(): Webhook[] {
+    let count = 0;
+    let chars = 0;
+    while (count < this.#waiting.length && count < MAX_BATCH && (count === 0 || chars + this.#waiting[count]!.size <= MAX_BATCH_CHARS)) {
+      chars += this.#waiting[count++]!.size;
+    }
+    this.#waitingChars -= chars;
+    return this.#waiting.splice(0, count).map(({ webhook }) => webhook);
   }
 
   async #post(events: Webhook[]): Promise<void> {

@@ -19,6 +19,7 @@ import {
   pusherError,
   SIGNIN_ID_RULE,
   signinSuccess,
+  stillSubscribed,
   SubscribeRefused,
   subscribingTo,
   subscriptionError,
@@ -84,10 +85,6 @@ export class PusherSockets {
       case "pusher:subscribe":
         return this.#subscribe(session, frame);
       case "pusher:unsubscribe":
-        // Signed in, a socket stays in its user's channel: terminate_connections finds it there.
-        if (isUserChannel(frame.channel) && this.#host.memberOf(session, frame.channel) !== null) {
-          throw new FrameError("forbidden", `a signed-in socket keeps ${frame.channel} until it closes`);
-        }
         await this.#host.unsubscribe(session, frame.channel);
         return;
       case "pusher:signin":
@@ -135,6 +132,11 @@ export class PusherSockets {
 
   async #subscribe(session: Session, frame: Extract<PusherClientFrame, { event: "pusher:subscribe" }>): Promise<void> {
     const { channel } = frame;
+    // pusher-js subscribes to the channel its sign-in joined: answered at once, the socket never
+    // leaves it (a repeat join would take it out of the room for a moment; docs/pusher.md).
+    if (isUserChannel(channel) && frame.since === undefined && this.#host.memberOf(session, channel) !== null) {
+      return this.#host.send(session, stillSubscribed(channel));
+    }
     const resume = { ...(frame.since !== undefined && { since: frame.since }), ...(frame.epoch !== undefined && { epoch: frame.epoch }) };
     // A cache channel's new subscriber gets its last event, or pusher:cache_miss (a resume gets what it missed instead).
     const cached = isCacheChannel(channel) && frame.since === undefined;

@@ -261,6 +261,11 @@ export function subscriptionSucceeded(channel: string, seq: number, epoch: strin
   return JSON.stringify({ event: "pusher_internal:subscription_succeeded", channel, data: JSON.stringify(data), seq, epoch, ...resumed });
 }
 
+/** subscription_succeeded for the user's channel a signed-in socket holds already (no seq or epoch). */
+export function stillSubscribed(channel: string): string {
+  return JSON.stringify({ event: "pusher_internal:subscription_succeeded", channel, data: "{}" });
+}
+
 /** A client event, as the channel's other Pusher subscribers receive it. */
 export function clientEvent(channel: string, event: string, data: Json, userId?: string): string {
   return JSON.stringify({ event, channel, data: typeof data === "string" ? data : JSON.stringify(data), ...(userId !== undefined && { user_id: userId }) });

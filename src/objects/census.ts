@@ -69,7 +69,9 @@ export class Census {
     const version = this.#roster.version(holder);
     try {
       const answer = await within(this.#ask(holder), start ? START_CENSUS_WAIT_MS : CENSUS_WAIT_MS);
-      if (this.#roster.version(holder) === version) this.correct(holder, answer, start);
+      // A holder still on an older version of the code answers the counts alone.
+      const counted = typeof answer.counts === "object" ? answer : { counts: answer as unknown as Record<string, number> };
+      if (this.#roster.version(holder) === version) this.correct(holder, counted, start);
     } catch (error) {
       log("warn", "census of a holder failed", { room: this.#room, holder, error });
     }

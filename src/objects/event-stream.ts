@@ -1,6 +1,7 @@
 // One Server-Sent Events stream from a room to a receive-only client. Unlike a hibernatable
 // socket, an open stream is an in-flight response: it keeps its object in memory while it lasts.
 import { SSE_KEEP_ALIVE, sseEvent } from "../protocol";
+import type { FeedEntry } from "./feed";
 
 const encoder = new TextEncoder();
 
@@ -71,5 +72,63 @@ export class EventStream {
     clearInterval(this.#timer);
     if (this.#expiry !== undefined) clearTimeout(this.#expiry);
     this.#onEnd(this);
+  }
+}
+
+/** A full room pings its streams this many times, this far apart, before refusing one more. */
+const PROBES = 2;
+const PROBE_WAIT_MS = 100;
+
+/**
+ * A room's event streams. They do not count toward its connections (docs/protocol.md), but
+ * unbounded they would hold the Room's memory open to anyone: at most `limit` at once.
+ */
+export class EventStreams {
+  readonly #streams = new Set<EventStream>();
+  readonly #limit: number;
+  /** The ping of every stream a full room makes before refusing one more, while it runs. */
+  #probe?: Promise<void>;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  /**
+   * A new stream's response, ending at `endAt` (ms), once `start` has written its first events;
+   * undefined when the room serves `limit` streams already.
+   */
+  async open(endAt: number | undefined, start: (stream: EventStream) => void): Promise<Response | undefined> {
+    if (this.#streams.size >= this.#limit) await this.#dropGoneReaders();
+    if (this.#streams.size >= this.#limit) return undefined;
+    const stream = new EventStream((ended) => this.#streams.delete(ended), endAt);
+    start(stream); // in the same turn as the add: nothing live can come before it
+    this.#streams.add(stream);
+    return stream.response;
+  }
+
+  /** Stored messages and presence to every stream (not binary frames, nor Pusher's client events). */
+  send(entries: FeedEntry[]): void {
+    for (const stream of this.#streams) {
+      for (const { frame, seq, pusherOnly } of entries) {
+        if (typeof frame === "string" && !pusherOnly) stream.send(seq === undefined ? "presence" : "message", frame, seq);
+      }
+    }
+  }
+
+  /**
+   * A reader that went away holds its stream until a write fails, up to a keep-alive interval in
+   * a quiet room; refused meanwhile, a reconnecting EventSource would give up for good. So a full
+   * room pings its streams and waits a moment for the gone ones to end (docs/protocol.md "Server-Sent Events").
+   */
+  #dropGoneReaders(): Promise<void> {
+    // One probe at a time: the requests that reach a full room meanwhile share it, so a flood of
+    // them costs at most PROBES writes per stream every PROBES * PROBE_WAIT_MS.
+    this.#probe ??= (async () => {
+      for (let round = 0; round < PROBES && this.#streams.size >= this.#limit; round++) {
+        for (const stream of this.#streams) stream.ping();
+        await scheduler.wait(PROBE_WAIT_MS);
+      }
+    })().finally(() => (this.#probe = undefined));
+    return this.#probe;
   }
 }

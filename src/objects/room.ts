@@ -20,7 +20,7 @@ import {
 import { placeAt, readConnectRequest, shardName, type ConnectInfo } from "./connect";
 import { Census } from "./census";
 import { CountFrames } from "./count-frames";
-import { EventStream } from "./event-stream";
+import { EventStreams } from "./event-stream";
 import { entrySize, type Admission, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
 import { Holder } from "./holder";
 import { Streams } from "./links";
@@ -32,21 +32,15 @@ import { liveAttachment } from "./session";
 /** How long a seat the Room promised a shard stays counted if no join arrives for it. */
 const SEAT_HOLD_MS = 10_000;
 
-/** A full room pings its streams this many times, this far apart, before refusing one more. */
-const STREAM_PROBES = 2;
-const STREAM_PROBE_WAIT_MS = 100;
-
 export class Room extends Holder {
   readonly #log: MessageLog;
   readonly #roster: Roster;
   /** Pusher presence members' user_info, while they are here. */
   readonly #infos: MemberInfos;
   readonly #holders: Streams<FeedEntry>;
-  readonly #streams = new Set<EventStream>();
+  readonly #streams: EventStreams;
   /** Grows with every emission (FeedEntry.mark); from the clock, so it grows across restarts too. */
   #mark = Date.now();
-  /** The ping of every stream a full room makes before refusing one more, while it runs. */
-  #probe?: Promise<void>;
   /** Seats promised to shards, as the times they were promised. */
   readonly #seats = new Map<string, number[]>();
   readonly #counts: CountFrames;
@@ -71,6 +65,7 @@ export class Room extends Holder {
     );
     this.#counts = new CountFrames(this.name, () => this.#roster.users, (entry) => this.#emit([entry]));
     this.#holders = new Streams((holder, entries) => this.#forward(holder, entries), { sizeOf: entrySize });
+    this.#streams = new EventStreams(this.config.maxStreamsPerRoom);
   }
 
   protected override get joinAs(): string {
@@ -154,37 +149,13 @@ export class Room extends Holder {
 
   /** A receive-only stream: welcome, the replay `since` asks for, then live messages. */
   async #openStream({ since, epoch, exp }: ConnectInfo): Promise<Response> {
-    // Streams do not count toward the room's connections (docs/protocol.md), but unbounded they
-    // would hold the Room's memory open to anyone: they have a cap of their own.
+    const opened = await this.#streams.open(exp === undefined ? undefined : exp * 1000, (stream) => {
+      const resume = since === undefined ? undefined : this.#log.resume(since, epoch);
+      stream.send("welcome", JSON.stringify(streamWelcome(this.#log.seq, this.#log.epoch, resume?.recovered)));
+      for (const { seq, frame } of resume?.messages ?? []) stream.send("message", frame, seq);
+    });
     const limit = this.config.maxStreamsPerRoom;
-    if (this.#streams.size >= limit) await this.#dropGoneReaders(limit);
-    if (this.#streams.size >= limit) {
-      return new HttpError(503, "room_full", `room ${this.name} serves ${limit} event streams, its limit (MAX_STREAMS_PER_ROOM)`).toResponse();
-    }
-    const stream = new EventStream((ended) => this.#streams.delete(ended), exp === undefined ? undefined : exp * 1000);
-    const resume = since === undefined ? undefined : this.#log.resume(since, epoch);
-    stream.send("welcome", JSON.stringify(streamWelcome(this.#log.seq, this.#log.epoch, resume?.recovered)));
-    for (const { seq, frame } of resume?.messages ?? []) stream.send("message", frame, seq);
-    this.#streams.add(stream);
-    return stream.response;
-  }
-
-  /**
-   * A reader that went away holds its stream until a write fails, up to a keep-alive interval in
-   * a quiet room; refused meanwhile, a reconnecting EventSource would give up for good. So a full
-   * room pings its streams and waits a moment for the gone ones to end (docs/protocol.md "Server-Sent Events").
-   */
-  #dropGoneReaders(limit: number): Promise<void> {
-    // One probe at a time: the requests that reach a full room meanwhile share it, so a flood of
-    // them costs at most STREAM_PROBES writes per stream every STREAM_PROBES * STREAM_PROBE_WAIT_MS.
-    if (this.#probe) return this.#probe;
-    this.#probe = (async () => {
-      for (let round = 0; round < STREAM_PROBES && this.#streams.size >= limit; round++) {
-        for (const stream of this.#streams) stream.ping();
-        await scheduler.wait(STREAM_PROBE_WAIT_MS);
-      }
-    })().finally(() => (this.#probe = undefined));
-    return this.#probe;
+    return opened ?? new HttpError(503, "room_full", `room ${this.name} serves ${limit} event streams, its limit (MAX_STREAMS_PER_ROOM)`).toResponse();
   }
 
   // ---- joins and presence ----
@@ -333,11 +304,7 @@ export class Room extends Holder {
     for (const entry of entries) entry.mark = mark;
     this.deliverRoom(this.name, entries);
     for (const holder of this.#roster.others()) this.#holders.push(holder, entries);
-    for (const stream of this.#streams) {
-      for (const { frame, seq, pusherOnly } of entries) {
-        if (typeof frame === "string" && !pusherOnly) stream.send(seq === undefined ? "presence" : "message", frame, seq);
-      }
-    }
+    this.#streams.send(entries);
   }
 
   /**

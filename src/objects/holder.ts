@@ -63,7 +63,7 @@ export class Holder extends SocketHost {
       subscribe: (session, room, resume, answer, vet) => this.subscribe(session, room, resume, answer, vet),
       unsubscribe: (session, room) => this.unsubscribe(session, room),
       memberOf: (session, room) => (this.subscribed(session, room) ? (this.#feeds().rooms.get(room)?.memberOf(session) ?? null) : null),
-      clientEvent: (room, frame, except) => this.links.call("room", room, (stub) => stub.clientEvent(frame, except)),
+      toRoom: (room, call) => this.links.call("room", room, call),
     });
     this.#subscriptions = new SubscriptionTable(ctx.storage.sql);
   }

@@ -15,7 +15,7 @@ const MAX_CACHED_STUBS = 1_000;
  * module needs none of the object classes, which all use it. */
 const BINDINGS = { room: "ROOMS", holder: "HOLDERS", inbox: "INBOXES", directory: "DIRECTORY" } as const;
 type Kind = keyof typeof BINDINGS;
-type StubOf<K extends Kind> = ReturnType<Env[(typeof BINDINGS)[K]]["getByName"]>;
+export type StubOf<K extends Kind> = ReturnType<Env[(typeof BINDINGS)[K]]["getByName"]>;
 
 /** Whether the platform says a failed call may succeed if made again. */
 function retryable(error: unknown): boolean {

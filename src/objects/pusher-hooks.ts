@@ -4,7 +4,7 @@
 // events of one turn together; a failed request is tried six times over about half a minute.
 import type { Config } from "../config";
 import { log } from "../log";
-import { isPresenceChannel, isUserChannel, pusherSignature } from "../protocol";
+import { isPresenceChannel, isUserChannel, pusherSignature, userChannel, userOfChannel, watchlistEvents } from "../protocol";
 import type { Links } from "./links";
 
 /** Waits before each new try of a webhook the app did not take (about 31 s in all). */
@@ -131,6 +131,39 @@ export class PusherHooks {
         return;
       }
       await scheduler.wait(RETRY_WAITS_MS[tries]!);
+    }
+  }
+}
+
+/**
+ * Who watches a signed-in user (Pusher watchlists), kept by that user's channel Room: each
+ * watcher is told when the user comes online or goes offline, through its own user channel. A
+ * watcher signs up at each sign-in; one no longer signed in anywhere is forgotten when told.
+ */
+export class Watchers {
+  readonly #sql: SqlStorage;
+  readonly #user: string;
+  readonly #links: Links;
+
+  constructor(sql: SqlStorage, channel: string, links: Links) {
+    this.#sql = sql;
+    this.#user = userOfChannel(channel);
+    this.#links = links;
+    sql.exec("CREATE TABLE IF NOT EXISTS watchers (user TEXT PRIMARY KEY)");
+  }
+
+  add(watcher: string): void {
+    this.#sql.exec("INSERT OR IGNORE INTO watchers (user) VALUES (?)", watcher);
+  }
+
+  /** The user came online (its first connection) or went offline (its last left). */
+  changed(online: boolean): void {
+    const frame = watchlistEvents(online ? "online" : "offline", [this.#user]);
+    for (const { user } of this.#sql.exec<{ user: string }>("SELECT user FROM watchers").toArray()) {
+      this.#links
+        .call("room", userChannel(user), (stub) => stub.tell(frame))
+        .then((heard) => void (heard || this.#sql.exec("DELETE FROM watchers WHERE user = ?", user)))
+        .catch((error: unknown) => log("warn", "could not tell a watcher", { user: this.#user, watcher: user, error }));
     }
   }
 }

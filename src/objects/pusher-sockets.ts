@@ -17,6 +17,7 @@ import {
   PUSHER_PONG,
   PusherClose,
   pusherError,
+  MAX_WATCHLIST,
   SIGNIN_ID_RULE,
   signinSuccess,
   stillSubscribed,
@@ -28,8 +29,10 @@ import {
   type PusherClientFrame,
   type ResumePoint,
   userChannel,
+  watchlistEvents,
 } from "../protocol";
 import type { Admission, JoinRequest, Member } from "./feed";
+import type { StubOf } from "./links";
 import type { Session } from "./session";
 
 /** What the hub lends this module: its subscriptions, and a way to reach a room. */
@@ -43,7 +46,8 @@ export interface PusherHost {
   unsubscribe(session: Session, room: string): Promise<boolean>;
   /** Who `session` is in `room` (its presence user_id), or null when it has not subscribed. */
   memberOf(session: Session, room: string): string | null;
-  clientEvent(room: string, frame: string, except: string): Promise<void>;
+  /** Calls `room`'s Room. */
+  toRoom<T>(room: string, call: (stub: StubOf<"room">) => Promise<T> | T): Promise<T>;
 }
 
 /** Pusher's longest user_id the relay keeps. */
@@ -181,12 +185,31 @@ export class PusherSockets {
       const message = `invalid signature for pusher:signin: expected ${pusher.key}:HMAC-SHA256(secret, "${signed.slice(0, 300)}")`;
       return this.#host.send(session, pusherError(PusherClose.unauthorized, message));
     }
-    const id = signinId(userData);
-    if (id === undefined) {
+    const user = signinUser(userData);
+    if (user === undefined) {
       return this.#host.send(session, pusherError(PusherClose.unauthorized, `user_data must be a JSON object with an "id" of ${SIGNIN_ID_RULE}`));
     }
     const member = { member: session.identity.user };
-    await this.#host.subscribe(session, userChannel(id), {}, () => this.#host.send(session, signinSuccess(userData)), async () => member);
+    let joined = false;
+    await this.#host.subscribe(session, userChannel(user.id), {}, () => {
+      joined = true;
+      this.#host.send(session, signinSuccess(userData));
+    }, async () => member);
+    if (joined && user.watchlist.length > 0) await this.#watch(session, user.id, user.watchlist);
+  }
+
+  /** Registers `id` as a watcher of each user of `watchlist`, and tells the socket who of them is online. */
+  async #watch(session: Session, id: string, watchlist: string[]): Promise<void> {
+    const online = await Promise.all(
+      watchlist.map((watched) =>
+        this.#host.toRoom(userChannel(watched), (stub) => stub.watch(id)).then(
+          (here) => (here ? watched : undefined),
+          () => undefined, // its Room unreachable: not known to be online
+        ),
+      ),
+    );
+    const ids = online.filter((watched) => watched !== undefined);
+    if (ids.length > 0) this.#host.send(session, watchlistEvents("online", ids));
   }
 
   /** Tells a client its frame was refused; a subscribe refused unread also on its channel, all pusher-js hears there. */
@@ -203,18 +226,22 @@ export class PusherSockets {
     const member = this.#host.memberOf(session, channel);
     if (member === null) throw new FrameError("forbidden", `subscribe to ${channel} before sending it client events`);
     const text = clientEvent(channel, event, data, isPresenceChannel(channel) ? member : undefined);
-    await this.#host.clientEvent(channel, text, session.connection);
+    await this.#host.toRoom(channel, (stub) => stub.clientEvent(text, session.connection));
   }
 }
 
-/** The `id` of a sign-in's user_data; undefined when it has none the relay takes. */
-function signinId(userData: string): string | undefined {
+/** A sign-in's user: its `id`, and the valid ids of its `watchlist` (at most MAX_WATCHLIST); undefined without a usable id. */
+function signinUser(userData: string): { id: string; watchlist: string[] } | undefined {
+  let fields: { id?: unknown; watchlist?: unknown } | null;
   try {
-    const id = (JSON.parse(userData) as { id?: unknown } | null)?.id;
-    return isValidSigninId(id) ? id : undefined;
+    fields = JSON.parse(userData) as { id?: unknown; watchlist?: unknown } | null;
   } catch {
     return undefined;
   }
+  const id = fields?.id;
+  if (!isValidSigninId(id)) return undefined;
+  const listed = Array.isArray(fields!.watchlist) ? fields!.watchlist : [];
+  return { id, watchlist: [...new Set(listed.filter(isValidSigninId))].filter((watched) => watched !== id).slice(0, MAX_WATCHLIST) };
 }
 
 /** A presence subscription's `channel_data`: `{"user_id", "user_info"?}`; undefined when malformed. */

@@ -9,6 +9,7 @@ import {
   FrameError,
   historyBody,
   isPresenceChannel,
+  isUserChannel,
   presenceFrame,
   type Json,
   type PresenceEntry,
@@ -25,7 +26,7 @@ import { entrySize, type Admission, type FeedEntry, type JoinRequest, type RoomF
 import { Holder } from "./holder";
 import { Streams } from "./links";
 import { MessageLog, type Fresh } from "./message-log";
-import { PusherHooks } from "./pusher-hooks";
+import { PusherHooks, Watchers } from "./pusher-hooks";
 import { HERE, MemberInfos, Roster } from "./roster";
 import { liveAttachment } from "./session";
 
@@ -49,6 +50,8 @@ export class Room extends Holder {
   readonly #presenceChannel: boolean;
   /** The channel directory and the app's webhooks, with a Pusher app. */
   readonly #pusher?: PusherHooks;
+  /** In a signed-in user's own channel: who watches that user. */
+  readonly #watchers?: Watchers;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -57,6 +60,7 @@ export class Room extends Holder {
     this.#infos = new MemberInfos(ctx.storage.sql);
     this.#presenceChannel = isPresenceChannel(this.name);
     this.#pusher = PusherHooks.of(this.name, this.config, this.links);
+    if (isUserChannel(this.name)) this.#watchers = new Watchers(ctx.storage.sql, this.name, this.links);
     this.#census = new Census(
       this.name,
       this.#roster,
@@ -236,6 +240,7 @@ export class Room extends Holder {
     if (event === "join" && users === 1) this.#pusher?.occupied(true);
     this.#pusher?.member(event, user);
     if (event === "leave" && users === 1) this.#pusher?.occupied(false);
+    if (users === 1) this.#watchers?.changed(event === "join");
     // Only a presence channel's members have a user_info: other rooms' leaves cost no query.
     const info = event === "join" && this.#presenceChannel ? this.#infos.get(user) : undefined;
     if (event === "leave" && this.#presenceChannel) this.#infos.delete(user);
@@ -276,6 +281,19 @@ export class Room extends Holder {
   clientEvent(frame: string, except: string): void {
     this.#emit([{ frame, except, pusherOnly: true }]);
     this.#pusher?.clientEvent(frame, except);
+  }
+
+  /** A user's watcher signs up (the Room of a user's channel; RPC): answers whether the user is online. */
+  async watch(watcher: string): Promise<boolean> {
+    this.#watchers?.add(watcher);
+    return (await this.#settled()).users > 0;
+  }
+
+  /** A frame for this room's Pusher sockets only, not stored (a watchlist event; RPC): answers whether anyone heard it. */
+  async tell(frame: string): Promise<boolean> {
+    if ((await this.#settled()).users === 0) return false;
+    this.#emit([{ frame, pusherOnly: true }]);
+    return true;
   }
 
   /** A binary frame from a room socket on any holder: to every other room socket, not stored (RPC). */

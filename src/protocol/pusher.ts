@@ -93,6 +93,14 @@ export function userChannel(id: string): string {
   return USER_CHANNEL + id;
 }
 
+/** The user of a user's channel. */
+export function userOfChannel(channel: string): string {
+  return channel.slice(USER_CHANNEL.length);
+}
+
+/** The most users a signed-in user's watchlist may name (Pusher's limit). */
+export const MAX_WATCHLIST = 100;
+
 /** `#server-to-user-<id>` with a valid id: the one channel name outside the room id rule. */
 export function isUserChannel(channel: unknown): channel is string {
   return typeof channel === "string" && channel.startsWith(USER_CHANNEL) && isValidSigninId(channel.slice(USER_CHANNEL.length));
@@ -259,6 +267,11 @@ export function subscriptionSucceeded(channel: string, seq: number, epoch: strin
         };
   const resumed = recovered === undefined ? {} : { recovered };
   return JSON.stringify({ event: "pusher_internal:subscription_succeeded", channel, data: JSON.stringify(data), seq, epoch, ...resumed });
+}
+
+/** Pusher's watchlist events: users of a signed-in user's watchlist came online or went offline. */
+export function watchlistEvents(name: "online" | "offline", userIds: string[]): string {
+  return JSON.stringify({ event: "pusher_internal:watchlist_events", data: JSON.stringify({ events: [{ name, user_ids: userIds }] }) });
 }
 
 /** subscription_succeeded for the user's channel a signed-in socket holds already (no seq or epoch). */

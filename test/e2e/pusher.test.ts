@@ -906,20 +906,24 @@ describe("user authentication (pusher:signin)", () => {
   const freshId = (name: string) => `${name}-${crypto.randomUUID().slice(0, 8)}`;
 
   /** A pusher-js client signed in as `id` by the server SDK's authenticateUser, as an app's endpoint would. */
-  async function signedIn(id: string): Promise<{ client: PusherClient; heard: Queue<unknown> }> {
+  async function signedIn(id: string, watchlist?: string[]): Promise<{ client: PusherClient; heard: Queue<unknown>; watched: Queue<[string, string[]]> }> {
     const userAuthentication = {
       customHandler: ({ socketId }: { socketId: string }, callback: (error: Error | null, data: unknown) => void) =>
-        callback(null, sdk.authenticateUser(socketId, { id, user_info: { name: id } })),
+        callback(null, sdk.authenticateUser(socketId, { id, user_info: { name: id }, ...(watchlist && { watchlist }) })),
     };
     const client = new PusherClient(relay, { extra: { userAuthentication } as Partial<Options> });
     clients.push(client);
     const heard = new Queue<unknown>();
     client.pusher.user.bind("note", (data: unknown) => heard.push(data));
+    const watched = new Queue<[string, string[]]>();
+    for (const name of ["online", "offline"]) {
+      client.pusher.user.watchlist.bind(name, (event: { user_ids: string[] }) => watched.push([name, event.user_ids]));
+    }
     await client.connected();
     client.pusher.signin();
     await withTimeout(client.pusher.user.signinDonePromise!, WAIT_MS, "pusher-js did not finish signing in");
     expect(client.pusher.user.user_data).toMatchObject({ id });
-    return { client, heard };
+    return { client, heard, watched };
   }
 
   /** A raw Pusher socket signed in as `id` (signin_success read). */
@@ -957,6 +961,23 @@ describe("user authentication (pusher:signin)", () => {
     await nextPusherEvent(client, "pusher:signin_success");
     await sdk.sendToUser(id, "note", "reached");
     expect(await nextPusherEvent(client, "note")).toMatchObject({ data: "reached" });
+  });
+
+  it("tells a signed-in user when users of its watchlist come online and go offline", async () => {
+    const [alice, bob, carol] = [freshId("alice"), freshId("bob"), freshId("carol")];
+    const watcher = await signedIn(alice, [bob, carol]);
+    const first = await signedIn(bob);
+    expect(await watcher.watched.next()).toEqual(["online", [bob]]);
+    await signedIn(bob); // a second connection: bob was online already
+    await signedIn(carol);
+    expect(await watcher.watched.next()).toEqual(["online", [carol]]);
+    // Someone signing in later hears at once who of its list is online.
+    const late = await signedIn(freshId("dave"), [alice, bob, freshId("nobody")]);
+    const [event, online] = await late.watched.next();
+    expect([event, [...online].sort()]).toEqual(["online", [alice, bob].sort()]);
+    first.client.close();
+    for (const client of clients.filter((c) => c.pusher.user.user_data?.id === bob)) client.close();
+    expect(await watcher.watched.next()).toEqual(["offline", [bob]]); // once, when the last left
   });
 
   it("refuses a bad signature, user_data without a usable id, and someone else's user channel", async () => {

@@ -149,20 +149,21 @@ export class Watchers {
     this.#sql = sql;
     this.#user = userOfChannel(channel);
     this.#links = links;
-    sql.exec("CREATE TABLE IF NOT EXISTS watchers (user TEXT PRIMARY KEY)");
+    // `signup` changes at each sign-up, so a watcher forgotten as gone is not one that just signed up again.
+    sql.exec("CREATE TABLE IF NOT EXISTS watchers (user TEXT PRIMARY KEY, signup TEXT NOT NULL)");
   }
 
   add(watcher: string): void {
-    this.#sql.exec("INSERT OR IGNORE INTO watchers (user) VALUES (?)", watcher);
+    this.#sql.exec("INSERT OR REPLACE INTO watchers (user, signup) VALUES (?, ?)", watcher, crypto.randomUUID());
   }
 
   /** The user came online (its first connection) or went offline (its last left). */
   changed(online: boolean): void {
     const frame = watchlistEvents(online ? "online" : "offline", [this.#user]);
-    for (const { user } of this.#sql.exec<{ user: string }>("SELECT user FROM watchers").toArray()) {
+    for (const { user, signup } of this.#sql.exec<{ user: string; signup: string }>("SELECT user, signup FROM watchers").toArray()) {
       this.#links
         .call("room", userChannel(user), (stub) => stub.tell(frame))
-        .then((heard) => void (heard || this.#sql.exec("DELETE FROM watchers WHERE user = ?", user)))
+        .then((heard) => void (heard || this.#sql.exec("DELETE FROM watchers WHERE user = ? AND signup = ?", user, signup)))
         .catch((error: unknown) => log("warn", "could not tell a watcher", { user: this.#user, watcher: user, error }));
     }
   }

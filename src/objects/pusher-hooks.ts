@@ -136,9 +136,12 @@ export class PusherHooks {
 }
 
 /**
- * Who watches a signed-in user (Pusher watchlists), kept by that user's channel Room: each
- * watcher is told when the user comes online or goes offline, through its own user channel. A
- * watcher signs up at each sign-in; one no longer signed in anywhere is forgotten when told.
+ * A signed-in user's watchlist, both ways, kept by that user's channel Room (Pusher watchlists):
+ * whom the user watches (its latest sign-in's list), and who watches the user. Watchers are told
+ * when the user comes online or goes offline through their own Room, the one path every event
+ * they hear takes (the state at sign-up included), so the events reach them in order. A
+ * watcher that no longer watches the user, or is signed in nowhere, is forgotten when told
+ * (unless it signed up again meanwhile: `signup` changes at each sign-up).
  */
 export class Watchers {
   readonly #sql: SqlStorage;
@@ -149,22 +152,45 @@ export class Watchers {
     this.#sql = sql;
     this.#user = userOfChannel(channel);
     this.#links = links;
-    // `signup` changes at each sign-up, so a watcher forgotten as gone is not one that just signed up again.
     sql.exec("CREATE TABLE IF NOT EXISTS watchers (user TEXT PRIMARY KEY, signup TEXT NOT NULL)");
+    sql.exec("CREATE TABLE IF NOT EXISTS watching (user TEXT PRIMARY KEY)");
   }
 
-  add(watcher: string): void {
-    this.#sql.exec("INSERT OR REPLACE INTO watchers (user, signup) VALUES (?, ?)", watcher, crypto.randomUUID());
+  /** The user signed in with `watchlist`: it replaces the last one, and each user on it hears of the watcher. */
+  watch(watchlist: string[]): void {
+    this.#sql.exec("DELETE FROM watching");
+    for (const watched of watchlist) {
+      this.#sql.exec("INSERT OR IGNORE INTO watching (user) VALUES (?)", watched);
+      this.#links
+        .call("room", userChannel(watched), (stub) => stub.watchedBy(this.#user))
+        .catch((error: unknown) => log("warn", "could not sign up as a watcher", { user: this.#user, watched, error }));
+    }
+  }
+
+  /** `watcher` signs up; `online` says whether it hears at once that the user is online. */
+  add(watcher: string, online: boolean): void {
+    const signup = crypto.randomUUID();
+    this.#sql.exec("INSERT OR REPLACE INTO watchers (user, signup) VALUES (?, ?)", watcher, signup);
+    if (online) this.#tell(watcher, signup, watchlistEvents("online", [this.#user]));
+  }
+
+  /** Whether the user still watches `user` (a watcher asked to hear of it). */
+  watches(user: string): boolean {
+    return this.#sql.exec("SELECT 1 FROM watching WHERE user = ?", user).toArray().length > 0;
   }
 
   /** The user came online (its first connection) or went offline (its last left). */
   changed(online: boolean): void {
     const frame = watchlistEvents(online ? "online" : "offline", [this.#user]);
     for (const { user, signup } of this.#sql.exec<{ user: string; signup: string }>("SELECT user, signup FROM watchers").toArray()) {
-      this.#links
-        .call("room", userChannel(user), (stub) => stub.tell(frame))
-        .then((heard) => void (heard || this.#sql.exec("DELETE FROM watchers WHERE user = ? AND signup = ?", user, signup)))
-        .catch((error: unknown) => log("warn", "could not tell a watcher", { user: this.#user, watcher: user, error }));
+      this.#tell(user, signup, frame);
     }
+  }
+
+  #tell(watcher: string, signup: string, frame: string): void {
+    this.#links
+      .call("room", userChannel(watcher), (stub) => stub.tell(frame, this.#user))
+      .then((heard) => void (heard || this.#sql.exec("DELETE FROM watchers WHERE user = ? AND signup = ?", watcher, signup)))
+      .catch((error: unknown) => log("warn", "could not tell a watcher", { user: this.#user, watcher, error }));
   }
 }

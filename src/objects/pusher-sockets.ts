@@ -29,7 +29,6 @@ import {
   type PusherClientFrame,
   type ResumePoint,
   userChannel,
-  watchlistEvents,
 } from "../protocol";
 import type { Admission, JoinRequest, Member } from "./feed";
 import type { StubOf } from "./links";
@@ -195,21 +194,8 @@ export class PusherSockets {
       joined = true;
       this.#host.send(session, signinSuccess(userData));
     }, async () => member);
-    if (joined && user.watchlist.length > 0) await this.#watch(session, user.id, user.watchlist);
-  }
-
-  /** Registers `id` as a watcher of each user of `watchlist`, and tells the socket who of them is online. */
-  async #watch(session: Session, id: string, watchlist: string[]): Promise<void> {
-    const online = await Promise.all(
-      watchlist.map((watched) =>
-        this.#host.toRoom(userChannel(watched), (stub) => stub.watch(id)).then(
-          (here) => (here ? watched : undefined),
-          () => undefined, // its Room unreachable: not known to be online
-        ),
-      ),
-    );
-    const ids = online.filter((watched) => watched !== undefined);
-    if (ids.length > 0) this.#host.send(session, watchlistEvents("online", ids));
+    // Its watchlist (none: none) replaces the last; the online ones of it come through the channel.
+    if (joined) await this.#host.toRoom(userChannel(user.id), (stub) => stub.watch(user.watchlist));
   }
 
   /** Tells a client its frame was refused; a subscribe refused unread also on its channel, all pusher-js hears there. */

@@ -283,15 +283,22 @@ export class Room extends Holder {
     this.#pusher?.clientEvent(frame, except);
   }
 
-  /** A user's watcher signs up (the Room of a user's channel; RPC): answers whether the user is online. */
-  async watch(watcher: string): Promise<boolean> {
-    this.#watchers?.add(watcher);
-    return (await this.#settled()).users > 0;
+  // ---- watchlists (the Room of a user's own channel; RPC, docs/pusher.md) ----
+
+  /** The user signed in with `watchlist`, which replaces its last one. */
+  watch(watchlist: string[]): void {
+    this.#watchers?.watch(watchlist);
   }
 
-  /** A frame for this room's Pusher sockets only, not stored (a watchlist event; RPC): answers whether anyone heard it. */
-  async tell(frame: string): Promise<boolean> {
-    if ((await this.#settled()).users === 0) return false;
+  /** `watcher` watches this user: it hears at once if the user is online. */
+  async watchedBy(watcher: string): Promise<void> {
+    const online = (await this.#settled()).users > 0;
+    this.#watchers?.add(watcher, online);
+  }
+
+  /** A watchlist event about `from` for this user's sockets, not stored: answers whether the user still wants it. */
+  async tell(frame: string, from: string): Promise<boolean> {
+    if ((await this.#settled()).users === 0 || !this.#watchers?.watches(from)) return false;
     this.#emit([{ frame, pusherOnly: true }]);
     return true;
   }

@@ -2,6 +2,7 @@
 // Pusher's channel auth, unsubscribe and client events. Subscriptions are the hub's own (one
 // room per channel), so a Pusher socket gets what a room socket gets, in Pusher's format.
 import type { Config } from "../config";
+import { log } from "../log";
 import {
   cacheMiss,
   clientEvent,
@@ -195,7 +196,10 @@ export class PusherSockets {
       this.#host.send(session, signinSuccess(userData));
     }, async () => member);
     // Its watchlist (none: none) replaces the last; the online ones of it come through the channel.
-    if (joined) await this.#host.toRoom(userChannel(user.id), (stub) => stub.watch(user.watchlist));
+    if (!joined) return;
+    await this.#host
+      .toRoom(userChannel(user.id), (stub) => stub.watch(user.watchlist))
+      .catch((error: unknown) => log("warn", "could not keep a signed-in user's watchlist", { user: user.id, error }));
   }
 
   /** Tells a client its frame was refused; a subscribe refused unread also on its channel, all pusher-js hears there. */

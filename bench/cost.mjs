@@ -14,6 +14,8 @@
 // floor sending each socket one welcome-sized frame, the least the protocol asks of a connection;
 // and the users workload against "floor + presence" (PRESENCE=true): the welcome with the room's
 // list, join frames and once-a-second counts, the least the protocol asks of a user's connection.
+// Both keep the state a socket needs to outlive hibernation (KEEP_STATE=true: an attachment, and
+// pings answered by the runtime), as the relay's sockets do.
 //
 //   npm run bench -- cost                       3 repetitions, floor against the working tree
 //   npm run bench -- cost --quick               1 repetition, shorter windows

@@ -145,12 +145,13 @@ export const TARGETS = {
     welcome: false,
     ackEvery: 0,
   },
-  // The floor that also sends each new socket one welcome-sized frame, as the relay must: what a
-  // connection costs with the protocol's least (bench/cost.mjs, connections only).
+  // The floor that also sends each new socket one welcome-sized frame, as the relay must, and keeps
+  // the state a socket needs to outlive hibernation (an attachment, pings answered by the
+  // runtime): what a connection costs with the protocol's least (bench/cost.mjs).
   floorWelcome: {
     label: "floor + welcome",
     runtime: "workerd",
-    start: (options) => startWorkerd("bench/floor/wrangler.toml", { WELCOME: "true" }, options),
+    start: (options) => startWorkerd("bench/floor/wrangler.toml", { WELCOME: "true", KEEP_STATE: "true" }, options),
     room: (room) => `/rooms/${room}/ws`,
     user: (user) => `/users/${user}/ws`,
     welcome: true,
@@ -158,12 +159,12 @@ export const TARGETS = {
     workloads: ["connect", "users"],
   },
   // The floor that also tells presence as the protocol asks at the least (join frames and welcome
-  // lists while a room has at most 100 users, a count frame a second above): what a connection
-  // of a user each costs with presence (bench/cost.mjs, the users workload only).
+  // lists while a room has at most 100 users, a count frame a second above), with the same socket
+  // state: what a connection of a user each costs with presence (bench/cost.mjs, users only).
   floorPresence: {
     label: "floor + presence",
     runtime: "workerd",
-    start: (options) => startWorkerd("bench/floor/wrangler.toml", { PRESENCE: "true" }, options),
+    start: (options) => startWorkerd("bench/floor/wrangler.toml", { PRESENCE: "true", KEEP_STATE: "true" }, options),
     room: (room, user) => `/rooms/${room}/ws?user=${user}`,
     user: (user) => `/users/${user}/ws`,
     welcome: true,

@@ -6,7 +6,9 @@
 //
 // With WELCOME=true each new socket also gets a welcome-sized frame; with PRESENCE=true a room
 // also tells presence as the relay's protocol asks at the least (docs/protocol.md "Presence at
-// scale"): in memory only, no storage, no limits.
+// scale"): in memory only, no storage, no limits. With KEEP_STATE=true each socket also keeps
+// what a relay whose sockets outlive hibernation must: who it is, in its attachment, and pings
+// answered by the runtime while the object sleeps (docs/platform.md).
 import { DurableObject } from "cloudflare:workers";
 
 interface FloorEnv {
@@ -16,6 +18,8 @@ interface FloorEnv {
   WELCOME?: string;
   /** "true": rooms count users (`?user=`) and send presence frames (the "floor + presence" target). */
   PRESENCE?: string;
+  /** "true": each socket gets an attachment and objects answer pings while hibernated (both targets above). */
+  KEEP_STATE?: string;
 }
 
 const WELCOME_FIELDS = { type: "welcome", protocol: 1, room: "r", user: "bench", connection: "00000000-0000-4000-8000-000000000000", seq: 0, epoch: "00000000-0000-4000-8000-000000000001", heartbeat: { interval: 30000, timeout: 90000 } };
@@ -31,9 +35,15 @@ interface Opening {
   join?: string;
 }
 
+/** With KEEP_STATE, the ping auto-response every socket-holding object of the relay sets up. */
+function answerPings(ctx: DurableObjectState, env: FloorEnv): void {
+  if (env.KEEP_STATE === "true") ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
+}
+
 function upgrade(ctx: DurableObjectState, env: FloorEnv, presence?: FloorPresence, user?: string): Response {
   const { 0: client, 1: server } = new WebSocketPair();
   ctx.acceptWebSocket(server);
+  if (env.KEEP_STATE === "true") server.serializeAttachment({ user: user ?? "bench", connection: crypto.randomUUID(), seen: Date.now() });
   const opened = presence && user !== undefined ? { ws: server, ...presence.arrive(user, server) } : env.WELCOME === "true" ? { ws: server, welcome: WELCOME } : undefined;
   if (opened) {
     const waiting = opening.get(ctx) ?? [];
@@ -139,6 +149,11 @@ function sendToAll(ctx: DurableObjectState, message: string | ArrayBuffer): void
 export class Floor extends DurableObject<FloorEnv> {
   readonly #presence = this.env.PRESENCE === "true" ? new FloorPresence() : undefined;
 
+  constructor(ctx: DurableObjectState, env: FloorEnv) {
+    super(ctx, env);
+    answerPings(ctx, env);
+  }
+
   override async fetch(request: Request): Promise<Response> {
     const user = this.#presence && (new URL(request.url).searchParams.get("user") ?? undefined);
     return upgrade(this.ctx, this.env, this.#presence, user);
@@ -153,6 +168,11 @@ export class Floor extends DurableObject<FloorEnv> {
 }
 
 export class FloorInbox extends DurableObject<FloorEnv> {
+  constructor(ctx: DurableObjectState, env: FloorEnv) {
+    super(ctx, env);
+    answerPings(ctx, env);
+  }
+
   override async fetch(): Promise<Response> {
     return upgrade(this.ctx, this.env);
   }

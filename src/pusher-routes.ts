@@ -142,7 +142,15 @@ interface PusherEvent {
   data: Json;
   channels: string[];
   socketId?: string;
+  /** The channel attributes the answer is to carry (`info`): user_count, subscription_count. */
+  info?: Set<ChannelAttribute>;
 }
+
+type ChannelAttribute = "user_count" | "subscription_count";
+const CHANNEL_ATTRIBUTES: readonly string[] = ["user_count", "subscription_count"] satisfies ChannelAttribute[];
+
+/** A channel's attributes as a trigger's `info` asks for them; user_count only on presence channels, as Pusher gives it. */
+type ChannelAttributes = Partial<Record<ChannelAttribute, number>>;
 
 function parseBody(body: string): Record<string, unknown> {
   let parsed: unknown;
@@ -156,7 +164,7 @@ function parseBody(body: string): Record<string, unknown> {
 }
 
 function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent {
-  const { name, data, socket_id: socketId } = fields;
+  const { name, data, socket_id: socketId, info } = fields;
   if (typeof name !== "string" || name === "" || name.length > MAX_EVENT_NAME) {
     throw new HttpError(400, "bad_request", `"name" must be an event name of 1-${MAX_EVENT_NAME} characters`);
   }
@@ -180,18 +188,50 @@ function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent
   const roomData = roomDataOf(name, text);
   // The payload sits one level inside `{event, data}`.
   if (nestsTooDeep(roomData, MAX_DATA_DEPTH + 1)) throw new HttpError(400, "bad_request", TOO_DEEP);
-  return { name, data: roomData, channels: channels as string[], ...(socketId !== undefined && { socketId: socketId as string }) };
+  return {
+    name,
+    data: roomData,
+    channels: channels as string[],
+    ...(socketId !== undefined && { socketId: socketId as string }),
+    ...(info !== undefined && { info: attributesOf(info) }),
+  };
 }
 
-/** An event is a room message in every channel it names (docs/protocol.md "Pusher"). */
-async function trigger(c: PusherContext, event: PusherEvent): Promise<void> {
-  await Promise.all(event.channels.map((channel) => c.env.ROOMS.getByName(channel).publish("server", event.data, undefined, event.socketId)));
+/** A trigger's `info`: a comma-separated list of channel attributes. */
+function attributesOf(info: unknown): Set<ChannelAttribute> {
+  const asked = typeof info === "string" ? info.split(",").filter((item) => item !== "") : [];
+  if (typeof info !== "string" || asked.some((item) => !CHANNEL_ATTRIBUTES.includes(item))) {
+    throw new HttpError(400, "bad_request", `"info" is a comma-separated list of ${CHANNEL_ATTRIBUTES.join(", ")}`);
+  }
+  return new Set(asked as ChannelAttribute[]);
 }
 
+/**
+ * An event is a room message in every channel it names (docs/protocol.md "Pusher"). With `info`,
+ * answers each channel's attributes as they are once the event is stored there.
+ */
+async function trigger(c: PusherContext, event: PusherEvent): Promise<Record<string, ChannelAttributes>> {
+  const attributes: Record<string, ChannelAttributes> = {};
+  await Promise.all(
+    event.channels.map(async (channel) => {
+      const room = c.env.ROOMS.getByName(channel);
+      await room.publish("server", event.data, undefined, event.socketId);
+      if (event.info === undefined) return;
+      const { users, connections } = await room.info();
+      attributes[channel] = {
+        ...(event.info.has("user_count") && isPresenceChannel(channel) && { user_count: users }),
+        ...(event.info.has("subscription_count") && { subscription_count: connections }),
+      };
+    }),
+  );
+  return attributes;
+}
+
+// Pusher answers `{}`, or with `info` each channel's attributes.
 pusher.post("/apps/:app_id/events", async (c) => {
   const event = eventOf(parseBody(await verified(c)), c.get("config").maxMessageBytes);
-  await trigger(c, event);
-  return c.json({});
+  const channels = await trigger(c, event);
+  return c.json(event.info === undefined ? {} : { channels });
 });
 
 pusher.post("/apps/:app_id/batch_events", async (c) => {
@@ -201,9 +241,10 @@ pusher.post("/apps/:app_id/batch_events", async (c) => {
   }
   const events = batch.map((fields) => eventOf(typeof fields === "object" && fields !== null ? fields : {}, c.get("config").maxMessageBytes));
   // In order, so a batch's events to one channel keep their order there.
-  for (const event of events) await trigger(c, event);
-  // Pusher answers `{}` unless `info` asks for channel attributes, which the relay does not give.
-  return c.json({});
+  const attributes: ChannelAttributes[] = [];
+  for (const event of events) attributes.push((await trigger(c, event))[event.channels[0]!] ?? {});
+  // Pusher answers `{}`, or when an event asks for `info`, each event's channel attributes in order.
+  return c.json(events.some((event) => event.info !== undefined) ? { batch: attributes } : {});
 });
 
 /** Closes every connection signed in as the user: they may reconnect, and sign in if the app lets them. */

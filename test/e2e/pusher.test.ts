@@ -489,6 +489,26 @@ describe("REST channel queries", () => {
     expect(users).toEqual({ users: [] });
   });
 
+  it("answers a trigger's and a batch's `info` with each channel's attributes once the event is in", async () => {
+    const [plain, present] = [channel(), channel("presence-")];
+    const [a, b] = await Promise.all([connectClient({ user_id: "ines" }), connectClient({ user_id: "ines" })]);
+    await Promise.all([a.subscribe(plain), a.subscribe(present), b.subscribe(present)]);
+    const asked = await sdk.trigger([plain, present], "news", { n: 1 }, { info: "user_count,subscription_count" });
+    // user_count is a presence channel's alone, as Pusher gives it.
+    expect(await json(asked)).toEqual({
+      channels: { [plain]: { subscription_count: 1 }, [present]: { user_count: 1, subscription_count: 2 } },
+    });
+    expect(await json(await sdk.trigger(plain, "news", { n: 2 }))).toEqual({});
+
+    const batch = await sdk.triggerBatch([
+      { channel: present, name: "a", data: 1, info: "user_count" },
+      { channel: plain, name: "b", data: 2 },
+      { channel: channel(), name: "c", data: 3, info: "subscription_count" },
+    ]);
+    expect(await json(batch)).toEqual({ batch: [{ user_count: 1 }, {}, { subscription_count: 0 }] });
+    await expect(sdk.trigger(plain, "news", 3, { info: "user_count,listeners" })).rejects.toMatchObject({ status: 400 });
+  });
+
   it("refuses an event larger than MAX_MESSAGE_BYTES with 413", async () => {
     await expect(sdk.trigger(channel(), "big", "x".repeat(70_000))).rejects.toMatchObject({ status: 413 });
   });

@@ -34,7 +34,7 @@ export interface Config {
   /** How many hub objects user sockets are spread over (docs/design.md "Placement"). */
   userHubs: number;
   /** The one Pusher app the relay answers as (docs/pusher.md); undefined turns the Pusher routes off. */
-  pusher?: { appId: string; key: string; secret: string; webhookUrl?: string };
+  pusher?: { appId: string; key: string; secret: string; webhookUrl?: string; subscriptionCount: boolean };
 }
 
 export class ConfigError extends Error {
@@ -105,7 +105,7 @@ export function parseConfig(vars: Vars): Config {
   };
   const pusher = { appId: text(vars, "PUSHER_APP_ID"), key: text(vars, "PUSHER_APP_KEY"), secret: text(vars, "PUSHER_APP_SECRET") };
   if (pusher.appId !== undefined && pusher.key !== undefined && pusher.secret !== undefined) {
-    config.pusher = { appId: pusher.appId, key: pusher.key, secret: pusher.secret };
+    config.pusher = { appId: pusher.appId, key: pusher.key, secret: pusher.secret, subscriptionCount: flag(vars, "PUSHER_SUBSCRIPTION_COUNT", false) };
     const webhookUrl = text(vars, "PUSHER_WEBHOOK_URL");
     if (webhookUrl !== undefined) {
       if (!URL.canParse(webhookUrl) || !/^https?:$/.test(new URL(webhookUrl).protocol)) {

@@ -1,26 +1,69 @@
 // A room's count frames, sent above PRESENCE_LIST_LIMIT instead of join and leave frames: at most
 // one a second, and only when the number of users changed (docs/protocol.md "Presence at scale").
+// Pusher's subscription counting tells its count the same way (pusher-hooks.ts).
 import { presenceCountFrame } from "../protocol";
 import type { FeedEntry } from "./feed";
 
-/** Count frames go out at most this often. */
+/** Counts go out at most this often. */
 const COUNT_EVERY_MS = 1_000;
 
-export class CountFrames {
-  readonly #room: string;
-  readonly #users: () => number;
-  readonly #emit: (entry: FeedEntry) => void;
-  #sentAt = 0;
-  /** What the last count frame said; -1 makes the next one go out whatever it says. */
+/** Tells a number that changes, at most once a second and only when it differs from the last told. */
+export class OncePerSecond {
+  readonly #value: () => number;
+  readonly #tell: (value: number) => void;
+  #toldAt = 0;
+  /** What was told last; -1 makes the next one go out whatever it says. */
   #said = -1;
   #timer?: ReturnType<typeof setTimeout>;
+
+  constructor(value: () => number, tell: (value: number) => void) {
+    this.#value = value;
+    this.#tell = tell;
+  }
+
+  /** The number changed: told now, or at the end of the second since the last one. */
+  changed(): void {
+    if (this.#timer !== undefined) return;
+    const wait = this.#toldAt + COUNT_EVERY_MS - Date.now();
+    if (wait <= 0) return this.#send(this.#value());
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#send(this.#value());
+    }, wait);
+  }
+
+  /** A count held back goes out now, saying `value`; the next one goes out whatever it says. */
+  flush(value: number): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#send(value);
+    }
+    this.#said = -1;
+  }
+
+  #send(value: number): void {
+    if (value === this.#said) return;
+    this.#said = value;
+    this.#toldAt = Date.now();
+    this.#tell(value);
+  }
+}
+
+export class CountFrames {
+  readonly #counts: OncePerSecond;
   /** The latest newcomer and the count its welcome carried: a frame saying the same skips it. */
   #joiner?: { connection: string; users: number };
+  readonly #users: () => number;
 
+  // Sent even at or below the limit: a leave from limit + 1 is announced by its count.
   constructor(room: string, users: () => number, emit: (entry: FeedEntry) => void) {
-    this.#room = room;
     this.#users = users;
-    this.#emit = emit;
+    this.#counts = new OncePerSecond(users, (count) => {
+      const except = this.#joiner?.users === count ? this.#joiner.connection : undefined;
+      this.#joiner = undefined;
+      emit({ frame: JSON.stringify(presenceCountFrame(room, count)), ...(except !== undefined && { except }) });
+    });
   }
 
   /**
@@ -29,33 +72,12 @@ export class CountFrames {
    * clients count on from the right one; the next count frame goes out whatever it says.
    */
   beforeNamed(users: number): void {
-    if (this.#timer !== undefined) {
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#send(users);
-    }
-    this.#said = -1;
+    this.#counts.flush(users);
   }
 
   /** The number of users changed; `joiner` is the connection whose join changed it. */
   changed(joiner?: string): void {
     if (joiner !== undefined) this.#joiner = { connection: joiner, users: this.#users() };
-    if (this.#timer !== undefined) return;
-    const wait = this.#sentAt + COUNT_EVERY_MS - Date.now();
-    if (wait <= 0) return this.#send();
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#send();
-    }, wait);
-  }
-
-  // Sent even at or below the limit: a leave from limit + 1 is announced by its count.
-  #send(users = this.#users()): void {
-    if (users === this.#said) return;
-    this.#said = users;
-    this.#sentAt = Date.now();
-    const except = this.#joiner?.users === users ? this.#joiner.connection : undefined;
-    this.#joiner = undefined;
-    this.#emit({ frame: JSON.stringify(presenceCountFrame(this.#room, users)), ...(except !== undefined && { except }) });
+    this.#counts.changed();
   }
 }

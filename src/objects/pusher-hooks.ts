@@ -1,10 +1,12 @@
 // What a Room tells the Pusher side of the app (docs/pusher.md): the channel directory behind
-// `GET channels`, and the app's webhooks, POSTed as Pusher posts them (`{"time_ms","events"}`,
-// signed in X-Pusher-Signature). A Room's webhooks go out in order, one request at a time, the
-// events of one turn together; a failed request is tried six times (31 s of waits between).
+// `GET channels`, the app's webhooks, POSTed as Pusher posts them (`{"time_ms","events"}`,
+// signed in X-Pusher-Signature), and with subscription counting the channel's count. A Room's
+// webhooks go out in order, one request at a time, the events of one turn together; a failed
+// request is tried six times (31 s of waits between).
 import type { Config } from "../config";
 import { log } from "../log";
-import { isPresenceChannel, isUserChannel, pusherSignature, userChannel, userOfChannel, watchlistEvents } from "../protocol";
+import { isPresenceChannel, isUserChannel, pusherSignature, subscriptionCountEvent, userChannel, userOfChannel, watchlistEvents } from "../protocol";
+import { OncePerSecond } from "./count-frames";
 import type { Links } from "./links";
 
 /** Waits before each new try of a webhook the app did not take (about 31 s in all). */
@@ -28,6 +30,13 @@ const DROP_LOG_EVERY_MS = 60_000;
 
 type Webhook = { name: string; channel: string } & Record<string, unknown>;
 
+/** What subscription counting needs of its Room: the count, and a way to the channel's Pusher subscribers. */
+export interface Subscriptions {
+  count: () => number;
+  /** Sends a frame, in Pusher's format, to every Pusher subscriber of the channel. */
+  tell: (frame: string) => void;
+}
+
 export class PusherHooks {
   readonly #room: string;
   readonly #app: NonNullable<Config["pusher"]>;
@@ -39,16 +48,39 @@ export class PusherHooks {
   #sending = false;
   #droppedSince = 0;
   #dropLoggedAt = 0;
+  /** With subscription counting (PUSHER_SUBSCRIPTION_COUNT): the count, told at most once a second. */
+  readonly #counting?: OncePerSecond;
+  #countQueued = false;
 
   /** The hooks of `room`, or undefined where it has none (no Pusher app, or a user's own channel). */
-  static of(room: string, config: Config, links: Links): PusherHooks | undefined {
-    return config.pusher === undefined || isUserChannel(room) ? undefined : new PusherHooks(room, config.pusher, links);
+  static of(room: string, config: Config, links: Links, subscriptions: Subscriptions): PusherHooks | undefined {
+    return config.pusher === undefined || isUserChannel(room) ? undefined : new PusherHooks(room, config.pusher, links, subscriptions);
   }
 
-  private constructor(room: string, app: NonNullable<Config["pusher"]>, links: Links) {
+  private constructor(room: string, app: NonNullable<Config["pusher"]>, links: Links, { count, tell }: Subscriptions) {
     this.#room = room;
     this.#app = app;
     this.#links = links;
+    if (app.subscriptionCount) {
+      this.#counting = new OncePerSecond(count, (subscriptions) => {
+        tell(subscriptionCountEvent(room, subscriptions));
+        this.#send({ name: "subscription_count", channel: room, subscription_count: subscriptions });
+      });
+    }
+  }
+
+  /**
+   * The channel's number of subscriptions changed: its subscribers and the app hear it within a
+   * second. Counted once the turn's join has its answer, so a newcomer hears the count that
+   * includes it, after its subscription_succeeded.
+   */
+  subscriptionsChanged(): void {
+    if (this.#counting === undefined || this.#countQueued) return;
+    this.#countQueued = true;
+    queueMicrotask(() => {
+      this.#countQueued = false;
+      this.#counting?.changed();
+    });
   }
 
   /** The room gained its first user or lost its last: the channel list, and channel_occupied/vacated. */

@@ -56,10 +56,13 @@ export class Room extends Holder {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#log = new MessageLog(ctx.storage, this.name, this.config.historyLimit, (batch) => this.#stored(batch));
-    this.#roster = new Roster(ctx.storage.sql);
+    this.#roster = new Roster(ctx.storage.sql, () => this.#pusher?.subscriptionsChanged());
     this.#infos = new MemberInfos(ctx.storage.sql);
     this.#presenceChannel = isPresenceChannel(this.name);
-    this.#pusher = PusherHooks.of(this.name, this.config, this.links);
+    this.#pusher = PusherHooks.of(this.name, this.config, this.links, {
+      count: () => this.#roster.connections,
+      tell: (frame) => this.#emit([{ frame, pusherOnly: true }]),
+    });
     if (isUserChannel(this.name)) this.#watchers = new Watchers(ctx.storage.sql, this.name, this.links);
     this.#census = new Census(
       this.name,

@@ -28,8 +28,10 @@ export class Roster {
   #connections = 0;
   /** Bumped on every report of a holder's counts, so a census answer that raced one is ignored. */
   readonly #versions = new Map<string, number>();
+  /** Told after each change of `connections` (not while the stored rows are read). */
+  #onConnections?: () => void;
 
-  constructor(sql: SqlStorage) {
+  constructor(sql: SqlStorage, onConnections?: () => void) {
     this.#sql = sql;
     sql.exec(
       "CREATE TABLE IF NOT EXISTS members (holder TEXT NOT NULL, user TEXT NOT NULL, connections INTEGER NOT NULL, PRIMARY KEY (holder, user))",
@@ -37,6 +39,7 @@ export class Roster {
     for (const row of sql.exec<{ holder: string; user: string; connections: number }>("SELECT holder, user, connections FROM members")) {
       this.#apply(row.holder, row.user, row.connections);
     }
+    this.#onConnections = onConnections;
   }
 
   /** Every connection of the room, on every holder. */
@@ -136,6 +139,7 @@ export class Roster {
     if (total > 0) this.#totals.set(user, total);
     else this.#totals.delete(user);
     this.#connections += connections - old;
+    this.#onConnections?.();
   }
 
   /** Every user and their connections, in user id order. */

@@ -300,6 +300,11 @@ export function isCacheChannel(channel: string): boolean {
 /** How old a cache channel's last event may be and still be sent to a new subscriber (Pusher's 30 minutes). */
 export const CACHE_TTL_MS = 30 * 60_000;
 
+/** Pusher's subscription counting: a channel's number of subscriptions, as pusher-js reads it. */
+export function subscriptionCountEvent(channel: string, count: number): string {
+  return JSON.stringify({ event: "pusher_internal:subscription_count", channel, data: JSON.stringify({ subscription_count: count }) });
+}
+
 export function cacheMiss(channel: string): string {
   return JSON.stringify({ event: "pusher:cache_miss", channel });
 }

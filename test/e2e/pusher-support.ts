@@ -2,6 +2,8 @@
 // faye-websocket), the `pusher` server SDK, and a raw socket that speaks the Pusher protocol for
 // what pusher-js cannot send (`since` in pusher:subscribe). docs/pusher.md describes the setup.
 import { createHash, createHmac } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import PusherServer from "pusher";
 import Pusher, { type Channel, type ChannelAuthorizationHandler, type Options } from "pusher-js";
 import type { TestClient } from "../support/client";
@@ -278,4 +280,67 @@ export function restRequest(relay: Relay, options: SignOptions): Promise<Respons
     method: options.method,
     ...(options.body !== undefined && { body: options.body, headers: { "Content-Type": "application/json" } }),
   });
+}
+
+/** One webhook event, as the server SDK's `webhook().getEvents()` gives it. */
+export interface Hook {
+  name: string;
+  channel: string;
+  [field: string]: unknown;
+}
+
+/**
+ * An app's webhook endpoint (docs/pusher.md "Webhooks"): it checks each request with the server
+ * SDK's `webhook()` as an app would, and keeps the events in arrival order. It can refuse the next
+ * requests with 503, to see the relay try again.
+ */
+export class WebhookEndpoint {
+  readonly hooks = new Queue<Hook>();
+  /** Requests still to refuse, those refused, and those whose signature did not check out. */
+  refuseNext = 0;
+  refused = 0;
+  invalid = 0;
+  readonly #server: Server;
+
+  private constructor(sdk: () => PusherServer) {
+    this.#server = createServer((request, response) => {
+      let rawBody = "";
+      request.on("data", (chunk) => (rawBody += chunk));
+      request.on("end", () => {
+        if (this.refuseNext > 0) {
+          this.refuseNext--;
+          this.refused++;
+          return response.writeHead(503).end();
+        }
+        const webhook = sdk().webhook({ headers: request.headers as Record<string, string>, rawBody });
+        if (!webhook.isValid()) this.invalid++;
+        else for (const event of webhook.getEvents() as unknown as Hook[]) this.hooks.push(event);
+        response.writeHead(200).end();
+      });
+    });
+  }
+
+  /** Listens on a free loopback port; `sdk` is the relay's server SDK (the relay starts after). */
+  static async start(sdk: () => PusherServer): Promise<WebhookEndpoint> {
+    const endpoint = new WebhookEndpoint(sdk);
+    await new Promise<void>((resolve) => endpoint.#server.listen(0, "127.0.0.1", resolve));
+    return endpoint;
+  }
+
+  /** What PUSHER_WEBHOOK_URL is set to. */
+  get url(): string {
+    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}/pusher/webhooks`;
+  }
+
+  /** The next event on `channel`, skipping other channels' (tests share the endpoint). */
+  async next(channel: string): Promise<Hook> {
+    for (;;) {
+      const hook = await this.hooks.next();
+      if (hook.channel === channel) return hook;
+    }
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
 }

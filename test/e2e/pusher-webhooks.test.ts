@@ -1,53 +1,24 @@
 // Pusher webhooks (docs/pusher.md "Webhooks"): a relay with PUSHER_WEBHOOK_URL posts what happens
 // in its channels to an endpoint of the test's own, which checks them with the server SDK's
 // `webhook()` as an app would.
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Options } from "pusher-js";
-import { PUSHER_RELAY, PusherClient, Queue, serverSdk, signingHandler, WAIT_MS, type Member } from "./pusher-support";
+import { PUSHER_RELAY, PusherClient, serverSdk, signingHandler, WAIT_MS, WebhookEndpoint, type Member } from "./pusher-support";
 import { freshRoom, type Relay, SERVER_AUTH, startRelay } from "./relay";
 
-interface Hook {
-  name: string;
-  channel: string;
-  [field: string]: unknown;
-}
-
 let relay: Relay;
-let endpoint: Server;
+let endpoint: WebhookEndpoint;
 const clients: PusherClient[] = [];
-/** Every event the endpoint took, in arrival order, and how many requests it refused. */
-const hooks = new Queue<Hook>();
-let refuseNext = 0;
-let refused = 0;
-let invalid = 0;
 
 beforeAll(async () => {
-  endpoint = createServer((request, response) => {
-    let rawBody = "";
-    request.on("data", (chunk) => (rawBody += chunk));
-    request.on("end", () => {
-      if (refuseNext > 0) {
-        refuseNext--;
-        refused++;
-        return response.writeHead(503).end();
-      }
-      const webhook = serverSdk(relay).webhook({ headers: request.headers as Record<string, string>, rawBody });
-      if (!webhook.isValid()) invalid++;
-      else for (const event of webhook.getEvents() as unknown as Hook[]) hooks.push(event);
-      response.writeHead(200).end();
-    });
-  });
-  await new Promise<void>((resolve) => endpoint.listen(0, "127.0.0.1", resolve));
-  const url = `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/pusher/webhooks`;
-  relay = await startRelay({ ...PUSHER_RELAY, vars: { ...PUSHER_RELAY.vars, PUSHER_WEBHOOK_URL: url } });
+  endpoint = await WebhookEndpoint.start(() => serverSdk(relay));
+  relay = await startRelay({ ...PUSHER_RELAY, vars: { ...PUSHER_RELAY.vars, PUSHER_WEBHOOK_URL: endpoint.url } });
 });
 
 afterAll(async () => {
   for (const client of clients) client.close();
   await relay?.close();
-  await new Promise((resolve) => endpoint?.close(resolve));
+  await endpoint?.close();
 });
 
 async function connectClient(member?: Member): Promise<PusherClient> {
@@ -57,13 +28,7 @@ async function connectClient(member?: Member): Promise<PusherClient> {
   return client;
 }
 
-/** The next webhook event on `channel`, skipping other channels' (tests share the endpoint). */
-async function next(channel: string): Promise<Hook> {
-  for (;;) {
-    const hook = await hooks.next();
-    if (hook.channel === channel) return hook;
-  }
-}
+const next = (channel: string) => endpoint.next(channel);
 
 describe("Pusher webhooks", () => {
   it("posts channel_occupied and channel_vacated, signed with the app's secret", async () => {
@@ -73,7 +38,7 @@ describe("Pusher webhooks", () => {
     expect(await next(channel)).toEqual({ name: "channel_occupied", channel });
     client.pusher.unsubscribe(channel);
     expect(await next(channel)).toEqual({ name: "channel_vacated", channel });
-    expect(invalid).toBe(0);
+    expect(endpoint.invalid).toBe(0);
   });
 
   it("posts member_added, client_event with socket_id and user_id, and member_removed", async () => {
@@ -96,14 +61,14 @@ describe("Pusher webhooks", () => {
 
   it("tries a request the endpoint refused again, and keeps the events in order", { timeout: 60_000 }, async () => {
     const channel = freshRoom("hooks");
-    refuseNext = 2;
+    endpoint.refuseNext = 2;
     const client = await connectClient();
     await client.subscribe(channel);
     client.pusher.unsubscribe(channel);
     // Refused twice (about 1 + 2 s of waiting), then taken.
     expect(await next(channel)).toEqual({ name: "channel_occupied", channel });
     expect(await next(channel)).toEqual({ name: "channel_vacated", channel });
-    expect(refused).toBe(2);
+    expect(endpoint.refused).toBe(2);
   });
 
   it("after a restart that lost the channel's sockets, says channel_vacated once", async () => {
@@ -132,6 +97,6 @@ describe("Pusher webhooks", () => {
     expect(client.pusher.user.user_data).toMatchObject({ id });
     const marker = freshRoom("hooks");
     await client.subscribe(marker); // its occupied comes after any the user's channel would have made
-    expect(await hooks.next(WAIT_MS)).toEqual({ name: "channel_occupied", channel: marker });
+    expect(await endpoint.hooks.next(WAIT_MS)).toEqual({ name: "channel_occupied", channel: marker });
   });
 });

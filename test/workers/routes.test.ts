@@ -246,12 +246,13 @@ describe("configuration", () => {
     }
   });
 
-  it("answers 500 naming PUSHER_WEBHOOK_URL when it is not an http(s) URL", async () => {
+  it("answers 500 naming PUSHER_WEBHOOK_URL when it is not an http(s) URL, or PUSHER_SUBSCRIPTION_COUNT when not a flag", async () => {
     const app = { PUSHER_APP_ID: "app-1", PUSHER_APP_KEY: "key-1", PUSHER_APP_SECRET: "secret-1" };
     for (const url of ["hooks.example.com", "ftp://hooks.example.com/in"]) {
       expect(await expectError(withEnv({ ...app, PUSHER_WEBHOOK_URL: url }, "/healthz"), 500, "bad_config")).toContain("PUSHER_WEBHOOK_URL");
     }
     expect((await withEnv({ ...app, PUSHER_WEBHOOK_URL: "https://hooks.example.com/in" }, "/healthz")).status).toBe(200);
+    expect(await expectError(withEnv({ ...app, PUSHER_SUBSCRIPTION_COUNT: "yes" }, "/healthz"), 500, "bad_config")).toContain("PUSHER_SUBSCRIPTION_COUNT");
   });
 
   it("takes any value that parses, a heartbeat timeout below the interval included (the operator's choice)", async () => {

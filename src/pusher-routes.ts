@@ -199,7 +199,7 @@ function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent
 
 /** A trigger's `info`: a comma-separated list of channel attributes. */
 function attributesOf(info: unknown): Set<ChannelAttribute> {
-  const asked = typeof info === "string" ? info.split(",").filter((item) => item !== "") : [];
+  const asked = typeof info === "string" ? info.split(",").map((item) => item.trim()).filter((item) => item !== "") : [];
   if (typeof info !== "string" || asked.some((item) => !CHANNEL_ATTRIBUTES.includes(item))) {
     throw new HttpError(400, "bad_request", `"info" is a comma-separated list of ${CHANNEL_ATTRIBUTES.join(", ")}`);
   }
@@ -211,20 +211,23 @@ function attributesOf(info: unknown): Set<ChannelAttribute> {
  * answers each channel's attributes as they are once the event is stored there.
  */
 async function trigger(c: PusherContext, event: PusherEvent): Promise<Record<string, ChannelAttributes>> {
-  const attributes: Record<string, ChannelAttributes> = {};
-  await Promise.all(
-    event.channels.map(async (channel) => {
+  const attributes = await Promise.all(
+    event.channels.map(async (channel): Promise<[string, ChannelAttributes]> => {
       const room = c.env.ROOMS.getByName(channel);
       await room.publish("server", event.data, undefined, event.socketId);
-      if (event.info === undefined) return;
+      if (event.info === undefined) return [channel, {}];
       const { users, connections } = await room.info();
-      attributes[channel] = {
-        ...(event.info.has("user_count") && isPresenceChannel(channel) && { user_count: users }),
-        ...(event.info.has("subscription_count") && { subscription_count: connections }),
-      };
+      return [
+        channel,
+        {
+          ...(event.info.has("user_count") && isPresenceChannel(channel) && { user_count: users }),
+          ...(event.info.has("subscription_count") && { subscription_count: connections }),
+        },
+      ];
     }),
   );
-  return attributes;
+  // From entries: a channel named `__proto__` is a key like any other.
+  return Object.fromEntries(attributes);
 }
 
 // Pusher answers `{}`, or with `info` each channel's attributes.
@@ -273,13 +276,10 @@ pusher.get("/apps/:app_id/channels", async (c) => {
     throw new HttpError(400, "bad_request", "info=user_count needs filter_by_prefix=presence-");
   }
   const names = await c.env.DIRECTORY.getByName("channels").list(prefix);
-  const channels: Record<string, { user_count?: number }> = {};
-  await Promise.all(
-    names.map(async (name) => {
-      channels[name] = info.has("user_count") ? { user_count: (await c.env.ROOMS.getByName(name).info()).users } : {};
-    }),
+  const channels = await Promise.all(
+    names.map(async (name) => [name, info.has("user_count") ? { user_count: (await c.env.ROOMS.getByName(name).info()).users } : {}] as const),
   );
-  return c.json({ channels });
+  return c.json({ channels: Object.fromEntries(channels) }); // `__proto__` a key like any other
 });
 
 function channelParam(c: PusherContext): string {

@@ -39,6 +39,11 @@ export class OncePerSecond {
       this.#timer = undefined;
       this.#send(value);
     }
+    this.forget();
+  }
+
+  /** The next count goes out even if it says what the last one said (someone new has not heard it). */
+  forget(): void {
     this.#said = -1;
   }
 

@@ -35,6 +35,8 @@ export interface Subscriptions {
   count: () => number;
   /** Sends a frame, in Pusher's format, to every Pusher subscriber of the channel. */
   tell: (frame: string) => void;
+  /** The census after the Room's start while it is under way: until it is in, the count may hold lost sockets. */
+  settling: () => Promise<void> | undefined;
 }
 
 export class PusherHooks {
@@ -50,19 +52,26 @@ export class PusherHooks {
   #dropLoggedAt = 0;
   /** With subscription counting (PUSHER_SUBSCRIPTION_COUNT): the count, told at most once a second. */
   readonly #counting?: OncePerSecond;
+  readonly #settling: () => Promise<void> | undefined;
+  /** A count is on its way (`#countLater`); whether someone joined since the last one was said. */
   #countQueued = false;
+  #joinedSince = false;
 
   /** The hooks of `room`, or undefined where it has none (no Pusher app, or a user's own channel). */
   static of(room: string, config: Config, links: Links, subscriptions: Subscriptions): PusherHooks | undefined {
     return config.pusher === undefined || isUserChannel(room) ? undefined : new PusherHooks(room, config.pusher, links, subscriptions);
   }
 
-  private constructor(room: string, app: NonNullable<Config["pusher"]>, links: Links, { count, tell }: Subscriptions) {
+  private constructor(room: string, app: NonNullable<Config["pusher"]>, links: Links, { count, tell, settling }: Subscriptions) {
     this.#room = room;
     this.#app = app;
     this.#links = links;
-    if (app.subscriptionCount) {
+    this.#settling = settling;
+    // As Pusher: presence channels have their members instead. A last leave says 0 to nobody:
+    // channel_vacated says it to the app.
+    if (app.subscriptionCount && !isPresenceChannel(room)) {
       this.#counting = new OncePerSecond(count, (subscriptions) => {
+        if (subscriptions === 0) return;
         tell(subscriptionCountEvent(room, subscriptions));
         this.#send({ name: "subscription_count", channel: room, subscription_count: subscriptions });
       });
@@ -70,17 +79,27 @@ export class PusherHooks {
   }
 
   /**
-   * The channel's number of subscriptions changed: its subscribers and the app hear it within a
-   * second. Counted once the turn's join has its answer, so a newcomer hears the count that
-   * includes it, after its subscription_succeeded.
+   * The channel's number of subscriptions changed (`grew`: someone joined): its subscribers and
+   * the app hear it within a second (docs/pusher.md "Subscription counting").
    */
-  subscriptionsChanged(): void {
-    if (this.#counting === undefined || this.#countQueued) return;
+  subscriptionsChanged(grew: boolean): void {
+    if (this.#counting === undefined) return;
+    if (grew) this.#joinedSince = true;
+    if (this.#countQueued) return;
     this.#countQueued = true;
-    queueMicrotask(() => {
-      this.#countQueued = false;
-      this.#counting?.changed();
-    });
+    void this.#countLater(this.#counting);
+  }
+
+  // Counted a microtask later at least: a join's answer is made in the turn that counted it, so
+  // the count goes out after it, and a newcomer hears the count that includes it after its
+  // subscription_succeeded. After a start, once the census is in (no lost sockets counted).
+  async #countLater(counting: OncePerSecond): Promise<void> {
+    await this.#settling();
+    this.#countQueued = false;
+    // A newcomer has heard no count yet: said again even if it is the last one said.
+    if (this.#joinedSince) counting.forget();
+    this.#joinedSince = false;
+    counting.changed();
   }
 
   /** The room gained its first user or lost its last: the channel list, and channel_occupied/vacated. */
@@ -89,6 +108,11 @@ export class PusherHooks {
       .call("directory", "channels", (stub) => stub.occupied(this.#room, occupied))
       .catch((error: unknown) => log("warn", "could not update the channel directory", { room: this.#room, error }));
     this.#send({ name: occupied ? "channel_occupied" : "channel_vacated", channel: this.#room });
+  }
+
+  /** A subscriber of a cache channel found no event to start from (it gets pusher:cache_miss). */
+  cacheMiss(): void {
+    this.#send({ name: "cache_miss", channel: this.#room });
   }
 
   /** A user joined or left a presence channel: member_added/removed. */

@@ -56,12 +56,13 @@ export class Room extends Holder {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#log = new MessageLog(ctx.storage, this.name, this.config.historyLimit, (batch) => this.#stored(batch));
-    this.#roster = new Roster(ctx.storage.sql, () => this.#pusher?.subscriptionsChanged());
+    this.#roster = new Roster(ctx.storage.sql, (change) => this.#pusher?.subscriptionsChanged(change > 0));
     this.#infos = new MemberInfos(ctx.storage.sql);
     this.#presenceChannel = isPresenceChannel(this.name);
     this.#pusher = PusherHooks.of(this.name, this.config, this.links, {
       count: () => this.#roster.connections,
       tell: (frame) => this.#emit([{ frame, pusherOnly: true }]),
+      settling: () => this.#census.settling,
     });
     if (isUserChannel(this.name)) this.#watchers = new Watchers(ctx.storage.sql, this.name, this.links);
     this.#census = new Census(
@@ -197,6 +198,8 @@ export class Room extends Holder {
     if (request.info !== undefined && !members.has(user) && members.users >= limit) {
       return { refused: "presence_full", message: `presence channel ${this.name} has ${limit} members, its limit (PRESENCE_LIST_LIMIT)` };
     }
+    // No await from here to the answer: what the count causes (frames, Pusher's subscription
+    // count) is emitted after the answer's mark, so the newcomer gets it after its welcome.
     const change = members.set(holder, user, connections);
     if (request.info !== undefined && change === "joined") this.#infos.set(user, request.info);
     if (holder !== HERE) this.armAlarm(); // the census of other holders runs on the sweep alarm
@@ -212,6 +215,7 @@ export class Room extends Holder {
     };
     if (this.#presenceChannel && presence.presence) answer.infos = this.#infos.of(presence.presence.map((entry) => entry.user));
     if (change === "joined") this.#announce("join", user, request.connection);
+    if (request.cached && answer.replay.length === 0) this.#pusher?.cacheMiss(); // after channel_occupied
     return answer;
   }
 

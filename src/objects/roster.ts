@@ -28,10 +28,10 @@ export class Roster {
   #connections = 0;
   /** Bumped on every report of a holder's counts, so a census answer that raced one is ignored. */
   readonly #versions = new Map<string, number>();
-  /** Told after each change of `connections` (not while the stored rows are read). */
-  #onConnections?: () => void;
+  /** Told after each change of `connections`, by how much (not while the stored rows are read). */
+  #onConnections?: (change: number) => void;
 
-  constructor(sql: SqlStorage, onConnections?: () => void) {
+  constructor(sql: SqlStorage, onConnections?: (change: number) => void) {
     this.#sql = sql;
     sql.exec(
       "CREATE TABLE IF NOT EXISTS members (holder TEXT NOT NULL, user TEXT NOT NULL, connections INTEGER NOT NULL, PRIMARY KEY (holder, user))",
@@ -139,7 +139,7 @@ export class Roster {
     if (total > 0) this.#totals.set(user, total);
     else this.#totals.delete(user);
     this.#connections += connections - old;
-    this.#onConnections?.();
+    this.#onConnections?.(connections - old);
   }
 
   /** Every user and their connections, in user id order. */

@@ -1,9 +1,8 @@
 // Pusher's subscription counting (docs/pusher.md "Subscription counting"): with
 // PUSHER_SUBSCRIPTION_COUNT=true a channel's Pusher subscribers hear pusher:subscription_count as
 // its number of subscriptions changes, and the app gets subscription_count webhooks.
-import type { Members } from "pusher-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Heard, PUSHER_RELAY, PusherClient, type Queue, serverSdk, signingHandler, WebhookEndpoint } from "./pusher-support";
+import { type Heard, nextPusherFrame, PUSHER_RELAY, PusherClient, type Queue, rawPusher, serverSdk, signingHandler, WebhookEndpoint } from "./pusher-support";
 import { freshRoom, type Relay, startRelay } from "./relay";
 
 let relay: Relay;
@@ -41,7 +40,8 @@ describe("Pusher subscription counting", () => {
     await a.subscribe(name);
     expect(await nextCount(aHeard)).toBe(1);
 
-    // Within a second of the last count: held back to the second's end, then said to both.
+    // Within a second of the last count: held back to the second's end, then said to both, the
+    // newcomer after its subscription_succeeded (pusher-js would take a count before it, too).
     const bHeard = b.listen(name, "pusher:subscription_count");
     await b.subscribe(name);
     expect(await nextCount(aHeard)).toBe(2);
@@ -60,14 +60,34 @@ describe("Pusher subscription counting", () => {
     expect(endpoint.invalid).toBe(0);
   });
 
-  it("counts presence channels' subscriptions, not their members", async () => {
-    const name = `presence-${freshRoom("count")}`;
-    const [a, b] = await Promise.all([connectClient(), connectClient()]); // one member, two subscriptions
+  it("says the count to a newcomer after its subscription_succeeded, even when it is the last count said", async () => {
+    const name = freshRoom("count");
+    const [a, b] = await Promise.all([connectClient(), connectClient()]);
     const aHeard = a.listen(name, "pusher:subscription_count");
     await a.subscribe(name);
     expect(await nextCount(aHeard)).toBe(1);
     await b.subscribe(name);
     expect(await nextCount(aHeard)).toBe(2);
-    expect((a.pusher.channel(name) as unknown as { members: Members }).members.count).toBe(1);
+    // One leaves and one comes, most likely within the same second: the count says 2 again.
+    const { client: raw } = await rawPusher(relay);
+    b.pusher.unsubscribe(name);
+    raw.send({ event: "pusher:subscribe", data: { channel: name } });
+    expect(await nextPusherFrame(raw)).toMatchObject({ event: "pusher_internal:subscription_succeeded", channel: name });
+    expect(await nextPusherFrame(raw)).toMatchObject({ event: "pusher_internal:subscription_count", channel: name, data: { subscription_count: 2 } });
+    await raw.close();
+  });
+
+  it("leaves presence channels out, as Pusher does: their members are the count", async () => {
+    const name = `presence-${freshRoom("count")}`;
+    const [a, b] = await Promise.all([connectClient(), connectClient()]); // one member, two subscriptions
+    await a.subscribe(name);
+    await b.subscribe(name);
+    a.pusher.unsubscribe(name);
+    b.pusher.unsubscribe(name);
+    // Every webhook of the channel, in order: no subscription_count among them.
+    expect(await endpoint.next(name)).toEqual({ name: "channel_occupied", channel: name });
+    expect(await endpoint.next(name)).toEqual({ name: "member_added", channel: name, user_id: "counted" });
+    expect(await endpoint.next(name)).toEqual({ name: "member_removed", channel: name, user_id: "counted" });
+    expect(await endpoint.next(name)).toEqual({ name: "channel_vacated", channel: name });
   });
 });

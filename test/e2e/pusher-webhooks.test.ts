@@ -59,6 +59,20 @@ describe("Pusher webhooks", () => {
     expect(await next(channel)).toEqual({ name: "channel_vacated", channel });
   });
 
+  it("posts cache_miss when a subscriber of a cache channel finds no event to start from", async () => {
+    const channel = `cache-${freshRoom("hooks")}`;
+    const client = await connectClient();
+    await client.subscribe(channel);
+    expect(await next(channel)).toEqual({ name: "channel_occupied", channel });
+    expect(await next(channel)).toEqual({ name: "cache_miss", channel });
+    await serverSdk(relay).trigger(channel, "price", { usd: 1 });
+    const late = await connectClient();
+    await late.subscribe(channel); // gets the cached event: no miss
+    late.pusher.unsubscribe(channel);
+    client.pusher.unsubscribe(channel);
+    expect(await next(channel)).toEqual({ name: "channel_vacated", channel });
+  });
+
   it("tries a request the endpoint refused again, and keeps the events in order", { timeout: 60_000 }, async () => {
     const channel = freshRoom("hooks");
     endpoint.refuseNext = 2;

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { OncePerSecond } from "../../src/objects/count-frames";
 import { OversizeCounter, RateLimiter, withinReplayBudget } from "../../src/objects/limits";
 import type { Session } from "../../src/objects/session";
 import { Batches, Streams } from "../../src/objects/links";
@@ -149,6 +150,41 @@ describe("limits", () => {
     const counter = new OversizeCounter();
     expect([counter.add(0), counter.add(5_000), counter.add(11_000)]).toEqual([false, false, false]);
     expect(counter.add(12_000)).toBe(true);
+  });
+});
+
+describe("counts told at most once a second", () => {
+  it("tells a change at once, holds the next back to the second's end, skips a repeat unless told to forget", async () => {
+    let value = 1;
+    const told: number[] = [];
+    const counts = new OncePerSecond(() => value, (n) => told.push(n));
+    counts.changed();
+    expect(told).toEqual([1]);
+    value = 2;
+    counts.changed();
+    value = 3; // changes while held back: the count at the second's end goes out
+    counts.changed();
+    expect(told).toEqual([1]);
+    await expect.poll(() => told, { timeout: 10_000 }).toEqual([1, 3]);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    counts.changed(); // still 3: nothing to say
+    expect(told).toEqual([1, 3]);
+    counts.forget();
+    counts.changed(); // the same number, said again for someone who has not heard it
+    expect(told).toEqual([1, 3, 3]);
+  });
+
+  it("flushes a held-back count with the number given", () => {
+    let value = 1;
+    const told: number[] = [];
+    const counts = new OncePerSecond(() => value, (n) => told.push(n));
+    counts.changed();
+    value = 5;
+    counts.changed();
+    counts.flush(4); // a join frame is about to go out, the room having had 4 before it
+    expect(told).toEqual([1, 4]);
+    counts.changed(); // within the second again: held back
+    expect(told).toEqual([1, 4]);
   });
 });
 

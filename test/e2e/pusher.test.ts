@@ -507,6 +507,9 @@ describe("REST channel queries", () => {
     ]);
     expect(await json(batch)).toEqual({ batch: [{ user_count: 1 }, {}, { subscription_count: 0 }] });
     await expect(sdk.trigger(plain, "news", 3, { info: "user_count,listeners" })).rejects.toMatchObject({ status: 400 });
+    // A channel named `__proto__` is a channel like any other in the answer.
+    const odd = await json(await sdk.trigger("__proto__", "news", 4, { info: "subscription_count" }));
+    expect(Object.keys(odd.channels)).toEqual(["__proto__"]);
   });
 
   it("refuses an event larger than MAX_MESSAGE_BYTES with 413", async () => {

@@ -103,16 +103,15 @@ export function parseConfig(vars: Vars): Config {
     presenceListLimit: integer(vars, "PRESENCE_LIST_LIMIT", 100, 0, 100_000),
     userHubs: integer(vars, "USER_HUBS", 32, 1, 10_000),
   };
+  // The app's own settings parse whether or not the app is on: a bad value is never ignored.
+  const subscriptionCount = flag(vars, "PUSHER_SUBSCRIPTION_COUNT", false);
+  const webhookUrl = text(vars, "PUSHER_WEBHOOK_URL");
+  if (webhookUrl !== undefined && (!URL.canParse(webhookUrl) || !/^https?:$/.test(new URL(webhookUrl).protocol))) {
+    throw new ConfigError("PUSHER_WEBHOOK_URL", `must be an http or https URL, got ${JSON.stringify(webhookUrl)}`);
+  }
   const pusher = { appId: text(vars, "PUSHER_APP_ID"), key: text(vars, "PUSHER_APP_KEY"), secret: text(vars, "PUSHER_APP_SECRET") };
   if (pusher.appId !== undefined && pusher.key !== undefined && pusher.secret !== undefined) {
-    config.pusher = { appId: pusher.appId, key: pusher.key, secret: pusher.secret, subscriptionCount: flag(vars, "PUSHER_SUBSCRIPTION_COUNT", false) };
-    const webhookUrl = text(vars, "PUSHER_WEBHOOK_URL");
-    if (webhookUrl !== undefined) {
-      if (!URL.canParse(webhookUrl) || !/^https?:$/.test(new URL(webhookUrl).protocol)) {
-        throw new ConfigError("PUSHER_WEBHOOK_URL", `must be an http or https URL, got ${JSON.stringify(webhookUrl)}`);
-      }
-      config.pusher.webhookUrl = webhookUrl;
-    }
+    config.pusher = { appId: pusher.appId, key: pusher.key, secret: pusher.secret, subscriptionCount, ...(webhookUrl !== undefined && { webhookUrl }) };
   }
   return config;
 }

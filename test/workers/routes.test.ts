@@ -252,7 +252,11 @@ describe("configuration", () => {
       expect(await expectError(withEnv({ ...app, PUSHER_WEBHOOK_URL: url }, "/healthz"), 500, "bad_config")).toContain("PUSHER_WEBHOOK_URL");
     }
     expect((await withEnv({ ...app, PUSHER_WEBHOOK_URL: "https://hooks.example.com/in" }, "/healthz")).status).toBe(200);
-    expect(await expectError(withEnv({ ...app, PUSHER_SUBSCRIPTION_COUNT: "yes" }, "/healthz"), 500, "bad_config")).toContain("PUSHER_SUBSCRIPTION_COUNT");
+    // Without the app as well: a bad value is never ignored.
+    for (const vars of [{ ...app, PUSHER_SUBSCRIPTION_COUNT: "yes" }, { PUSHER_SUBSCRIPTION_COUNT: "yes" }]) {
+      expect(await expectError(withEnv(vars, "/healthz"), 500, "bad_config")).toContain("PUSHER_SUBSCRIPTION_COUNT");
+    }
+    expect(await expectError(withEnv({ PUSHER_WEBHOOK_URL: "ftp://hooks.example.com/in" }, "/healthz"), 500, "bad_config")).toContain("PUSHER_WEBHOOK_URL");
   });
 
   it("takes any value that parses, a heartbeat timeout below the interval included (the operator's choice)", async () => {

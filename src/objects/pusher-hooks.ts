@@ -92,9 +92,15 @@ export class PusherHooks {
 
   // Counted a microtask later at least: a join's answer is made in the turn that counted it, so
   // the count goes out after it, and a newcomer hears the count that includes it after its
-  // subscription_succeeded. After a start, once the census is in (no lost sockets counted).
+  // subscription_succeeded. After a start, once the census is in (no lost sockets counted): the
+  // start's own recount changes the roster before the census of the other holders begins.
   async #countLater(counting: OncePerSecond): Promise<void> {
-    await this.#settling();
+    try {
+      await undefined;
+      for (let settling = this.#settling(); settling !== undefined; settling = this.#settling()) await settling;
+    } catch (error) {
+      log("warn", "the census failed before a subscription count", { room: this.#room, error });
+    }
     this.#countQueued = false;
     // A newcomer has heard no count yet: said again even if it is the last one said.
     if (this.#joinedSince) counting.forget();

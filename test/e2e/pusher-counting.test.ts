@@ -3,7 +3,7 @@
 // its number of subscriptions changes, and the app gets subscription_count webhooks.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Heard, nextPusherFrame, PUSHER_RELAY, PusherClient, type Queue, rawPusher, serverSdk, signingHandler, WebhookEndpoint } from "./pusher-support";
-import { freshRoom, type Relay, startRelay } from "./relay";
+import { freshRoom, type Relay, SERVER_AUTH, startRelay } from "./relay";
 
 let relay: Relay;
 let endpoint: WebhookEndpoint;
@@ -75,6 +75,20 @@ describe("Pusher subscription counting", () => {
     expect(await nextPusherFrame(raw)).toMatchObject({ event: "pusher_internal:subscription_succeeded", channel: name });
     expect(await nextPusherFrame(raw)).toMatchObject({ event: "pusher_internal:subscription_count", channel: name, data: { subscription_count: 2 } });
     await raw.close();
+  });
+
+  it("after a restart that lost the Room's own sockets, says the count without them", async () => {
+    const name = freshRoom("count");
+    const a = await connectClient();
+    const heard = a.listen(name, "pusher:subscription_count");
+    await a.subscribe(name);
+    expect(await nextCount(heard)).toBe(1);
+    const lost = [await relay.connect(`/rooms/${name}/ws?user=r1`), await relay.connect(`/rooms/${name}/ws?user=r2`)];
+    while ((await nextCount(heard)) !== 3); // 2 may be skipped: both can come within one second
+    await relay.dropRoom(name); // as a crash would: the Room's sockets gone without close events
+    expect((await relay.fetch(`/rooms/${name}`, { headers: SERVER_AUTH })).status).toBe(200); // it starts and recounts
+    expect(await nextCount(heard)).toBe(1);
+    for (const socket of lost) socket.close();
   });
 
   it("leaves presence channels out, as Pusher does: their members are the count", async () => {

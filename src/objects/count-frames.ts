@@ -32,14 +32,9 @@ export class OncePerSecond {
     }, wait);
   }
 
-  /** A count held back goes out now, saying `value`; the next one goes out whatever it says. */
-  flush(value: number): void {
-    if (this.#timer !== undefined) {
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#send(value);
-    }
-    this.forget();
+  /** Join or leave frames moved the number clients hold by `delta`: the next count is weighed against that. */
+  shift(delta: number): void {
+    if (this.#said >= 0) this.#said += delta;
   }
 
   /** The next count goes out even if it says what the last one said (someone new has not heard it). */
@@ -72,17 +67,24 @@ export class CountFrames {
   }
 
   /**
-   * A join or leave frame is about to go out, the room having had `users` before it. A count
-   * held back goes out first (even within the second of the last one), saying that number, so
-   * clients count on from the right one; the next count frame goes out whatever it says.
+   * A join or leave frame goes out. Clients count on from the number they hold; if a count is
+   * held back for the rest of its second, it follows when the second is over, and corrects them
+   * if that number was behind (the room fell to the limit meanwhile).
    */
-  beforeNamed(users: number): void {
-    this.#counts.flush(users);
+  named(event: "join" | "leave"): void {
+    const delta = event === "join" ? 1 : -1;
+    this.#counts.shift(delta);
+    if (this.#joiner) this.#joiner.users += delta;
   }
 
   /** The number of users changed; `joiner` is the connection whose join changed it. */
   changed(joiner?: string): void {
-    if (joiner !== undefined) this.#joiner = { connection: joiner, users: this.#users() };
+    if (joiner !== undefined) {
+      this.#joiner = { connection: joiner, users: this.#users() };
+      // The next count goes out even if it says what the last one did: a leave within the second
+      // may bring the number back to it, which the newcomer, welcomed with one more, never heard.
+      this.#counts.forget();
+    }
     this.#counts.changed();
   }
 }

@@ -234,18 +234,34 @@ describe("presence at scale", () => {
     expect(await fifth.client.json()).toMatchObject({ type: "message", data: "after the counts" });
   });
 
-  it("sends a count held back before a leave frame, so clients count on from the right number", async () => {
+  it("names a leave at once while a count is held back, which follows at its second's end with the right number", async () => {
     const room = freshRoom();
     const [watcher, , third] = await fill(room, 3);
     await watcher!.client.nextOf("presence"); // u1's join
     await watcher!.client.nextOf("presence"); // u2's
     const fourth = await join(room, "fourth");
     expect(await watcher!.client.json()).toEqual({ type: "presence", room, event: "count", users: 4 });
+    const countedAt = Date.now();
     await fourth.client.close(); // 4 to 3 users: a count, held back for the rest of the second
     await expect.poll(() => info(room)).toMatchObject({ users: 3 });
-    await third!.client.close(); // 3 to 2: a leave, named
-    expect(await watcher!.client.json()).toEqual({ type: "presence", room, event: "count", users: 3 });
+    await third!.client.close(); // 3 to 2: a leave, named at once
     expect(await watcher!.client.json()).toEqual({ type: "presence", room, event: "leave", user: "u2" });
+    // The watcher counted on from 4 to 3; the held count puts it right, a second after the last.
+    expect(await watcher!.client.json()).toEqual({ type: "presence", room, event: "count", users: 2 });
+    expect(Date.now() - countedAt).toBeGreaterThanOrEqual(900);
+  });
+
+  it("tells a newcomer the count a leave brought back within the second", async () => {
+    const room = freshRoom();
+    const [watcher] = await fill(room, 3);
+    await watcher!.client.nextOf("presence"); // u1's join
+    await watcher!.client.nextOf("presence"); // u2's
+    const fourth = await join(room, "fourth");
+    expect(await watcher!.client.json()).toEqual({ type: "presence", room, event: "count", users: 4 });
+    const fifth = await join(room, "fifth");
+    expect(fifth.welcome.users).toBe(5);
+    await fourth.client.close(); // back to the 4 the others heard last
+    expect(await fifth.client.json()).toEqual({ type: "presence", room, event: "count", users: 4 });
   });
 
   it("counts a subscription as a user like a room socket", async () => {

@@ -174,17 +174,22 @@ describe("counts told at most once a second", () => {
     expect(told).toEqual([1, 3, 3]);
   });
 
-  it("flushes a held-back count with the number given", () => {
-    let value = 1;
+  it("weighs a held-back count against what join and leave frames told since, and never tells it early", async () => {
+    let value = 4;
     const told: number[] = [];
     const counts = new OncePerSecond(() => value, (n) => told.push(n));
     counts.changed();
-    value = 5;
+    value = 3;
+    counts.changed(); // held back to the second's end
+    value = 2;
+    counts.shift(-1); // a leave frame went out: clients that heard 4 now hold 3
+    expect(told).toEqual([4]);
+    await expect.poll(() => told, { timeout: 10_000 }).toEqual([4, 2]);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    value = 3;
+    counts.shift(1); // a join frame: clients hold 3, as the room has
     counts.changed();
-    counts.flush(4); // a join frame is about to go out, the room having had 4 before it
-    expect(told).toEqual([1, 4]);
-    counts.changed(); // within the second again: held back
-    expect(told).toEqual([1, 4]);
+    expect(told).toEqual([4, 2]);
   });
 });
 

@@ -310,6 +310,17 @@ export abstract class SocketHost extends DurableObject<Env> {
     return Math.max(100, Math.floor(this.config.heartbeatTimeoutMs / 4));
   }
 
+  /**
+   * How long a socket may stay silent before a sweep closes it: the timeout and a twentieth of it
+   * (at most a second). A socket's clock starts when it is accepted, a little before its client
+   * sees the 101, so the client too finds the close no earlier than the timeout
+   * (docs/protocol.md "Liveness" has the whole bound).
+   */
+  get #silentForMs(): number {
+    const timeout = this.config.heartbeatTimeoutMs;
+    return timeout + Math.min(Math.floor(timeout / 20), 1000);
+  }
+
   /** How stale the stored `seen` may get before it is rewritten. */
   get #saveEveryMs(): number {
     return Math.floor(this.config.heartbeatTimeoutMs / 10);
@@ -367,7 +378,7 @@ export abstract class SocketHost extends DurableObject<Env> {
     for (const session of [...this.#live().values()]) {
       const pinged = this.ctx.getWebSocketAutoResponseTimestamp(session.ws)?.getTime() ?? 0;
       const quiet = now - Math.max(session.seen, pinged);
-      if (quiet >= timeout) {
+      if (quiet >= this.#silentForMs) {
         this.close(session, CloseCode.heartbeatTimeout, "heartbeat timeout");
       } else if (session.identity.exp !== undefined && now >= session.identity.exp * 1000) {
         this.close(session, CloseCode.tokenExpired, "token expired");

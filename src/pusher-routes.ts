@@ -168,7 +168,9 @@ function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent
   if (typeof name !== "string" || name === "" || name.length > MAX_EVENT_NAME) {
     throw new HttpError(400, "bad_request", `"name" must be an event name of 1-${MAX_EVENT_NAME} characters`);
   }
-  const text = typeof data === "string" ? data : JSON.stringify(data ?? null);
+  // Pusher's events carry their data as a string; other JSON is taken as its text, no data at all is refused.
+  if (data === undefined) throw new HttpError(400, "bad_request", `an event needs "data" (a string)`);
+  const text = typeof data === "string" ? data : JSON.stringify(data);
   if (encoder.encode(text).length > maxBytes) throw new HttpError(413, "too_large", `event data is limited to ${maxBytes} bytes`);
   if (fields.channels !== undefined && fields.channel !== undefined) throw new HttpError(400, "bad_request", `give "channel" or "channels", not both`);
   const named = Array.isArray(fields.channels) ? fields.channels : fields.channel !== undefined ? [fields.channel] : [];

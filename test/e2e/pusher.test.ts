@@ -535,10 +535,15 @@ describe("REST channel queries", () => {
     expect(await json(await relay.fetch(`/rooms/${name}`, { headers: SERVER_AUTH }))).toMatchObject({ seq: 0 });
   });
 
-  it("refuses an event naming both channel and channels, and sends one event to a channel named twice", async () => {
+  it("refuses an event naming both channel and channels, or no data, and sends one event to a channel named twice", async () => {
     const [a, b] = [channel(), channel()];
     const both = JSON.stringify({ name: "e", channel: a, channels: [b], data: "x" });
     expect((await restRequest(relay, { method: "POST", path: "/events", body: both })).status).toBe(400);
+    const noData = JSON.stringify({ name: "e", channel: a });
+    const refused = await restRequest(relay, { method: "POST", path: "/events", body: noData });
+    expect([refused.status, await refused.json()]).toEqual([400, { error: "bad_request", message: expect.stringContaining('"data"') }]);
+    const batchNoData = JSON.stringify({ batch: [{ name: "e", channel: a, data: "x" }, { name: "e", channel: b }] });
+    expect((await restRequest(relay, { method: "POST", path: "/batch_events", body: batchNoData })).status).toBe(400);
     const twice = JSON.stringify({ name: "e", channels: [a, a, a], data: "x" });
     expect((await restRequest(relay, { method: "POST", path: "/events", body: twice })).status).toBe(200);
     expect(await json(await relay.fetch(`/rooms/${a}`, { headers: SERVER_AUTH }))).toMatchObject({ seq: 1 });

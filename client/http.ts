@@ -33,14 +33,24 @@ function overHttp(url: URL): URL {
 
 // A browser does not say why an upgrade failed. The relay answers a plain GET of the same URL
 // with the status the upgrade got (426 when the upgrade itself would have been fine), so one
-// request tells a refusal, which retrying cannot fix, from a network failure, which it can.
-export async function whyRefused(url: URL | undefined): Promise<Refusal | undefined> {
+// request tells a refusal, which retrying cannot fix, from a failure it may outlast: the network,
+// or a relay whose configuration is broken (500) until it is fixed.
+const REFUSALS = [400, 401, 403, 404];
+
+/** What the relay answered a failed upgrade; `final` for a refusal, which retrying cannot change. */
+export interface Failure {
+  refusal: Refusal;
+  final: boolean;
+}
+
+export async function whyFailed(url: URL | undefined): Promise<Failure | undefined> {
   if (!url || typeof fetch !== "function") return undefined;
   try {
     const res = await fetch(overHttp(url), { cache: "no-store" });
-    if (![400, 401, 403, 404].includes(res.status)) return undefined;
+    if (res.status < 400 || res.status === 426) return undefined;
     const body = (await res.json().catch(() => ({}))) as Partial<Refusal>;
-    return { status: res.status, error: body.error ?? "refused", message: body.message ?? res.statusText };
+    const refusal = { status: res.status, error: body.error ?? "refused", message: body.message ?? res.statusText };
+    return { refusal, final: REFUSALS.includes(res.status) };
   } catch {
     return undefined; // unreachable, or a cross-origin relay without CORS: keep retrying
   }

@@ -3,7 +3,7 @@
 // What the frames mean is the client's business; this file only moves them.
 import { CloseCode } from "../src/protocol/codes";
 import { PING, PONG, type ServerFrame } from "../src/protocol/frames";
-import { whyRefused } from "./http";
+import { whyFailed } from "./http";
 import type { CloseInfo, ConnectionState, Refusal, RelayClientOptions, WebSocketFactory, WebSocketLike } from "./types";
 
 /**
@@ -164,12 +164,14 @@ export class Transport {
     if (socket !== this.#socket) return; // an attempt already given up on
     this.#detach();
     if (this.#welcomed || this.#stopped) return this.#retry(code, reason);
-    void whyRefused(this.#url).then((refusal) => {
+    void whyFailed(this.#url).then((failure) => {
       if (this.#stopped) return;
-      if (!refusal) return this.#retry(code, reason);
-      this.#link.refused(refusal);
-      this.#stopped = true;
-      this.#retry(code, refusal.message);
+      if (!failure) return this.#retry(code, reason);
+      if (failure.final) {
+        this.#link.refused(failure.refusal);
+        this.#stopped = true;
+      }
+      this.#retry(code, failure.refusal.message, failure.refusal);
     });
   }
 
@@ -190,12 +192,12 @@ export class Transport {
     this.#heartbeat = undefined;
   }
 
-  #retry(code: number, reason: string): void {
+  #retry(code: number, reason: string, refusal?: Refusal): void {
     const { reconnect, maxRetries, tokenRefreshes } = this.#options;
     const terminal = TERMINAL_CODES.has(code) || (code === CloseCode.tokenExpired && !tokenRefreshes);
     const exhausted = maxRetries !== undefined && this.#attempt >= maxRetries;
     const willReconnect = !this.#stopped && !terminal && reconnect !== false && !exhausted;
-    this.#link.closed({ code, reason, willReconnect });
+    this.#link.closed({ code, reason, willReconnect, ...(refusal && { refusal }) });
     if (!willReconnect) return this.#finish();
     this.#setState("reconnecting");
     const { minDelayMs = 500, maxDelayMs = 30_000 } = reconnect || {};

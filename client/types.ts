@@ -90,6 +90,11 @@ export interface CloseInfo {
   reason: string;
   /** Whether the client will try again (false after close(), a terminal code or `maxRetries`). */
   willReconnect: boolean;
+  /**
+   * What the relay answered when an attempt failed before its welcome: a refusal (400, 401, 403,
+   * 404; the client stops) or a failure it retries (a 500 `bad_config`, say).
+   */
+  refusal?: Refusal;
 }
 
 /** Why the relay refused the connection outright (HTTP status and its JSON error). */

@@ -4,12 +4,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freshRoom, SERVER_AUTH, startRelay, type Relay } from "../e2e/relay";
 import { launch, screenshot } from "./chromium";
 
+/** Small, so a room past what its relay keeps takes a few publishes. */
+const HISTORY_LIMIT = 5;
+
 describe("demo page in Chromium", () => {
   let relay: Relay;
   let browser: Browser;
 
   beforeAll(async () => {
-    [relay, browser] = await Promise.all([startRelay({ vars: { ALLOW_ANONYMOUS: "true" } }), launch()]);
+    [relay, browser] = await Promise.all([startRelay({ vars: { ALLOW_ANONYMOUS: "true", HISTORY_LIMIT: String(HISTORY_LIMIT) } }), launch()]);
   });
   afterAll(async () => {
     await browser?.close();
@@ -107,6 +110,32 @@ describe("demo page in Chromium", () => {
     await expectState(page, "open");
     await expect.poll(chat).toEqual(["server: earlier one", "server: earlier two", "dave: now"]);
     await page.close();
+  });
+
+  it("says when a room's earlier messages are no longer kept", async () => {
+    const room = freshRoom();
+    await serverSays(room, ...Array.from({ length: HISTORY_LIMIT + 1 }, (_, n) => `old ${n}`));
+    const page = await open("erin", room);
+    await expect.poll(() => log(page).textContent()).toContain("earlier messages are no longer kept");
+    await serverSays(room, "fresh");
+    await expect.poll(() => log(page).locator("p:not(.meta)").allTextContents()).toEqual(["server: fresh"]);
+    await page.close();
+  });
+
+  it("marks the name the relay gave, and empties the list on leaving without an error", async () => {
+    const room = freshRoom();
+    // Not a user id, so the relay names this page anon-… (docs/protocol.md, anonymous mode).
+    const page = await open("frank%20smith", room);
+    const friend = await open("gina", room);
+    await expect.poll(() => page.locator("#people").textContent()).toContain("gina");
+    const people = await page.locator("#people li").allTextContents();
+    expect(people.find((line) => line.endsWith("(you)"))).toMatch(/^anon-/);
+    expect(await page.locator("#to option").allTextContents()).toEqual(["everyone in the room", "only gina"]);
+    await page.click("#leave");
+    await expect.poll(() => page.locator("#people li").count()).toBe(0);
+    await expect.poll(() => log(friend).textContent()).toContain("left.");
+    expect(await log(page).locator("p.error").count()).toBe(0);
+    await Promise.all([page.close(), friend.close()]);
   });
 
   it("receives a room's messages through EventSource", async () => {

@@ -290,6 +290,21 @@ describe("RelayClient", () => {
     }
   });
 
+  it("keeps retrying a relay whose configuration is broken, and says why", async () => {
+    const broken = await startRelay({ vars: { ALLOW_ANONYMOUS: "true", HEARTBEAT_TIMEOUT_MS: "90s" } });
+    try {
+      const client = new RelayClient({ url: broken.url, room: freshRoom(), user: "patient", reconnect: FAST });
+      const closes: CloseInfo[] = [];
+      client.on("close", (info) => closes.push(info));
+      await expect.poll(() => closes.length, { timeout: 10_000 }).toBeGreaterThan(1);
+      expect(closes[0]).toMatchObject({ willReconnect: true, refusal: { status: 500, error: "bad_config" } });
+      expect(closes[0]!.reason).toContain("HEARTBEAT_TIMEOUT_MS");
+      client.close();
+    } finally {
+      await broken.close();
+    }
+  });
+
   it("sends a full queue after connecting at a pace the relay's rate limit allows, in order", async () => {
     const client = make({ room: freshRoom(), user: "patient" });
     const closes: CloseInfo[] = [];

@@ -1,7 +1,7 @@
 // Who is asking, and may they: user tokens, anonymous mode, the server API key and origins.
 // Every refusal is an HttpError; nothing here talks to an object.
 import { verify } from "hono/jwt";
-import type { Config } from "./config";
+import { originAllowed, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { isPrivateRoom, roomAllowed, type Identity } from "./identity";
 import { isValidName, NAME_RULE } from "./protocol";
@@ -139,8 +139,8 @@ export async function authorizeServer(request: Request, url: URL, config: Config
 /** Refuses a browser request from an origin not in ALLOWED_ORIGINS (cross-site WebSocket hijacking). */
 export function checkOrigin(request: Request, config: Config): void {
   const origin = request.headers.get("Origin");
-  if (origin === null || config.allowedOrigins.length === 0) return;
-  if (!config.allowedOrigins.includes(origin)) {
+  if (origin === null) return;
+  if (!originAllowed(config, origin)) {
     throw new HttpError(403, "forbidden", `origin ${origin} is not allowed`);
   }
 }

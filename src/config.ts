@@ -73,13 +73,30 @@ function integer(vars: Vars, name: string, fallback: number, min: number, max = 
   return n;
 }
 
-/** The listed origins; empty for any origin, which `*` also asks for (no browser sends `*`). */
+/** What a browser sends as `Origin`: scheme://host[:port], nothing after it; `null` from sandboxed pages. */
+const ORIGIN = /^(?:null|[a-z][a-z0-9+.-]*:\/\/[^/?#\s]+)$/;
+
+/**
+ * The listed origins, lowercase; empty for any origin, which `*` also asks for (no browser sends
+ * `*`). An entry no browser could send (no scheme, a path, a trailing slash) would lock every
+ * browser out without a word, so it is a configuration error.
+ */
 function origins(list: string): string[] {
   const listed = list
     .split(",")
-    .map((origin) => origin.trim())
+    .map((origin) => origin.trim().toLowerCase())
     .filter((origin) => origin !== "");
+  for (const origin of listed) {
+    if (origin !== "*" && !ORIGIN.test(origin)) {
+      throw new ConfigError("ALLOWED_ORIGINS", `lists ${JSON.stringify(origin)}, which is no browser's Origin: write scheme://host[:port], with no path or trailing slash`);
+    }
+  }
   return listed.includes("*") ? [] : listed;
+}
+
+/** Whether ALLOWED_ORIGINS lets `origin` (an `Origin` header) in: any when it is empty; hosts compare without case. */
+export function originAllowed(config: Config, origin: string): boolean {
+  return config.allowedOrigins.length === 0 || config.allowedOrigins.includes(origin.toLowerCase());
 }
 
 export function parseConfig(vars: Vars): Config {

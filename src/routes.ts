@@ -2,7 +2,7 @@
 import { Hono, type Context } from "hono";
 import { cors } from "hono/cors";
 import { authorizeServer } from "./auth";
-import { configOf, type Config } from "./config";
+import { configOf, originAllowed, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { connectRequest } from "./objects/connect";
 import { HEALTHY, isValidName, NAME_RULE, nestsTooDeep, publishedBody, TOO_DEEP, type Json } from "./protocol";
@@ -22,14 +22,14 @@ export const app = new Hono<App>();
 // that job), and an upgrade's answer must pass through untouched.
 const withCors = cors({
   origin: (origin, c) => {
-    let allowed: string[];
+    let config: Config;
     try {
-      allowed = configOf(c.env).allowedOrigins;
+      config = configOf(c.env);
     } catch {
       return "*"; // a bad variable answers 500 naming it; any page may read that
     }
-    if (allowed.length === 0) return "*";
-    return allowed.includes(origin) ? origin : null;
+    if (config.allowedOrigins.length === 0) return "*";
+    return originAllowed(config, origin) ? origin : null;
   },
   allowMethods: ["GET", "POST", "OPTIONS"],
   allowHeaders: ["Authorization", "Content-Type", "Last-Event-ID"],

@@ -216,6 +216,19 @@ describe("authentication seams", () => {
     const vars = { ALLOWED_ORIGINS: "https://app.example, https://admin.example" };
     await expectError(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://evil.example" }), 403, "forbidden");
     await expectUpgraded(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://admin.example" }));
+    // Hosts compare without case, as browsers send them lowercase; `null` (a sandboxed page) may be listed.
+    const mixed = { ALLOWED_ORIGINS: "https://App.Example, null" };
+    await expectUpgraded(withEnv(mixed, `/rooms/r/ws`, { ...upgrade, Origin: "https://app.example" }));
+    await expectUpgraded(withEnv(mixed, `/rooms/r/ws`, { ...upgrade, Origin: "null" }));
+    const preflight = await withEnv(mixed, `/rooms/r/messages`, { Origin: "https://app.example" });
+    expect(preflight.headers.get("Access-Control-Allow-Origin")).toBe("https://app.example");
+  });
+
+  it("answers 500 naming ALLOWED_ORIGINS when an entry is no origin a browser could send", async () => {
+    for (const entry of ["app.example", "https://app.example/", "https://app.example/chat", "https://app.example?x"]) {
+      const message = await expectError(withEnv({ ALLOWED_ORIGINS: `https://ok.example, ${entry}` }, "/healthz"), 500, "bad_config");
+      expect(message).toContain("ALLOWED_ORIGINS");
+    }
   });
 
   it('takes ALLOWED_ORIGINS="*" for any origin, as an empty list: no browser sends * as its origin', async () => {

@@ -75,9 +75,12 @@ export class EventStream {
   }
 }
 
-/** A full room pings its streams this many times, this far apart, before refusing one more. */
-const PROBES = 2;
-const PROBE_WAIT_MS = 100;
+/**
+ * A full room pings its streams this many times, this far apart, before refusing one more: a
+ * second, since a proxy in front of the runtime delays the news of a closed reader (docs/protocol.md).
+ */
+const PROBES = 5;
+const PROBE_WAIT_MS = 200;
 
 /**
  * A room's event streams. They do not count toward its connections (docs/protocol.md), but

@@ -8,6 +8,7 @@ import { HttpError } from "./http-error";
 import { openOnHubs, pusherPlacement } from "./objects/connect";
 import { readBody, requireUpgrade } from "./request";
 import {
+  dataProblem,
   hex,
   isPresenceChannel,
   isUserChannel,
@@ -15,7 +16,7 @@ import {
   isValidRoom,
   MAX_DATA_DEPTH,
   MAX_EVENT_NAME,
-  nestsTooDeep,
+  NOT_FINITE,
   pusherError,
   PusherClose,
   pusherSignature,
@@ -23,7 +24,6 @@ import {
   ROOM_RULE,
   SIGNIN_ID_RULE,
   speaksPusherProtocol,
-  TOO_DEEP,
   type Json,
   type PresenceEntry,
   userChannel,
@@ -187,9 +187,12 @@ function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent
   if (socketId !== undefined && (typeof socketId !== "string" || !/^\d+\.\d+$/.test(socketId))) {
     throw new HttpError(400, "bad_request", `"socket_id" must look like 123.456`);
   }
-  const roomData = roomDataOf(name, text);
-  // The payload sits one level inside `{event, data}`.
-  if (nestsTooDeep(roomData, MAX_DATA_DEPTH + 1)) throw new HttpError(400, "bad_request", TOO_DEEP);
+  let roomData = roomDataOf(name, text);
+  // The payload sits one level inside `{event, data}`. One whose JSON holds a number too large for
+  // a double would be written back as null: it stays the string it came as.
+  const problem = dataProblem(roomData, MAX_DATA_DEPTH + 1);
+  if (problem === NOT_FINITE) roomData = { event: name, data: text };
+  else if (problem !== undefined) throw new HttpError(400, "bad_request", problem);
   return {
     name,
     data: roomData,

@@ -5,7 +5,7 @@ import { authorizeServer } from "./auth";
 import { configOf, originAllowed, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { connectRequest } from "./objects/connect";
-import { HEALTHY, isValidName, NAME_RULE, nestsTooDeep, publishedBody, TOO_DEEP, type Json } from "./protocol";
+import { dataProblem, HEALTHY, isValidName, NAME_RULE, publishedBody, type Json } from "./protocol";
 import { pusher } from "./pusher-routes";
 import { answerError, checkName, countParam as countIn, readBody, vetClient } from "./request";
 import { siteFile } from "./site";
@@ -68,7 +68,8 @@ async function messageBody(c: AppContext): Promise<{ data: Json; from: string }>
   // A null `from` is an absent one: many serializers write unset fields as null.
   const { data, from: named } = body as { data: Json; from?: unknown };
   const from = named ?? "server";
-  if (nestsTooDeep(data)) throw new HttpError(400, "bad_request", TOO_DEEP);
+  const problem = dataProblem(data);
+  if (problem !== undefined) throw new HttpError(400, "bad_request", problem);
   if (!isValidName(from)) throw new HttpError(400, "bad_request", `"from" must be an id: ${NAME_RULE}`);
   return { data, from };
 }

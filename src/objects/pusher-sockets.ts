@@ -6,6 +6,7 @@ import { log } from "../log";
 import {
   cacheMiss,
   clientEvent,
+  dataProblem,
   decodePusherFrame,
   FrameError,
   isCacheChannel,
@@ -14,7 +15,6 @@ import {
   isUserChannel,
   isValidSigninId,
   MAX_DATA_DEPTH,
-  nestsTooDeep,
   PUSHER_PONG,
   PusherClose,
   pusherError,
@@ -248,5 +248,5 @@ function parseMember(channelData: string | undefined): { member: string; info: u
   const member = typeof id === "number" && Number.isFinite(id) ? String(id) : id;
   if (typeof member !== "string" || member.length === 0 || member.length > MAX_USER_ID) return undefined;
   const info = fields!.user_info ?? null;
-  return nestsTooDeep(info) ? undefined : { member, info };
+  return dataProblem(info) !== undefined ? undefined : { member, info };
 }

@@ -59,18 +59,28 @@ function clientId(frame: Fields): string | undefined {
 
 function requireData(frame: Fields, id: string | undefined): Json {
   if (!("data" in frame)) throw new FrameError("bad_frame", `"${String(frame.type)}" needs a "data" field`, id);
-  if (nestsTooDeep(frame.data)) throw new FrameError("bad_frame", TOO_DEEP, id);
+  const problem = dataProblem(frame.data);
+  if (problem !== undefined) throw new FrameError("bad_frame", problem, id);
   return frame.data as Json;
 }
 
 export const TOO_DEEP = `"data" may nest at most ${MAX_DATA_DEPTH} levels of arrays and objects`;
+export const NOT_FINITE = `"data" may hold only numbers a double can carry (one like 1e400 would reach everyone as null)`;
 
-/** Whether `value` nests more than `levels` levels of arrays and objects. */
-export function nestsTooDeep(value: unknown, levels = MAX_DATA_DEPTH): boolean {
-  if (typeof value !== "object" || value === null) return false;
-  if (levels === 0) return true;
-  const items = Array.isArray(value) ? (value as unknown[]) : Object.values(value);
-  return items.some((item) => nestsTooDeep(item, levels - 1));
+/**
+ * Why `value` cannot be relayed as it came, if it cannot: it nests more than `levels` levels of
+ * arrays and objects, or holds a number JSON.parse made infinite, which JSON can only write as
+ * null. Integers past 2^53 lose precision as in any JavaScript JSON (docs/protocol.md).
+ */
+export function dataProblem(value: unknown, levels = MAX_DATA_DEPTH): string | undefined {
+  if (typeof value === "number") return Number.isFinite(value) ? undefined : NOT_FINITE;
+  if (typeof value !== "object" || value === null) return undefined;
+  if (levels === 0) return TOO_DEEP;
+  for (const item of Array.isArray(value) ? (value as unknown[]) : Object.values(value)) {
+    const problem = dataProblem(item, levels - 1);
+    if (problem !== undefined) return problem;
+  }
+  return undefined;
 }
 
 /** A seq a client names: past 2^53 - 1 it reads as 2^53 - 1, above every seq, as on a URL. */

@@ -2,7 +2,7 @@
 // the relay's own frames (docs/pusher.md). A Pusher frame is `{"event", "channel"?, "data"}`
 // where the relay's `data` is a JSON *string*, as Pusher sends it.
 import type { ErrorCode } from "./codes";
-import { FrameError, nestsTooDeep, resumePoint, TOO_DEEP } from "./decode";
+import { dataProblem, FrameError, resumePoint } from "./decode";
 import type { Json, MessageFrame, PresenceFrame } from "./frames";
 import { isValidRoom, ROOM_RULE } from "./names";
 
@@ -198,7 +198,8 @@ export function decodePusherFrame(text: string): PusherClientFrame {
     default:
       if (CHANNEL_EVENT.test(frame.event)) {
         if (frame.event.length > MAX_EVENT_NAME) throw new FrameError("bad_frame", `event names are at most ${MAX_EVENT_NAME} characters`);
-        if (nestsTooDeep(frame.data)) throw new FrameError("bad_frame", TOO_DEEP);
+        const problem = dataProblem(frame.data);
+        if (problem !== undefined) throw new FrameError("bad_frame", problem);
         return { event: frame.event as `client-${string}`, channel: channelOf(frame), data: (frame.data ?? null) as Json };
       }
       return { event: "other", name: frame.event.slice(0, 100) };

@@ -534,6 +534,21 @@ describe("frames", () => {
     }
   });
 
+  it("refuses data holding a number too large for a double (1e400 would reach everyone as null)", async () => {
+    const room = freshRoom();
+    for (const path of [`/rooms/${room}/messages`, `/users/${freshUser()}/messages`]) {
+      const res = await relay.fetch(path, { method: "POST", headers: SERVER_AUTH, body: '{"data":{"n":1e400}}' });
+      expect({ status: res.status, body: await res.json() }).toEqual(refused(400, "bad_request"));
+    }
+    const client = await roomSocket(room);
+    client.send('{"type":"publish","data":[1e400],"id":"huge"}');
+    expect(await client.json()).toEqual(errorFrame("bad_frame", "huge"));
+    await expectRoomSocketServes(client);
+    const info = await relay.fetch(`/rooms/${room}`, { headers: SERVER_AUTH });
+    expect(await info.json()).toMatchObject({ seq: 1 }); // the probe's publish only
+    await client.close();
+  });
+
   // RFC 6455 (8.1) says an endpoint must fail a connection whose text frame is not UTF-8 (1007).
   // The local runtime instead decodes such a frame lossily (U+FFFD) before the relay sees it, so
   // the relay answers what it received: text that is not JSON. Observed, and harmless.

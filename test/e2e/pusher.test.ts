@@ -525,6 +525,13 @@ describe("REST channel queries", () => {
     expect(history.messages.map((m: { data: { event: string } }) => m.data.event)).toEqual(["deep"]);
   });
 
+  it("keeps event data whose JSON holds a number too large for a double as the string it came as", async () => {
+    const name = channel();
+    await sdk.trigger(name, "huge", '{"n":1e400}');
+    const history = await json(await relay.fetch(`/rooms/${name}/messages`, { headers: SERVER_AUTH }));
+    expect(history.messages.map((m: { data: unknown }) => m.data)).toEqual([{ event: "huge", data: '{"n":1e400}' }]);
+  });
+
   it("refuses a body that is not UTF-8 with 400, whatever its body_md5, and stores nothing", async () => {
     const name = channel();
     const bytes = Buffer.concat([Buffer.from(`{"name":"e","channel":"${name}","data":"`), Buffer.from([0xff, 0xfe]), Buffer.from(`"}`)]);

@@ -5,14 +5,16 @@ import type { Session } from "../../src/objects/session";
 import { Batches, Streams } from "../../src/objects/links";
 import {
   closeReason,
+  dataProblem,
   decodeClientFrame,
   FrameError,
   isOversized,
   isPusherSubscription,
   MAX_DATA_DEPTH,
-  nestsTooDeep,
-  sendableCloseCode,
+  NOT_FINITE,
+  TOO_DEEP,
   toPusher,
+  sendableCloseCode,
   utf8Length,
 } from "../../src/protocol";
 
@@ -74,8 +76,15 @@ describe("decodeClientFrame", () => {
       expect(decodeClientFrame(`{"type":"publish","data":${nested(MAX_DATA_DEPTH)}}`)).toMatchObject({ type: "publish" });
       expect(refusal(`{"type":"direct","to":"bob","data":${nested(MAX_DATA_DEPTH + 1)},"id":"d"}`)).toEqual({ code: "bad_frame", id: "d" });
     }
-    expect(nestsTooDeep([{ a: [1, "x", null] }], 3)).toBe(false);
-    expect(nestsTooDeep([{ a: [[]] }], 3)).toBe(true);
+    expect(dataProblem([{ a: [1, "x", null] }], 3)).toBeUndefined();
+    expect(dataProblem([{ a: [[]] }], 3)).toBe(TOO_DEEP);
+  });
+
+  it("refuses data with a number too large for a double, which would reach everyone as null", () => {
+    expect(refusal('{"type":"publish","data":{"n":[1e400]},"id":"big"}')).toEqual({ code: "bad_frame", id: "big" });
+    expect(refusal('{"type":"publish","data":-1e400}').code).toBe("bad_frame");
+    expect(dataProblem({ n: 1e308, m: 2 ** 60 })).toBeUndefined(); // large, but a double carries them
+    expect(dataProblem(JSON.parse("[1e400]"))).toBe(NOT_FINITE);
   });
 
   it("keeps the client id on refusals of a frame that has one", () => {

@@ -223,6 +223,10 @@ export class Holder extends SocketHost {
     return session.pusher ? this.#pusher.onText(session, text) : super.onText(session, text);
   }
 
+  protected override unlimited(session: Session, message: string | ArrayBuffer): boolean {
+    return session.pusher === true && typeof message === "string" && this.#pusher.unlimited(session, message);
+  }
+
   protected override refuse(session: Session, error: FrameError, unread?: string | ArrayBuffer): void {
     if (session.pusher) this.#pusher.refuse(session, error, unread);
     else super.refuse(session, error);

@@ -3,6 +3,8 @@
 // object is evicted only after ~10 s without events, by which time every window below has
 // emptied and the bucket has refilled, so starting afresh after hibernation is exact (a Pusher
 // socket's subscription bucket, MAX_SUBSCRIPTIONS deep, may take longer to refill: a little generous).
+import type { Config } from "../config";
+import { isPusherSubscription } from "../protocol";
 import type { Session } from "./session";
 
 const WINDOW_MS = 10_000;
@@ -127,4 +129,15 @@ export class Opens {
       this.#count--;
     }
   }
+}
+
+/**
+ * The rate limit a frame counts toward. pusher-js sends a subscribe for every channel at once,
+ * on each connect: those draw from a bucket of their own that holds a full set of
+ * subscriptions, refilled at the same rate (docs/protocol.md decision 48).
+ */
+export function rateFor(session: Session, message: string | ArrayBuffer, config: Config, now: number): RateLimiter {
+  if (!session.pusher || typeof message !== "string" || !isPusherSubscription(message)) return session.rate;
+  const { rateLimitPerSecond, maxSubscriptions } = config;
+  return (session.subscribing ??= new RateLimiter(rateLimitPerSecond, now, Math.max(2 * rateLimitPerSecond, maxSubscriptions)));
 }

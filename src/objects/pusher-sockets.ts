@@ -24,6 +24,7 @@ import {
   stillSubscribed,
   SubscribeRefused,
   subscribingTo,
+  unsubscribingFrom,
   subscriptionError,
   subscriptionSucceeded,
   type Json,
@@ -200,6 +201,17 @@ export class PusherSockets {
     await this.#host
       .toRoom(userChannel(user.id), (stub) => stub.watch(user.watchlist))
       .catch((error: unknown) => log("warn", "could not keep a signed-in user's watchlist", { user: user.id, error }));
+  }
+
+  /**
+   * Whether a frame passes the rate limit uncounted: an unsubscribe from a channel the socket
+   * holds. pusher-js forgets a channel as it sends the unsubscribe and never sends it again, so a
+   * dropped one would leave the socket there (a presence member, a held slot) until it closed.
+   * There are never more of them than subscribes the limit let in (docs/protocol.md decision 48).
+   */
+  unlimited(session: Session, text: string): boolean {
+    const channel = unsubscribingFrom(text);
+    return channel !== undefined && this.#host.memberOf(session, channel) !== null;
   }
 
   /** Tells a client its frame was refused; a subscribe refused unread also on its channel, all pusher-js hears there. */

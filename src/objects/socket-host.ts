@@ -11,9 +11,8 @@ import {
   decodeClientFrame,
   errorFrame,
   FrameError,
+  frameId,
   isOversized,
-  isPusherSubscription,
-  MAX_CLIENT_ID_LENGTH,
   PING,
   PONG,
   sendableCloseCode,
@@ -21,7 +20,7 @@ import {
   type Heartbeat,
   type ServerFrame,
 } from "../protocol";
-import { Opens, OversizeCounter, RateLimiter } from "./limits";
+import { Opens, OversizeCounter, rateFor, RateLimiter } from "./limits";
 import { Owed } from "./owed";
 import { hold, liveAttachment, release, transmit, type Attachment, type Session } from "./session";
 
@@ -211,7 +210,7 @@ export abstract class SocketHost extends DurableObject<Env> {
         return this.refuse(session, new FrameError("too_large", `frames are limited to ${this.config.maxMessageBytes} bytes`, frameId(message)), message);
       }
       if (message === PING) return; // the auto-response normally takes these; exempt from limits
-      switch (this.#rateFor(session, message, now).take(now)) {
+      switch (this.unlimited(session, message) ? "accept" : rateFor(session, message, this.config, now).take(now)) {
         case "accept":
           break;
         case "drop":
@@ -253,15 +252,9 @@ export abstract class SocketHost extends DurableObject<Env> {
     this.#owed.delivered();
   }
 
-  /**
-   * The rate limit a frame counts toward. pusher-js sends a subscribe for every channel at once,
-   * on each connect: those draw from a bucket of their own that holds a full set of
-   * subscriptions, refilled at the same rate (docs/protocol.md decision 48).
-   */
-  #rateFor(session: Session, message: string | ArrayBuffer, now: number): RateLimiter {
-    if (!session.pusher || typeof message !== "string" || !isPusherSubscription(message)) return session.rate;
-    const { rateLimitPerSecond, maxSubscriptions } = this.config;
-    return (session.subscribing ??= new RateLimiter(rateLimitPerSecond, now, Math.max(2 * rateLimitPerSecond, maxSubscriptions)));
+  /** Whether a frame passes the rate limit without counting; Holder frees a Pusher client's unsubscribes. */
+  protected unlimited(_session: Session, _message: string | ArrayBuffer): boolean {
+    return false;
   }
 
   /** A text frame that passed the limits; Holder reads Pusher clients' frames its own way. */
@@ -393,15 +386,4 @@ export abstract class SocketHost extends DurableObject<Env> {
    * Holder asks Pusher clients, which ping only when *they* hear nothing (docs/pusher.md).
    */
   protected onQuiet(_session: Session): void {}
-}
-
-/** The `id` of a client frame, if it is JSON text that has one; never throws. */
-function frameId(message: string | ArrayBuffer): string | undefined {
-  if (typeof message !== "string") return undefined;
-  try {
-    const id = (JSON.parse(message) as { id?: unknown } | null)?.id;
-    return typeof id === "string" && id.length <= MAX_CLIENT_ID_LENGTH ? id : undefined;
-  } catch {
-    return undefined;
-  }
 }

@@ -64,6 +64,17 @@ function requireData(frame: Fields, id: string | undefined): Json {
   return frame.data as Json;
 }
 
+/** The `id` of a client frame, if it is JSON text that has one; never throws. */
+export function frameId(message: string | ArrayBuffer): string | undefined {
+  if (typeof message !== "string") return undefined;
+  try {
+    const id = (JSON.parse(message) as { id?: unknown } | null)?.id;
+    return typeof id === "string" && id.length <= MAX_CLIENT_ID_LENGTH ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export const TOO_DEEP = `"data" may nest at most ${MAX_DATA_DEPTH} levels of arrays and objects`;
 export const NOT_FINITE = `"data" may hold only numbers a double can carry (one like 1e400 would reach everyone as null)`;
 

@@ -129,6 +129,18 @@ export function subscribingTo(text: string): string | undefined {
   }
 }
 
+/** The channel a `pusher:unsubscribe` frame names, if it is one and names a string. */
+export function unsubscribingFrom(text: string): string | undefined {
+  if (!text.includes('"pusher:unsubscribe"')) return undefined;
+  try {
+    const frame = record(JSON.parse(text));
+    const channel = record(frame?.data)?.channel;
+    return frame?.event === "pusher:unsubscribe" && typeof channel === "string" ? channel : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A refused `pusher:subscribe` that named its channel: pusher-js hears of it on that channel too. */
 export class SubscribeRefused extends FrameError {
   readonly channel: string;

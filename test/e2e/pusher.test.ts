@@ -118,6 +118,27 @@ describe("public channels", () => {
     expect(await heard.next()).toMatchObject({ event: "last", data: { ok: true } });
   });
 
+  it("leaves every channel pusher-js unsubscribes right after a burst that drained the subscription limit", async () => {
+    // pusher-js forgets a channel as it sends the unsubscribe: one dropped by the rate limit left
+    // the socket a member (and the channel occupied) until it closed (docs/protocol.md decision 48).
+    const presence = channel("presence-");
+    const watcher = await connectClient({ user_id: "watcher" });
+    const removed = watcher.listen(presence, "pusher:member_removed");
+    await watcher.subscribe(presence);
+    const leaver = new PusherClient(relay, { authorize: signingHandler(sdk, { user_id: "leaver" }) });
+    clients.push(leaver);
+    const names = [...Array.from({ length: 99 }, () => channel()), presence];
+    const outcomes = await Promise.all(names.map((name) => leaver.subscribeOutcome(name)));
+    expect(outcomes.filter((outcome) => !outcome.ok)).toEqual([]);
+    for (const name of names) leaver.pusher.unsubscribe(name);
+    expect((await removed.next()).data).toMatchObject({ id: "leaver" });
+    expect(await json(await sdk.get({ path: `/channels/${presence}/users` }))).toEqual({ users: [{ id: "watcher" }] });
+    for (const name of names.slice(80, 99)) {
+      await expect.poll(async () => (await json(await sdk.get({ path: `/channels/${name}` }))).occupied).toBe(false);
+    }
+    expect(leaver.pusher.connection.state).toBe("connected");
+  });
+
   it("delivers a REST event to a subscriber, objects and strings as pusher-js hands them over", async () => {
     const name = channel();
     const client = await connectClient();

@@ -130,7 +130,7 @@ export class RelayClient<T = Json, D = T> {
     return new Promise((resolve, reject) => {
       const done = () => (offWelcome(), offClose());
       const offWelcome = this.#events.once("welcome", (welcome) => (done(), resolve(welcome)));
-      const offClose = this.#events.on("close", (info) => void (info.willReconnect || (done(), reject(this.#stoppedError()))));
+      const offClose = this.#events.on("close", (info) => void (info.willReconnect || (done(), reject(this.#stoppedError(info)))));
     });
   }
 

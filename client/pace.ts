@@ -1,8 +1,8 @@
-// A token bucket for what the client sends in bulk on its own (what waited, sent after a connect;
-// subscribe frames, many at once after a reconnect). The relay drops frames past its
-// RATE_LIMIT_PER_SECOND (20 by default, bursts of 2x) and closes 1008 a socket that keeps on, so
-// a user socket with a hundred subscriptions (MAX_SUBSCRIPTIONS) must not send them all at once.
-// What the app itself sends goes out as it asks: flooding is its choice, and the relay's answer.
+// A token bucket for every frame the client sends but pings and acks: the app's publishes and
+// directs, what waited (sent after a connect), subscribe frames (many at once after a
+// reconnect). The relay drops frames past its RATE_LIMIT_PER_SECOND (20 by default, bursts of 2x)
+// and closes 1008 a socket that keeps on, after which the client stops: so a loop of a hundred
+// publishes, or a user socket's hundred subscriptions, goes out at the relay's pace instead.
 
 export class Pace {
   readonly #perSecond: number;

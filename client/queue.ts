@@ -55,11 +55,12 @@ export class Outbox {
     return this.#unconfirmed.size;
   }
 
-  /** Sends `frame` if the socket takes it now and nothing waits before it, else queues it. */
+  /** Sends `frame` if nothing waits before it, the pace allows and the socket takes it now; else queues it. */
   push(frame: Outgoing): void {
-    if (this.#queue.length === 0 && this.#write(frame.text)) return this.#sent(frame);
+    if (this.#queue.length === 0 && this.#pace.take() && this.#write(frame.text)) return this.#sent(frame);
     this.#queue.push(frame);
     while (this.#queue.length > this.#max) this.#drop(this.#queue[0]!, "waiting to be sent");
+    this.#timer ??= setTimeout(() => this.#send(), this.#pace.wait);
   }
 
   /** Sends what waited, paced: unconfirmed frames of the last connection first, then the queue. */

@@ -74,9 +74,10 @@ export interface RelayClientOptions {
   /** Frames kept while disconnected (default 100). When full, the oldest is dropped (`dropped` event). */
   maxQueue?: number;
   /**
-   * Frames a second for what the client sends in bulk on its own: what waited, sent after a
-   * (re)connect, and subscribe frames (all of them again after a reconnect). Default 20, the
-   * relay's default RATE_LIMIT_PER_SECOND: a relay closes a socket that floods it (1008).
+   * Frames a second the client sends at most (bursts of as many): publishes, directs, what
+   * waited, sent after a (re)connect, and subscribes (all of them again after a reconnect); more
+   * wait in the queue. Default 20, the relay's default RATE_LIMIT_PER_SECOND: a relay drops
+   * frames past its limit and closes a socket that floods it (1008). Pings and acks are not paced.
    */
   pacedPerSecond?: number;
   /** Ack each direct message after the `direct` listeners ran (default true). */

@@ -316,8 +316,20 @@ describe("RelayClient", () => {
     expect(client.state).toBe("open");
   });
 
+  it("paces what the app sends while connected, so a loop of publishes is answered in full", async () => {
+    const client = make({ room: freshRoom(), user: "looper" });
+    await client.ready();
+    const errors: unknown[] = [];
+    client.on("error", (error) => errors.push(error));
+    // Sixty at once: past the relay's burst of 40, so unpaced most would be dropped unanswered.
+    const seqs = await Promise.all(Array.from({ length: 60 }, (_, n) => client.publish(n)));
+    expect(seqs).toEqual(seqs.map((_, n) => n + 1));
+    expect(errors).toEqual([]);
+  });
+
   it("stops instead of reconnecting after a terminal close (1008)", async () => {
-    const flood = make({ room: freshRoom(), user: "flooder" });
+    // Paced far past the relay's limit, so the loop below floods it.
+    const flood = make({ room: freshRoom(), user: "flooder", pacedPerSecond: 10_000 });
     await next(flood, "welcome");
     const closed = next(flood, "close");
     for (let i = 0; i < 200; i++) flood.publish(i);
@@ -777,7 +789,7 @@ describe("RelayClient against a silent server", () => {
     const client = new RelayClient({ url, room: "silent", connectTimeoutMs: 1000, maxRetries: 2, reconnect: FAST });
     const closes: CloseInfo[] = [];
     client.on("close", (info) => closes.push(info));
-    await expect(client.ready()).rejects.toMatchObject({ code: "closed" });
+    await expect(client.ready()).rejects.toMatchObject({ code: "closed", message: expect.stringContaining("no welcome within 1000 ms") });
     expect(client.state).toBe("closed");
     expect(closes.map((info) => info.willReconnect)).toEqual([true, true, false]);
     expect(closes.every((info) => info.reason === "no welcome within 1000 ms")).toBe(true);

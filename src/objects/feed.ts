@@ -233,6 +233,11 @@ export function entrySize(entry: FeedEntry): number {
   return typeof entry.frame === "string" ? entry.frame.length : entry.frame.byteLength;
 }
 
+/** What arrived while `session` was joining, after its welcome (its own join's entry excepted). */
+export function sendKept(session: Session, kept: FeedEntry[]): void {
+  for (const entry of kept) if (entry.except !== session.connection) sendEntry(session, entry);
+}
+
 /** Pusher's text for each entry, made once however many Pusher sockets get it. */
 const inPusherFormat = new WeakMap<FeedEntry, string | null>();
 

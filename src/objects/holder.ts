@@ -17,7 +17,7 @@ import {
   type ResumePoint,
 } from "../protocol";
 import { identityOf, overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
-import { sendEntry, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
+import { sendEntry, sendKept, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
 import { Feeds, SubscriptionTable } from "./feeds";
 import { withinReplayBudget } from "./limits";
 import { Batches, Links } from "./links";
@@ -116,11 +116,6 @@ export class Holder extends SocketHost {
     }
   }
 
-  /** What arrived while `session` was joining, after its welcome. */
-  #sendKept(session: Session, kept: FeedEntry[]): void {
-    for (const entry of kept) if (entry.except !== session.connection) sendEntry(session, entry);
-  }
-
   // ---- connections ----
 
   override async fetch(request: Request): Promise<Response> {
@@ -148,7 +143,7 @@ export class Holder extends SocketHost {
       welcomeFrame({ room, user: identity.user, connection, ...state, ...(recovered !== undefined && { recovered }), heartbeat: this.heartbeat }),
     );
     for (const frame of replay) this.send(server, frame);
-    this.#sendKept(session, kept);
+    sendKept(session, kept);
     feed.add(session, answer.seq, undefined, answer.mark);
     this.#feeds().rooms.set(room, feed);
     return new Response(null, { status: 101, webSocket: client });
@@ -175,7 +170,7 @@ export class Holder extends SocketHost {
     const session = this.accept(server, identity, connection);
     this.send(server, welcomeFrame({ user, connection, seq: attached.seq, epoch: attached.epoch, heartbeat: this.heartbeat }));
     for (const frame of attached.pending) this.send(server, frame);
-    this.#sendKept(session, kept);
+    sendKept(session, kept);
     feed.add(session, attached.seq);
     feeds.inboxes.set(user, feed);
     return new Response(null, { status: 101, webSocket: client });
@@ -339,7 +334,7 @@ export class Holder extends SocketHost {
     const granted = withinReplayBudget(session, admission);
     answer(granted);
     for (const frame of granted.replay) sendEntry(session, { frame });
-    this.#sendKept(session, kept);
+    sendKept(session, kept);
     feed.add(session, admission.seq, member, admission.mark);
     rooms.set(room, feed);
     if (again && previous !== member) this.report(room, previous!, feed.count(previous!)); // a Pusher member now someone else

@@ -136,11 +136,14 @@ export async function authorizeServer(request: Request, url: URL, config: Config
   throw new HttpError(401, "unauthorized", "missing or wrong API key: pass Authorization: Bearer <API_KEY>");
 }
 
-/** Refuses a browser request from an origin not in ALLOWED_ORIGINS (cross-site WebSocket hijacking). */
+/**
+ * Refuses a browser request from an origin not in ALLOWED_ORIGINS (cross-site WebSocket
+ * hijacking); the relay's own origin, whose pages it served itself, is always allowed. The
+ * refused page may read the refusal (it learns only that it is refused), so it can tell a
+ * misconfigured list from a network failure (docs/protocol.md "Origins").
+ */
 export function checkOrigin(request: Request, config: Config): void {
   const origin = request.headers.get("Origin");
-  if (origin === null) return;
-  if (!originAllowed(config, origin)) {
-    throw new HttpError(403, "forbidden", `origin ${origin} is not allowed`);
-  }
+  if (origin === null || originAllowed(config, origin) || origin === new URL(request.url).origin) return;
+  throw new HttpError(403, "forbidden", `origin ${origin} is not allowed`, { "Access-Control-Allow-Origin": origin, Vary: "Origin" });
 }

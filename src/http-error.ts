@@ -18,14 +18,17 @@ export type HttpErrorCode =
 export class HttpError extends Error {
   readonly status: number;
   readonly code: HttpErrorCode;
-  constructor(status: number, code: HttpErrorCode, message: string) {
+  /** Headers the answer carries besides the JSON body's. */
+  readonly headers?: Record<string, string>;
+  constructor(status: number, code: HttpErrorCode, message: string, headers?: Record<string, string>) {
     super(message);
     this.name = "HttpError";
     this.status = status;
     this.code = code;
+    if (headers) this.headers = headers;
   }
 
   toResponse(): Response {
-    return Response.json(errorBody(this.code, this.message), { status: this.status });
+    return Response.json(errorBody(this.code, this.message), { status: this.status, ...(this.headers && { headers: this.headers }) });
   }
 }

@@ -92,9 +92,10 @@ app.get("/users/:user/ws", (c) => userSocket(c.req.raw, c.env, c.get("url"), c.r
 app.get("/rooms/:room/events", async (c) => {
   const room = nameParam(c, "room");
   const { user, exp } = await vetClient(c.req.raw, c.get("url"), c.get("config"), { room });
-  // An EventSource reconnecting sends Last-Event-ID, which wins over the page's own ?since=.
-  const lastEventId = c.req.header("Last-Event-ID");
-  const since = lastEventId !== undefined && lastEventId !== "" ? eventId(lastEventId) : countParam(c, "since");
+  // An EventSource reconnecting sends Last-Event-ID, which wins over the page's own ?since=;
+  // polyfills that cannot send the header cross-origin (event-source-polyfill) send ?lastEventId=.
+  const lastEventId = c.req.header("Last-Event-ID") || c.get("url").searchParams.get("lastEventId") || undefined;
+  const since = lastEventId !== undefined ? eventId(lastEventId) : countParam(c, "since");
   const epoch = c.get("url").searchParams.get("epoch") ?? undefined;
   return c.env.ROOMS.getByName(room).fetch(connectRequest({ user, exp, since, epoch, room }, "events"));
 });

@@ -46,6 +46,12 @@ describe("Server-Sent Events", () => {
     alice.client.send({ type: "publish", data: 5 });
     expect(await fromHeader.next()).toMatchObject({ id: "5", data: { seq: 5 } });
     await fromHeader.cancel();
+
+    // A polyfill that cannot send the header cross-origin puts it in ?lastEventId=.
+    const fromPolyfill = await events(`/rooms/${room}/events?since=0&lastEventId=4`);
+    expect(await fromPolyfill.next()).toMatchObject({ event: "welcome", data: { recovered: true } });
+    expect(await fromPolyfill.next()).toMatchObject({ id: "5", data: { seq: 5 } });
+    await fromPolyfill.cancel();
   });
 
   it("says recovered: false when the epoch differs", async () => {

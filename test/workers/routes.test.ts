@@ -216,6 +216,14 @@ describe("authentication seams", () => {
     const vars = { ALLOWED_ORIGINS: "https://app.example, https://admin.example" };
     await expectError(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://evil.example" }), 403, "forbidden");
     await expectUpgraded(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://admin.example" }));
+    // The relay's own pages (its origin) are always let in.
+    await expectUpgraded(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: ORIGIN }));
+    // A refused page can read why (a plain GET, as the client library asks), and nothing else.
+    const refused = await withEnv(vars, `/rooms/r/ws`, { Origin: "https://evil.example" });
+    expect(refused.status).toBe(403);
+    expect(refused.headers.get("Access-Control-Allow-Origin")).toBe("https://evil.example");
+    const history = await withEnv(vars, `/rooms/r/messages`, { Origin: "https://evil.example", Authorization: "Bearer test-api-key" });
+    expect(history.headers.get("Access-Control-Allow-Origin")).toBeNull();
     // Hosts compare without case, as browsers send them lowercase; `null` (a sandboxed page) may be listed.
     const mixed = { ALLOWED_ORIGINS: "https://App.Example, null" };
     await expectUpgraded(withEnv(mixed, `/rooms/r/ws`, { ...upgrade, Origin: "https://app.example" }));

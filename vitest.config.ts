@@ -26,6 +26,7 @@ function node(name: string) {
 export default defineConfig({
   test: {
     reporters: ["default", "./test/support/summary-reporter.ts"],
+    globalSetup: ["./test/support/build-client.ts"],
     projects: [
       workerd("workers", {
         ALLOW_ANONYMOUS: "true",

@@ -3,7 +3,7 @@
 // the same client processes for all. Progress goes to stderr; raw results to bench/results/;
 // the tables into BENCHMARKS.md between its bench:results markers.
 //
-//   npm run bench                      the full matrix (about 8 minutes on 2 cores)
+//   npm run bench                      the full matrix (about 8-10 minutes on 2 cores)
 //   npm run bench -- --quick           shorter steps and fewer sizes, to check the harness
 //   npm run bench -- --only=ours,hub   some targets, in that order (ours, floor, partyserver, hub)
 //   npm run bench -- --no-write        leave BENCHMARKS.md alone

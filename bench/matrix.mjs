@@ -42,6 +42,21 @@ const RELAY_CONFIG = option("relay-config=")?.slice("--relay-config=".length);
 const WORKLOADS = option("workloads=")?.slice("--workloads=".length).split(",");
 const wants = (w) => !WORKLOADS || WORKLOADS.includes(w);
 
+// A mistyped option would otherwise run the whole matrix (8-10 minutes) without a word.
+const OPTIONS = ["--quick", "--no-write", "--persist=disk", "--via-proxy", "--only=", "--relay-config=", "--workloads="];
+const unknown = [
+  ...argv.filter((arg) => !OPTIONS.some((known) => (known.endsWith("=") ? arg.startsWith(known) : arg === known))),
+  ...(ONLY ?? []).filter((name) => !TARGETS[name] || TARGETS[name].workloads).map((name) => `--only=${name}`),
+  ...(WORKLOADS ?? []).filter((name) => !["a", "b", "c", "d", "e"].includes(name)).map((name) => `--workloads=${name}`),
+];
+if (unknown.length > 0) {
+  process.stderr.write(
+    `the full matrix does not take ${unknown.join(" ")}; it takes ${OPTIONS.join(" ")} (targets ours, floor, partyserver, hub; workloads a-e).\n` +
+      `Benchmarks with options of their own: npm run bench -- cost|scale|fanout100|storm|pusher (see bench/run.mjs)\n`,
+  );
+  process.exit(2);
+}
+
 const CONFIG = QUICK
   ? {
       fanoutSizes: [10, 100],

@@ -71,7 +71,7 @@ export interface RelayClientOptions {
   maxRetries?: number;
   /** How long an attempt may take to get its welcome before it is dropped and retried (default 10 000). */
   connectTimeoutMs?: number;
-  /** Frames kept while disconnected (default 100). When full, the oldest is dropped (`dropped` event). */
+  /** Frames kept waiting to be sent, while disconnected or for the pace (default 100). When full, the oldest is dropped (`dropped` event). */
   maxQueue?: number;
   /**
    * Frames a second the client sends at most (bursts of as many): publishes, directs, what

@@ -145,5 +145,5 @@ export async function authorizeServer(request: Request, url: URL, config: Config
 export function checkOrigin(request: Request, config: Config): void {
   const origin = request.headers.get("Origin");
   if (origin === null || originAllowed(config, origin) || origin === new URL(request.url).origin) return;
-  throw new HttpError(403, "forbidden", `origin ${origin} is not allowed`, { "Access-Control-Allow-Origin": origin, Vary: "Origin" });
+  throw new HttpError(403, "forbidden", `origin ${origin} is not allowed`, { "Access-Control-Allow-Origin": origin });
 }

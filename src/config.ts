@@ -77,20 +77,25 @@ function integer(vars: Vars, name: string, fallback: number, min: number, max = 
 const ORIGIN = /^(?:null|[a-z][a-z0-9+.-]*:\/\/[^/?#\s]+)$/;
 
 /**
- * The listed origins, lowercase; empty for any origin, which `*` also asks for (no browser sends
- * `*`). An entry no browser could send (no scheme, a path, a trailing slash) would lock every
- * browser out without a word, so it is a configuration error.
+ * The listed origins as browsers write them: lowercase, and for http(s) without a default port
+ * and with an international host in punycode (`https://bücher.example:443` is sent as
+ * `https://xn--bcher-kva.example`). Empty for any origin, which `*` also asks for (no browser
+ * sends `*`). An entry no browser could send (no scheme, a path, a trailing slash) would lock
+ * every browser out without a word, so it is a configuration error.
  */
 function origins(list: string): string[] {
   const listed = list
     .split(",")
     .map((origin) => origin.trim().toLowerCase())
-    .filter((origin) => origin !== "");
-  for (const origin of listed) {
-    if (origin !== "*" && !ORIGIN.test(origin)) {
-      throw new ConfigError("ALLOWED_ORIGINS", `lists ${JSON.stringify(origin)}, which is no browser's Origin: write scheme://host[:port], with no path or trailing slash`);
-    }
-  }
+    .filter((origin) => origin !== "")
+    .map((origin) => {
+      if (origin === "*") return origin;
+      const web = /^https?:/.test(origin) ? URL.parse(origin)?.origin : origin;
+      if (web === undefined || !ORIGIN.test(origin)) {
+        throw new ConfigError("ALLOWED_ORIGINS", `lists ${JSON.stringify(origin)}, which is no browser's Origin: write scheme://host[:port], with no path or trailing slash`);
+      }
+      return web;
+    });
   return listed.includes("*") ? [] : listed;
 }
 

@@ -79,7 +79,7 @@ function countParam(c: AppContext, name: string): number | undefined {
 }
 
 function eventId(value: string): number {
-  if (!/^\d+$/.test(value)) throw new HttpError(400, "bad_request", "Last-Event-ID must be a message seq");
+  if (!/^\d+$/.test(value)) throw new HttpError(400, "bad_request", "Last-Event-ID (or ?lastEventId=) must be a message seq");
   return Math.min(Number(value), Number.MAX_SAFE_INTEGER); // as countParam reads `since`
 }
 

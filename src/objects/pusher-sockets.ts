@@ -127,7 +127,7 @@ export class PusherSockets {
     if (!data) {
       const message =
         `channel_data of ${channel} must be JSON with a "user_id" of 1-${MAX_USER_ID} characters ` +
-        `(and a "user_info" of at most ${MAX_DATA_DEPTH} levels)`;
+        `(and a "user_info" of at most ${MAX_DATA_DEPTH} levels, whose numbers a double can carry)`;
       this.#host.send(session, subscriptionError(channel, 400, message));
       this.#host.send(session, pusherError(null, message));
       return undefined;

@@ -228,6 +228,10 @@ describe("authentication seams", () => {
     const mixed = { ALLOWED_ORIGINS: "https://App.Example, null" };
     await expectUpgraded(withEnv(mixed, `/rooms/r/ws`, { ...upgrade, Origin: "https://app.example" }));
     await expectUpgraded(withEnv(mixed, `/rooms/r/ws`, { ...upgrade, Origin: "null" }));
+    // Written as browsers write them: no default port, an international host in punycode.
+    const spelled = { ALLOWED_ORIGINS: "https://app.example:443, https://bücher.example" };
+    await expectUpgraded(withEnv(spelled, `/rooms/r/ws`, { ...upgrade, Origin: "https://app.example" }));
+    await expectUpgraded(withEnv(spelled, `/rooms/r/ws`, { ...upgrade, Origin: "https://xn--bcher-kva.example" }));
     const preflight = await withEnv(mixed, `/rooms/r/messages`, { Origin: "https://app.example" });
     expect(preflight.headers.get("Access-Control-Allow-Origin")).toBe("https://app.example");
   });

@@ -106,39 +106,39 @@ export function isUserChannel(channel: unknown): channel is string {
   return typeof channel === "string" && channel.startsWith(USER_CHANNEL) && isValidSigninId(channel.slice(USER_CHANNEL.length));
 }
 
-/** Whether a Pusher client's frame is a subscribe or an unsubscribe (parsed only when it may be). */
-export function isPusherSubscription(text: string): boolean {
-  if (!text.includes('"pusher:subscribe"') && !text.includes('"pusher:unsubscribe"')) return false;
+type SubscriptionEvent = "pusher:subscribe" | "pusher:unsubscribe";
+
+/**
+ * A Pusher client's subscribe or unsubscribe frame, read before the frame is handled (its rate
+ * limit, its refusal): the event and the channel it names, unchecked. Parsed only when the text
+ * may be one.
+ */
+function subscription(text: string): { event: SubscriptionEvent; channel: unknown } | undefined {
+  if (!text.includes('"pusher:subscribe"') && !text.includes('"pusher:unsubscribe"')) return undefined;
   try {
-    const event = record(JSON.parse(text))?.event;
-    return event === "pusher:subscribe" || event === "pusher:unsubscribe";
+    const frame = record(JSON.parse(text));
+    const event = frame?.event;
+    return event === "pusher:subscribe" || event === "pusher:unsubscribe" ? { event, channel: record(frame!.data)?.channel } : undefined;
   } catch {
-    return false;
+    return undefined;
   }
+}
+
+/** Whether a Pusher client's frame is a subscribe or an unsubscribe. */
+export function isPusherSubscription(text: string): boolean {
+  return subscription(text) !== undefined;
 }
 
 /** The channel a `pusher:subscribe` frame names, if it is one and names a valid channel. */
 export function subscribingTo(text: string): string | undefined {
-  if (!text.includes('"pusher:subscribe"')) return undefined;
-  try {
-    const frame = record(JSON.parse(text));
-    const channel = record(frame?.data)?.channel;
-    return frame?.event === "pusher:subscribe" && (isValidRoom(channel) || isUserChannel(channel)) ? channel : undefined;
-  } catch {
-    return undefined;
-  }
+  const frame = subscription(text);
+  return frame?.event === "pusher:subscribe" && (isValidRoom(frame.channel) || isUserChannel(frame.channel)) ? frame.channel : undefined;
 }
 
 /** The channel a `pusher:unsubscribe` frame names, if it is one and names a string. */
 export function unsubscribingFrom(text: string): string | undefined {
-  if (!text.includes('"pusher:unsubscribe"')) return undefined;
-  try {
-    const frame = record(JSON.parse(text));
-    const channel = record(frame?.data)?.channel;
-    return frame?.event === "pusher:unsubscribe" && typeof channel === "string" ? channel : undefined;
-  } catch {
-    return undefined;
-  }
+  const frame = subscription(text);
+  return frame?.event === "pusher:unsubscribe" && typeof frame.channel === "string" ? frame.channel : undefined;
 }
 
 /** A refused `pusher:subscribe` that named its channel: pusher-js hears of it on that channel too. */

@@ -10,6 +10,7 @@ import {
   decodePusherFrame,
   FrameError,
   isCacheChannel,
+  isEncryptedChannel,
   isPresenceChannel,
   isPrivateChannel,
   isUserChannel,
@@ -225,6 +226,8 @@ export class PusherSockets {
     const { channel, event, data } = frame;
     // Pusher answers this one with code null (4009 would say the connection is unauthorized).
     if (!isPrivateChannel(channel)) throw new FrameError("bad_frame", "Client event rejected - only supported on private and presence channels");
+    // Their data would be plain text among ciphertext; pusher-js itself never sends them.
+    if (isEncryptedChannel(channel)) throw new FrameError("bad_frame", "Client event rejected - not supported on encrypted channels");
     const member = this.#host.memberOf(session, channel);
     if (member === null) throw new FrameError("forbidden", `subscribe to ${channel} before sending it client events`);
     const text = clientEvent(channel, event, data, isPresenceChannel(channel) ? member : undefined);

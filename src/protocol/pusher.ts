@@ -301,6 +301,11 @@ export function isPrivateChannel(channel: string): boolean {
   return channel.startsWith("private-") || channel.startsWith("presence-");
 }
 
+/** End-to-end encrypted: the relay carries ciphertext it cannot read (docs/pusher.md). */
+export function isEncryptedChannel(channel: string): boolean {
+  return channel.startsWith("private-encrypted-");
+}
+
 export function isPresenceChannel(channel: string): boolean {
   return channel.startsWith("presence-");
 }

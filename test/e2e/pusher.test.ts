@@ -265,6 +265,19 @@ describe("public channels", () => {
     await client.close();
   });
 
+  it("refuses a client event on an encrypted channel, as pusher-js does itself, keeping the connection", async () => {
+    const name = channel("private-encrypted-");
+    const { client, socketId } = await rawPusher(relay);
+    const backend = serverSdk(relay, undefined, Buffer.alloc(32, 7).toString("base64"));
+    client.send({ event: "pusher:subscribe", data: { channel: name, auth: backend.authorizeChannel(socketId, name).auth } });
+    await nextPusherEvent(client, "pusher_internal:subscription_succeeded");
+    client.send({ event: "client-plain", channel: name, data: { text: "not ciphertext" } });
+    expect(await nextPusherFrame(client)).toEqual({ event: "pusher:error", data: { code: null, message: expect.stringContaining("encrypted") } });
+    client.send({ event: "pusher:ping", data: {} });
+    expect(await nextPusherEvent(client, "pusher:pong")).toBeDefined();
+    await client.close();
+  });
+
   it("refuses a binary frame with pusher:error, in Pusher's format, keeping the connection", async () => {
     const { client } = await rawPusher(relay);
     client.send(new Uint8Array([1, 2, 3]));

@@ -48,10 +48,15 @@ export class ConfigError extends Error {
 
 type Vars = Record<string, unknown>;
 
+/**
+ * A variable's text. `[vars]` may hold `HISTORY_LIMIT = 50` or `ALLOW_ANONYMOUS = true` unquoted,
+ * and test harnesses take JSON values: a number or a flag is read as it is written.
+ */
 function text(vars: Vars, name: string): string | undefined {
   const value = vars[name];
   if (value === undefined || value === null) return undefined;
-  if (typeof value !== "string") throw new ConfigError(name, `must be a string, got ${typeof value}`);
+  if (typeof value === "boolean" || (typeof value === "number" && Number.isFinite(value))) return String(value);
+  if (typeof value !== "string") throw new ConfigError(name, `must be a string, number or true/false, got ${JSON.stringify(value)}`);
   const trimmed = value.trim();
   return trimmed === "" ? undefined : trimmed;
 }

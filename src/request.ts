@@ -9,10 +9,13 @@ import { isValidName, isValidRoom, NAME_RULE, ROOM_RULE } from "./protocol";
 
 /** A room or user id from the path, or a 400 saying what an id may be. */
 export function checkName(kind: "room" | "user", name: string | undefined = ""): string {
-  if (kind === "room" ? !isValidRoom(name) : !isValidName(name)) {
-    throw new HttpError(400, "bad_request", `${kind} id must be ${kind === "room" ? ROOM_RULE : NAME_RULE}`);
-  }
+  if (kind === "room" ? !isValidRoom(name) : !isValidName(name)) throw badName(kind);
   return name;
+}
+
+/** The refusal of a bad room or user id. */
+export function badName(kind: "room" | "user"): HttpError {
+  return new HttpError(400, "bad_request", `${kind} id must be ${kind === "room" ? ROOM_RULE : NAME_RULE}`);
 }
 
 /** A non-negative integer query parameter; undefined when absent. */

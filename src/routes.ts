@@ -7,7 +7,7 @@ import { HttpError } from "./http-error";
 import { connectRequest } from "./objects/connect";
 import { dataProblem, HEALTHY, isValidName, NAME_RULE, publishedBody, type Json } from "./protocol";
 import { pusher } from "./pusher-routes";
-import { answerError, checkName, countParam as countIn, readBody, vetClient } from "./request";
+import { answerError, badName, checkName, countParam as countIn, readBody, vetClient } from "./request";
 import { siteFile } from "./site";
 import { roomSocket, userSocket } from "./sockets";
 
@@ -148,6 +148,11 @@ app.get("/rooms/:room/messages", async (c) => {
 // Pusher Channels compatibility: its socket at /app/:key and its REST API under /apps/:app_id.
 app.route("/", pusher);
 
-app.notFound((c) => new HttpError(404, "not_found", `no route for ${c.req.method} ${c.get("url")?.pathname ?? c.req.path}`).toResponse());
+app.notFound((c) => {
+  // `/rooms//ws`, `/users//messages`: an empty id is a bad id (400), not an unknown route.
+  const empty = /^\/(room|user)s\/(?:\/|$)/.exec(c.req.path);
+  if (empty) return badName(empty[1] as "room" | "user").toResponse();
+  return new HttpError(404, "not_found", `no route for ${c.req.method} ${c.get("url")?.pathname ?? c.req.path}`).toResponse();
+});
 
 app.onError(answerError);

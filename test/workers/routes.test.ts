@@ -10,7 +10,7 @@ import { connect, freshRoom, join, ORIGIN, request } from "./connect";
 const KEY = { Authorization: "Bearer test-api-key" };
 const upgrade = { Upgrade: "websocket" };
 
-function withEnv(vars: Record<string, string>, path: string, headers: Record<string, string> = {}) {
+function withEnv(vars: Record<string, unknown>, path: string, headers: Record<string, string> = {}) {
   return worker.fetch(new Request(ORIGIN + path, { headers }), { ...env, ...vars }, createExecutionContext());
 }
 
@@ -36,6 +36,14 @@ describe("HTTP surface", () => {
     const res = await request("/healthz");
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ ok: true });
+  });
+
+  it("answers 400 for an empty room or user id, on every route that takes one", async () => {
+    for (const path of ["/rooms//ws", "/rooms//messages", "/rooms//events", "/rooms//presence", "/rooms/", "/users//ws", "/users//messages"]) {
+      expect(await expectError(request(path), 400, "bad_request"), path).toMatch(/(room|user) id must be/);
+    }
+    expect(await expectError(request("/rooms//ws", { headers: upgrade }), 400, "bad_request")).toContain("room id");
+    expect(await expectError(request("/users//messages", { method: "POST", body: "{}" }), 400, "bad_request")).toContain("user id");
   });
 
   it("answers 404 as JSON for unknown paths", async () => {
@@ -282,6 +290,18 @@ describe("configuration", () => {
       expect(await expectError(withEnv(vars, "/healthz"), 500, "bad_config")).toContain("PUSHER_SUBSCRIPTION_COUNT");
     }
     expect(await expectError(withEnv({ PUSHER_WEBHOOK_URL: "ftp://hooks.example.com/in" }, "/healthz"), 500, "bad_config")).toContain("PUSHER_WEBHOOK_URL");
+  });
+
+  it("takes numbers and true/false as written unquoted in [vars] or given to a test harness", async () => {
+    const numbers = { HEARTBEAT_INTERVAL_MS: 1000, HEARTBEAT_TIMEOUT_MS: 2500, HISTORY_LIMIT: 0, PUSHER_APP_ID: 123, PUSHER_APP_KEY: "key-1", PUSHER_APP_SECRET: "secret-1" };
+    await expectUpgraded(withEnv({ ...numbers, ALLOW_ANONYMOUS: true }, `/rooms/r/ws?user=ann`, upgrade));
+    await expectUpgraded(withEnv(numbers, "/app/key-1?protocol=7", upgrade));
+    const closed = await expectError(withEnv({ ALLOW_ANONYMOUS: false, AUTH_SECRET: "" }, `/rooms/r/ws`, upgrade), 401, "unauthorized");
+    expect(closed).toContain("AUTH_SECRET");
+    // What still does not parse is named: a fraction, a list, a flag that is not one.
+    for (const [name, value] of [["HISTORY_LIMIT", 2.5], ["ALLOWED_ORIGINS", ["https://app.example"]], ["ALLOW_ANONYMOUS", 1]] as const) {
+      expect(await expectError(withEnv({ [name]: value }, "/healthz"), 500, "bad_config")).toContain(name);
+    }
   });
 
   it("takes any value that parses, a heartbeat timeout below the interval included (the operator's choice)", async () => {

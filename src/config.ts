@@ -74,7 +74,7 @@ function integer(vars: Vars, name: string, fallback: number, min: number, max = 
   if (value === undefined) return fallback;
   if (!/^\d+$/.test(value)) throw new ConfigError(name, `must be a whole number, got ${JSON.stringify(value)}`);
   const n = Number(value);
-  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
   return n;
 }
 

@@ -6,6 +6,7 @@ import { checkOrigin } from "./auth";
 import { configOf, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { openOnHubs, pusherPlacement } from "./objects/connect";
+import { againIfReset } from "./objects/reset";
 import { readBody, requireUpgrade } from "./request";
 import {
   dataProblem,
@@ -218,10 +219,9 @@ function attributesOf(info: unknown): Set<ChannelAttribute> {
 async function trigger(c: PusherContext, event: PusherEvent): Promise<Record<string, ChannelAttributes>> {
   const attributes = await Promise.all(
     event.channels.map(async (channel): Promise<[string, ChannelAttributes]> => {
-      const room = c.env.ROOMS.getByName(channel);
-      await room.publish("server", event.data, undefined, event.socketId);
+      await againIfReset(() => c.env.ROOMS.getByName(channel).publish("server", event.data, undefined, event.socketId));
       if (event.info === undefined) return [channel, {}];
-      const { users, connections } = await room.info();
+      const { users, connections } = await againIfReset(() => c.env.ROOMS.getByName(channel).info());
       return [
         channel,
         {
@@ -260,7 +260,7 @@ pusher.post("/apps/:app_id/users/:user_id/terminate_connections", async (c) => {
   await verified(c);
   const user = c.req.param("user_id");
   if (!isValidSigninId(user)) throw new HttpError(400, "bad_request", `user ids are ${SIGNIN_ID_RULE}`);
-  await c.env.ROOMS.getByName(userChannel(user)).closeAll(PusherClose.generic, "terminated by the app");
+  await againIfReset(() => c.env.ROOMS.getByName(userChannel(user)).closeAll(PusherClose.generic, "terminated by the app"));
   return c.json({});
 });
 
@@ -282,7 +282,7 @@ pusher.get("/apps/:app_id/channels", async (c) => {
   }
   const names = await c.env.DIRECTORY.getByName("channels").list(prefix);
   const channels = await Promise.all(
-    names.map(async (name) => [name, info.has("user_count") ? { user_count: (await c.env.ROOMS.getByName(name).info()).users } : {}] as const),
+    names.map(async (name) => [name, info.has("user_count") ? { user_count: (await againIfReset(() => c.env.ROOMS.getByName(name).info())).users } : {}] as const),
   );
   return c.json({ channels: Object.fromEntries(channels) }); // `__proto__` a key like any other
 });
@@ -298,7 +298,7 @@ pusher.get("/apps/:app_id/channels/:channel", async (c) => {
   const channel = channelParam(c);
   const info = infoOf(c);
   if (info.has("user_count")) presenceOnly(channel, "user_count");
-  const room = await c.env.ROOMS.getByName(channel).info();
+  const room = await againIfReset(() => c.env.ROOMS.getByName(channel).info());
   return c.json({
     occupied: room.connections > 0,
     ...(info.has("user_count") && { user_count: room.users }),
@@ -313,7 +313,7 @@ pusher.get("/apps/:app_id/channels/:channel/users", async (c) => {
   const users: PresenceEntry[] = [];
   let after: string | undefined;
   do {
-    const page = await c.env.ROOMS.getByName(channel).presencePage(after, 1_000);
+    const page = await againIfReset(() => c.env.ROOMS.getByName(channel).presencePage(after, 1_000));
     users.push(...page.presence);
     after = page.next;
   } while (after !== undefined);

@@ -5,6 +5,7 @@ import { authorizeServer } from "./auth";
 import { configOf, originAllowed, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { connectRequest } from "./objects/connect";
+import { againIfReset } from "./objects/reset";
 import { dataProblem, HEALTHY, isValidName, NAME_RULE, publishedBody, type Json } from "./protocol";
 import { pusher } from "./pusher-routes";
 import { answerError, badName, checkName, countParam as countIn, readBody, vetClient } from "./request";
@@ -97,14 +98,14 @@ app.get("/rooms/:room/events", async (c) => {
   const lastEventId = c.req.header("Last-Event-ID") || c.get("url").searchParams.get("lastEventId") || undefined;
   const since = lastEventId !== undefined ? eventId(lastEventId) : countParam(c, "since");
   const epoch = c.get("url").searchParams.get("epoch") ?? undefined;
-  return c.env.ROOMS.getByName(room).fetch(connectRequest({ user, exp, since, epoch, room }, "events"));
+  return againIfReset(() => c.env.ROOMS.getByName(room).fetch(connectRequest({ user, exp, since, epoch, room }, "events")));
 });
 
 app.post("/rooms/:room/messages", async (c) => {
   const room = nameParam(c, "room");
   await authorizeServer(c.req.raw, c.get("url"), c.get("config"));
   const { data, from } = await messageBody(c);
-  return c.json(publishedBody(await c.env.ROOMS.getByName(room).publish(from, data)));
+  return c.json(publishedBody(await againIfReset(() => c.env.ROOMS.getByName(room).publish(from, data))));
 });
 
 app.post("/users/:user/messages", async (c) => {
@@ -119,7 +120,7 @@ app.post("/users/:user/messages", async (c) => {
 app.get("/rooms/:room", async (c) => {
   const room = nameParam(c, "room");
   await authorizeServer(c.req.raw, c.get("url"), c.get("config"));
-  return c.json(await c.env.ROOMS.getByName(room).info());
+  return c.json(await againIfReset(() => c.env.ROOMS.getByName(room).info()));
 });
 
 /** Presence pages are at most this long, whatever `limit` asks (docs/protocol.md "Presence at scale"). */
@@ -132,7 +133,7 @@ app.get("/rooms/:room/presence", async (c) => {
   // Any member's id: a user id, or a Pusher presence user_id, kept as given (up to 128 characters).
   if (after !== undefined && (after === "" || after.length > 128)) throw new HttpError(400, "bad_request", `"after" must be a member id of 1-128 characters`);
   const limit = Math.max(1, Math.min(countParam(c, "limit") ?? 100, MAX_PRESENCE_PAGE));
-  return c.json(await c.env.ROOMS.getByName(room).presencePage(after, limit));
+  return c.json(await againIfReset(() => c.env.ROOMS.getByName(room).presencePage(after, limit)));
 });
 
 app.get("/rooms/:room/messages", async (c) => {
@@ -141,7 +142,7 @@ app.get("/rooms/:room/messages", async (c) => {
   await authorizeServer(c.req.raw, c.get("url"), config, { room });
   const since = countParam(c, "since") ?? 0;
   const limit = Math.min(countParam(c, "limit") ?? config.historyLimit, config.historyLimit);
-  const body = await c.env.ROOMS.getByName(room).history(since, limit);
+  const body = await againIfReset(() => c.env.ROOMS.getByName(room).history(since, limit));
   return c.body(body, 200, { "Content-Type": "application/json" });
 });
 

@@ -7,6 +7,7 @@ import { configOf } from "./config";
 import { HttpError } from "./http-error";
 import { connectRequest, hubFor, openOnHubs, placedAt, type ConnectInfo } from "./objects/connect";
 import { pusherSocket } from "./pusher-routes";
+import { againIfReset } from "./objects/reset";
 import { answerError, checkName, countParam, isUpgrade, requireUpgrade, vetClient } from "./request";
 
 /** The kind of socket route, and its (still encoded) name or key. */
@@ -47,9 +48,9 @@ export async function roomSocket(request: Request, env: Env, url: URL, name: str
   const epoch = url.searchParams.get("epoch") ?? undefined;
   const connect: ConnectInfo = { user, exp, since, epoch, room };
   // A full Room names the shard to open the socket on instead (docs/design.md "Placement").
-  const answer = await env.ROOMS.getByName(room).fetch(connectRequest(connect));
+  const answer = await againIfReset(() => env.ROOMS.getByName(room).fetch(connectRequest(connect)));
   const shard = placedAt(answer);
-  return shard === undefined ? answer : env.HOLDERS.getByName(shard).fetch(connectRequest(connect));
+  return shard === undefined ? answer : againIfReset(() => env.HOLDERS.getByName(shard).fetch(connectRequest(connect)));
 }
 
 export async function userSocket(request: Request, env: Env, url: URL, name: string | undefined): Promise<Response> {

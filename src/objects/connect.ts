@@ -3,6 +3,7 @@
 // reach an object.
 import type { Identity } from "../identity";
 import type { ResumePoint } from "../protocol";
+import { againIfReset } from "./reset";
 
 const CONNECT_HEADER = "X-Edge-Relay-Connect";
 const HOLDER_HEADER = "X-Edge-Relay-Holder";
@@ -55,7 +56,7 @@ const MAX_HUB_HOPS = 16;
  */
 export async function openOnHubs(holders: Env["HOLDERS"], hub: string, info: ConnectInfo): Promise<Response | undefined> {
   for (let hops = 0; hops < MAX_HUB_HOPS; hops++) {
-    const answer = await holders.getByName(hub).fetch(connectRequest(info));
+    const answer = await againIfReset(() => holders.getByName(hub).fetch(connectRequest(info)));
     const next = placedAt(answer);
     if (next === undefined) return answer;
     hub = next;

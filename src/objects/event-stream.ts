@@ -96,6 +96,11 @@ export class EventStreams {
     this.#limit = limit;
   }
 
+  /** Streams open or being opened. */
+  get busy(): boolean {
+    return this.#streams.size > 0 || this.#probe !== undefined;
+  }
+
   /**
    * A new stream's response, ending at `endAt` (ms), once `start` has written its first events;
    * undefined when the room serves `limit` streams already.

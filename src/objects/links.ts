@@ -7,6 +7,7 @@
 // arrive in order. A stub whose call failed may be broken for good, so it is dropped and the
 // next call makes a fresh one.
 import { log } from "../log";
+import { wasReset } from "./reset";
 
 /** Past this many targets the cache starts over (targets come and go). */
 const MAX_CACHED_STUBS = 1_000;
@@ -26,19 +27,29 @@ function retryable(error: unknown): boolean {
 export class Links {
   readonly #env: Env;
   readonly #cache = new Map<string, DurableObjectStub>();
+  /** Calls under way. */
+  #calls = 0;
 
   constructor(env: Env) {
     this.#env = env;
   }
 
-  /** Calls `fn` on the target's stub; a retryable failure is tried once more on a fresh stub. */
+  /** Whether no call is under way (an object resets itself only then: SocketHost `quiet`). */
+  get idle(): boolean {
+    return this.#calls === 0;
+  }
+
+  /** Calls `fn` on the target's stub; a retryable failure, or a reset target (reset.ts), is tried once more on a fresh stub. */
   async call<K extends Kind, T>(kind: K, name: string, fn: (stub: StubOf<K>) => Promise<T> | T): Promise<T> {
+    this.#calls++;
     try {
       return await fn(this.#stub(kind, name));
     } catch (error) {
       this.#cache.delete(`${kind}:${name}`);
-      if (!retryable(error)) throw error;
+      if (!retryable(error) && !wasReset(error)) throw error;
       return await fn(this.#stub(kind, name));
+    } finally {
+      this.#calls--;
     }
   }
 

@@ -65,6 +65,11 @@ export class MessageLog {
     return this.#sequence.epoch;
   }
 
+  /** Whether every message numbered so far is stored. */
+  get stored(): boolean {
+    return this.#pending.length === 0;
+  }
+
   /** Numbers a message now; resolves with its seq once its batch is stored, rejects if storing failed. */
   append(from: string, data: Json, id?: string, except?: string): Promise<number> {
     const seq = this.#sequence.reserve();

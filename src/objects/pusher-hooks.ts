@@ -57,6 +57,11 @@ export class PusherHooks {
   #countQueued = false;
   #joinedSince = false;
 
+  /** Whether nothing waits to go to the app or to the channel's subscribers. */
+  get idle(): boolean {
+    return this.#waiting.length === 0 && !this.#sending && !this.#countQueued;
+  }
+
   /** The hooks of `room`, or undefined where it has none (no Pusher app, or a user's own channel). */
   static of(room: string, config: Config, links: Links, subscriptions: Subscriptions): PusherHooks | undefined {
     return config.pusher === undefined || isUserChannel(room) ? undefined : new PusherHooks(room, config.pusher, links, subscriptions);

@@ -80,6 +80,12 @@ export class Room extends Holder {
     return HERE;
   }
 
+  /** And nothing of the room anywhere: no connection on any holder, seat promised, stream, batch or webhook. */
+  protected override quiet(): boolean {
+    const idle = this.#roster.connections === 0 && this.#seatsHeld() === 0 && this.#census.settling === undefined;
+    return idle && this.#log.stored && !this.#streams.busy && (this.#pusher?.idle ?? true) && super.quiet();
+  }
+
   /**
    * The roster, its counts of this Room's own sockets checked against the platform's list once
    * after every start: sockets lost with a restart of the runtime never report a close. Closing

@@ -22,6 +22,7 @@ import {
 } from "../protocol";
 import { Opens, OversizeCounter, rateFor, RateLimiter } from "./limits";
 import { Owed } from "./owed";
+import { Reset } from "./reset";
 import { hold, liveAttachment, release, transmit, type Attachment, type Session } from "./session";
 
 export abstract class SocketHost extends DurableObject<Env> {
@@ -42,6 +43,7 @@ export abstract class SocketHost extends DurableObject<Env> {
   #opening: WebSocket[] = [];
   /** Sockets still opening, counted with `sessions` against SOCKETS_PER_OBJECT. */
   protected readonly opens = new Opens();
+  readonly #reset = new Reset(this.ctx, () => this.quiet());
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -75,6 +77,15 @@ export abstract class SocketHost extends DurableObject<Env> {
    * socket gets the echoes of what it published before an error or close about a later frame.
    */
   protected beforeSend(): void {}
+
+  /**
+   * Whether a reset would lose nothing but memory: no socket open, opening or still closing.
+   * Holder and Room add the calls, batches, streams and webhooks they may have under way.
+   */
+  protected quiet(): boolean {
+    if (this.#live().size > 0 || this.opens.size > 0 || this.#opening.length > 0) return false;
+    return this.ctx.getWebSockets().every((ws) => ws.readyState === WebSocket.CLOSED);
+  }
 
   /** Whether the sweep alarm must keep running; Room also needs it for other holders' census. */
   protected wantsAlarm(): boolean {
@@ -282,6 +293,8 @@ export abstract class SocketHost extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    // The client's answer to a close of ours: we departed it then, or marked its attachment.
+    const answered = this.#departed.has(ws) || (ws.deserializeAttachment() as Attachment | null)?.closed === true;
     // Hibernatable sockets do not answer the peer's close by themselves (docs/platform.md).
     try {
       ws.close(sendableCloseCode(code), closeReason(reason));
@@ -289,6 +302,8 @@ export abstract class SocketHost extends DurableObject<Env> {
       // Already closed.
     }
     this.#depart(ws);
+    // Such a client's connection may stay up until the object resets (reset.ts).
+    if (answered && this.#live().size === 0) this.#reset.whenQuiet();
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {

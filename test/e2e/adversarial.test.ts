@@ -692,11 +692,6 @@ describe("names", () => {
   // Segments that change the path itself: the URL parser resolves them before routing, so the
   // request no longer names an id at all and lands on whatever the resolved path is.
   const resolved: [string, Route, number, string, string][] = [
-    // `/rooms//ws`: an empty segment cannot be `:room`, so no route matches.
-    ["an empty segment", "room socket", 404, "not_found", ""],
-    ["an empty segment", "user socket", 404, "not_found", ""],
-    ["an empty segment", "room publish", 404, "not_found", ""],
-    ["an empty segment", "user publish", 404, "not_found", ""],
     // `/rooms/../ws` and `/rooms/%2e%2e/ws` resolve to `/ws`.
     ["a dot-dot segment", "room socket", 404, "not_found", ".."],
     ["an encoded dot-dot segment", "room socket", 404, "not_found", "%2e%2e"],
@@ -711,6 +706,11 @@ describe("names", () => {
     ["a raw backslash", "room socket", 404, "not_found", "a\\b"],
     ["a raw backslash", "room publish", 404, "not_found", "a\\b"],
   ];
+
+  // `/rooms//ws`: an empty segment is an empty id, which no name rule admits.
+  it.each(["room socket", "user socket", "room publish", "user publish"] as const)("answers an empty segment on the %s route with 400 bad_request", async (route) => {
+    expect(rawAnswer(await requestFor(route, ""))).toEqual(refused(400, "bad_request"));
+  });
 
   it.each(resolved)(
     "answers %s on the %s route with %i %s (the path resolves to another)",

@@ -1,8 +1,9 @@
 // Liveness over real sockets: the relay closes a client that goes silent and keeps one that
 // pings, with heartbeat timings short enough for a test.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import type { Closed, Received, TestClient } from "../support/client";
-import { freshRoom, Relay, startRelay } from "./relay";
+import { freshRoom, Relay, SERVER_AUTH, startRelay } from "./relay";
 
 const INTERVAL_MS = 200;
 const TIMEOUT_MS = 1000;
@@ -117,5 +118,37 @@ describe("heartbeat", () => {
       clearInterval(timer);
     }
     await talker.client.close();
+  });
+
+  // A plain `ws` client, as an app's, without the test clients' help (finishClosingHandshakes in
+  // relay.ts): its 'close' event waits for the TCP connection to end. The runtime keeps that up
+  // for a socket that never sent a frame until its object is evicted, ~10 s after the close
+  // (docs/platform.md); an object left with no socket resets itself instead.
+  it.each([
+    ["a room socket", (room: string) => `/rooms/${room}/ws?user=loner`],
+    ["a user socket", (room: string) => `/users/${room}-user/ws`],
+  ])("ends %s that never sent a frame with its close: the close event comes at once, not ~10 s later", async (_kind, path) => {
+    const room = freshRoom();
+    await relay.fetch(`/rooms/${room}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data: "before" }) });
+    const url = new URL(path(room), relay.url);
+    url.protocol = "ws:";
+    const ws = new WebSocket(url);
+    const closed = new Promise<{ code: number; reason: string; at: number }>((resolve) =>
+      ws.once("close", (code, reason) => resolve({ code, reason: reason.toString(), at: Date.now() })),
+    );
+    const opened = await new Promise<number>((resolve, reject) => {
+      ws.once("open", () => resolve(Date.now()));
+      ws.once("error", reject);
+    });
+    const { code, reason, at } = await closed;
+    expect({ code, reason }).toEqual({ code: 4000, reason: "heartbeat timeout" });
+    // Within the contract's 1.5x and a margin for a busy machine, well short of the ~10 s.
+    expect(at - opened).toBeLessThan(1.5 * TIMEOUT_MS + 3_000);
+    // The room carries on from its storage: same history, and the next message after it.
+    const history = (await (await relay.fetch(`/rooms/${room}/messages`, { headers: SERVER_AUTH })).json()) as { messages: { data: unknown }[] };
+    expect(history.messages.map((message) => message.data)).toEqual(["before"]);
+    const { client, welcome } = await relay.join(room, "next");
+    expect(welcome).toMatchObject({ seq: 1, users: 1 });
+    await client.close();
   });
 });

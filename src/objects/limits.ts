@@ -9,6 +9,12 @@ import type { Session } from "./session";
 
 const WINDOW_MS = 10_000;
 
+/**
+ * A socket hears `rate_limited` at most this often: a second, and a little more, so that two
+ * errors sent apart arrive a second apart too (as count frames, count-frames.ts).
+ */
+const TELL_EVERY_MS = 1_050;
+
 /** What to do with a frame that arrived. */
 export type RateVerdict = "accept" | "drop" | "drop-and-tell" | "close";
 
@@ -54,7 +60,7 @@ export class RateLimiter {
       return "accept";
     }
     if (this.#drops.add(now, capacity + 1) > capacity) return "close";
-    if (now - this.#toldAt < 1000) return "drop";
+    if (now - this.#toldAt < TELL_EVERY_MS) return "drop";
     this.#toldAt = now;
     return "drop-and-tell";
   }

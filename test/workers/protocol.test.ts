@@ -139,6 +139,15 @@ describe("limits", () => {
     expect(isPusherSubscription('{"event":"client-x","channel":"private-c","data":{"event":"pusher:subscribe"}}')).toBe(false);
   });
 
+  it("tells of drops at least 1.05 s apart, so no two errors reach a client within a second", () => {
+    const limiter = new RateLimiter(1, 0, 1);
+    expect(limiter.take(0)).toBe("accept");
+    expect(limiter.take(1)).toBe("drop-and-tell");
+    // Refilled each second, emptied at once again: drops at 1.0 s and 1.05 s after the told one.
+    expect([limiter.take(1001), limiter.take(1001)]).toEqual(["accept", "drop"]);
+    expect([limiter.take(1051), limiter.take(1051)]).toEqual(["drop-and-tell", "drop"]);
+  });
+
   it("closes once more than twice the rate was dropped within 10 s", () => {
     const limiter = new RateLimiter(2, 0);
     for (let i = 0; i < 4; i++) limiter.take(0);

@@ -32,7 +32,8 @@ export class Reset {
   readonly #ctx: DurableObjectState;
   /** Whether a reset would lose nothing but memory (SocketHost `quiet`). */
   readonly #quiet: () => boolean;
-  #weighing = false;
+  /** Looks left before the object is left to the platform; undefined while none is planned. */
+  #looksLeft?: number;
 
   constructor(ctx: DurableObjectState, quiet: () => boolean) {
     this.#ctx = ctx;
@@ -41,24 +42,25 @@ export class Reset {
 
   /**
    * Resets the object once it is quiet and its storage durable: at once, or after the calls and
-   * webhooks under way have finished (looking every POLL_MS, TRIES times; then the platform
-   * evicts it in its own time).
+   * webhooks under way have finished (looking every POLL_MS, TRIES times after the last socket
+   * left; then the platform evicts it in its own time).
    */
-  whenQuiet(tries = TRIES): void {
-    if (this.#weighing) return;
-    this.#weighing = true;
-    setTimeout(
-      () => {
-        void this.#ctx.storage.sync().then(
-          () => {
-            this.#weighing = false;
-            if (this.#quiet()) this.#ctx.abort(RESET_REASON);
-            else if (tries > 1) this.whenQuiet(tries - 1);
-          },
-          () => void (this.#weighing = false),
-        );
-      },
-      tries === TRIES ? 0 : POLL_MS,
-    );
+  whenQuiet(): void {
+    const planned = this.#looksLeft !== undefined;
+    this.#looksLeft = TRIES;
+    if (!planned) this.#look(0);
+  }
+
+  #look(afterMs: number): void {
+    setTimeout(() => {
+      void this.#ctx.storage.sync().then(
+        () => {
+          if (this.#quiet()) this.#ctx.abort(RESET_REASON);
+          else if (--this.#looksLeft! > 0) this.#look(POLL_MS);
+          else this.#looksLeft = undefined;
+        },
+        () => void (this.#looksLeft = undefined),
+      );
+    }, afterMs);
   }
 }

@@ -34,6 +34,8 @@ export abstract class SocketHost extends DurableObject<Env> {
   /** Sockets already reported gone, so a close and an error for one socket count once. */
   #departed = new WeakSet<WebSocket>();
   #alarmArmed = false;
+  /** An alarm handler is under way (a reset waits for it: reset.ts). */
+  #alarmRunning = false;
   readonly #owed = new Owed({
     isOpen: (session) => this.#live().get(session.ws) === session,
     close: (session, code, reason) => this.close(session, code, reason),
@@ -83,7 +85,7 @@ export abstract class SocketHost extends DurableObject<Env> {
    * Holder and Room add the calls, batches, streams and webhooks they may have under way.
    */
   protected quiet(): boolean {
-    if (this.#live().size > 0 || this.opens.size > 0 || this.#opening.length > 0) return false;
+    if (this.#live().size > 0 || this.opens.size > 0 || this.#opening.length > 0 || this.#alarmRunning) return false;
     return this.ctx.getWebSockets().every((ws) => ws.readyState === WebSocket.CLOSED);
   }
 
@@ -368,10 +370,15 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   override async alarm(): Promise<void> {
     this.#alarmArmed = false;
-    await this.onAlarm(Date.now());
-    if (this.wantsAlarm()) {
-      this.#alarmArmed = true;
-      await this.ctx.storage.setAlarm(Date.now() + this.#sweepEveryMs);
+    this.#alarmRunning = true;
+    try {
+      await this.onAlarm(Date.now());
+      if (this.wantsAlarm()) {
+        this.#alarmArmed = true;
+        await this.ctx.storage.setAlarm(Date.now() + this.#sweepEveryMs);
+      }
+    } finally {
+      this.#alarmRunning = false;
     }
   }
 

@@ -1,5 +1,5 @@
-// An emptied socket-holding object resets itself (docs/design.md "Failures"): once the last
-// socket it closed itself has answered and nothing else is under way there, it calls
+// An emptied Room resets itself (docs/design.md "Failures"; hubs and shards do not yet): once
+// the last socket it closed itself has answered and nothing else is under way there, it calls
 // `ctx.abort()`. The runtime keeps the connection of a socket that never sent a frame up after
 // the object closed it, until the object is evicted (docs/platform.md), so without the reset a
 // silent client closed for its heartbeat sees its close event ~10 s late, or never while the

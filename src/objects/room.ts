@@ -80,6 +80,10 @@ export class Room extends Holder {
     return HERE;
   }
 
+  protected override get resetsWhenEmptied(): boolean {
+    return true;
+  }
+
   /** And nothing of the room anywhere: no connection on any holder, seat promised, stream, batch or webhook. */
   protected override quiet(): boolean {
     const idle = this.#roster.connections === 0 && this.#seatsHeld() === 0 && this.#census.settling === undefined;

@@ -89,6 +89,15 @@ export abstract class SocketHost extends DurableObject<Env> {
     return this.ctx.getWebSockets().every((ws) => ws.readyState === WebSocket.CLOSED);
   }
 
+  /**
+   * Whether an object emptied by its own closes resets itself (reset.ts). Only a Room does:
+   * hubs reset so (Pusher and user sockets) left a subscribe now and then unanswered in the
+   * Pusher tests, for a reason not found yet (docs/design.md "Failures").
+   */
+  protected get resetsWhenEmptied(): boolean {
+    return false;
+  }
+
   /** Whether the sweep alarm must keep running; Room also needs it for other holders' census. */
   protected wantsAlarm(): boolean {
     return this.#live().size > 0;
@@ -305,7 +314,7 @@ export abstract class SocketHost extends DurableObject<Env> {
     }
     this.#depart(ws);
     // Such a client's connection may stay up until the object resets (reset.ts).
-    if (answered && this.#live().size === 0) this.#reset.whenQuiet();
+    if (answered && this.resetsWhenEmptied && this.#live().size === 0) this.#reset.whenQuiet();
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {

@@ -304,8 +304,9 @@ export abstract class SocketHost extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    // The client's answer to a close of ours: we departed it then, or marked its attachment.
-    const answered = this.#departed.has(ws) || (ws.deserializeAttachment() as Attachment | null)?.closed === true;
+    // The client's answer to a close of ours (we departed it then, or marked its attachment),
+    // asked only of an object that resets: no attachment read on a hub's every close.
+    const answered = this.resetsWhenEmptied && (this.#departed.has(ws) || (ws.deserializeAttachment() as Attachment | null)?.closed === true);
     // Hibernatable sockets do not answer the peer's close by themselves (docs/platform.md).
     try {
       ws.close(sendableCloseCode(code), closeReason(reason));
@@ -314,7 +315,7 @@ export abstract class SocketHost extends DurableObject<Env> {
     }
     this.#depart(ws);
     // Such a client's connection may stay up until the object resets (reset.ts).
-    if (answered && this.resetsWhenEmptied && this.#live().size === 0) this.#reset.whenQuiet();
+    if (answered && this.#live().size === 0) this.#reset.whenQuiet();
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {

@@ -22,6 +22,7 @@ import {
 } from "../protocol";
 import { Opens, OversizeCounter, rateFor, RateLimiter } from "./limits";
 import { Owed } from "./owed";
+import { livenessTimes, type LivenessTimes } from "./liveness";
 import { Reset } from "./reset";
 import { hold, liveAttachment, release, transmit, type Attachment, type Session } from "./session";
 
@@ -46,10 +47,12 @@ export abstract class SocketHost extends DurableObject<Env> {
   /** Sockets still opening, counted with `sessions` against SOCKETS_PER_OBJECT. */
   protected readonly opens = new Opens();
   readonly #reset = new Reset(this.ctx, () => this.quiet());
+  readonly #times: LivenessTimes;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.config = configOf(env);
+    this.#times = livenessTimes(this.config.heartbeatTimeoutMs);
     if (ctx.id.name === undefined) throw new Error(`${new.target.name} must be addressed by name`);
     this.name = ctx.id.name;
     // Answered by the runtime itself, even while the object hibernates (docs/platform.md).
@@ -94,9 +97,7 @@ export abstract class SocketHost extends DurableObject<Env> {
    * hubs reset so (Pusher and user sockets) left a subscribe now and then unanswered in the
    * Pusher tests, for a reason not found yet (docs/design.md "Failures").
    */
-  protected get resetsWhenEmptied(): boolean {
-    return false;
-  }
+  protected readonly resetsWhenEmptied: boolean = false;
 
   /** Whether the sweep alarm must keep running; Room also needs it for other holders' census. */
   protected wantsAlarm(): boolean {
@@ -126,7 +127,7 @@ export abstract class SocketHost extends DurableObject<Env> {
   // The attachment's `seen` may lag real activity by up to one save interval; assume the latest
   // it could be, so a restored socket is never timed out early.
   #restore(attachment: Attachment): number {
-    return attachment.seen + this.#saveEveryMs;
+    return attachment.seen + this.#times.saveEveryMs;
   }
 
   #add(sessions: Map<WebSocket, Session>, ws: WebSocket, attachment: Attachment, seen: number): Session {
@@ -325,30 +326,9 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   // ---- liveness ----
 
-  /** How often the sweep runs: a quarter of the timeout, so a close lands within 1.5x of it. */
-  get #sweepEveryMs(): number {
-    return Math.max(100, Math.floor(this.config.heartbeatTimeoutMs / 4));
-  }
-
-  /**
-   * How long a socket may stay silent before a sweep closes it: the timeout and a twentieth of it
-   * (at most a second). A socket's clock starts when it is accepted, a little before its client
-   * sees the 101, so the client too finds the close no earlier than the timeout
-   * (docs/protocol.md "Liveness" has the whole bound).
-   */
-  get #silentForMs(): number {
-    const timeout = this.config.heartbeatTimeoutMs;
-    return timeout + Math.min(Math.floor(timeout / 20), 1000);
-  }
-
-  /** How stale the stored `seen` may get before it is rewritten. */
-  get #saveEveryMs(): number {
-    return Math.floor(this.config.heartbeatTimeoutMs / 10);
-  }
-
   #touch(session: Session, now: number): void {
     session.seen = now;
-    if (now - session.savedSeen >= this.#saveEveryMs) this.#save(session);
+    if (now - session.savedSeen >= this.#times.saveEveryMs) this.#save(session);
   }
 
   #save(session: Session, closed?: true): void {
@@ -371,7 +351,7 @@ export abstract class SocketHost extends DurableObject<Env> {
     this.#alarmArmed = true;
     void this.ctx.storage
       .getAlarm()
-      .then((at) => (at === null ? this.ctx.storage.setAlarm(Date.now() + this.#sweepEveryMs) : undefined))
+      .then((at) => (at === null ? this.ctx.storage.setAlarm(Date.now() + this.#times.sweepEveryMs) : undefined))
       .catch((error: unknown) => {
         this.#alarmArmed = false;
         log("error", "could not arm the sweep alarm", { object: this.constructor.name, error });
@@ -385,7 +365,7 @@ export abstract class SocketHost extends DurableObject<Env> {
       await this.onAlarm(Date.now());
       if (this.wantsAlarm()) {
         this.#alarmArmed = true;
-        await this.ctx.storage.setAlarm(Date.now() + this.#sweepEveryMs);
+        await this.ctx.storage.setAlarm(Date.now() + this.#times.sweepEveryMs);
       }
     } finally {
       this.#alarmRunning = false;
@@ -403,7 +383,7 @@ export abstract class SocketHost extends DurableObject<Env> {
     for (const session of [...this.#live().values()]) {
       const pinged = this.ctx.getWebSocketAutoResponseTimestamp(session.ws)?.getTime() ?? 0;
       const quiet = now - Math.max(session.seen, pinged);
-      if (quiet >= this.#silentForMs) {
+      if (quiet >= this.#times.silentForMs) {
         this.close(session, CloseCode.heartbeatTimeout, "heartbeat timeout");
       } else if (session.identity.exp !== undefined && now >= session.identity.exp * 1000) {
         this.close(session, CloseCode.tokenExpired, "token expired");

@@ -68,6 +68,11 @@ export class Holder extends SocketHost {
     this.#subscriptions = new SubscriptionTable(ctx.storage.sql);
   }
 
+  /** Nothing under way either: no join waiting for its room, no call to another object. */
+  protected override quiet(): boolean {
+    return super.quiet() && this.#joining.size === 0 && this.links.idle;
+  }
+
   /** The name this holder gives when it joins a room; Room uses the roster's own marker. */
   protected get joinAs(): string {
     return this.name;

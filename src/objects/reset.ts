@@ -1,4 +1,4 @@
-// An emptied Room resets itself (docs/design.md "Failures"; hubs and shards do not yet): once
+// An emptied object (a Room, a shard or a hub) resets itself (docs/design.md "Failures"): once
 // the last socket it closed itself has answered and nothing else is under way there, it calls
 // `ctx.abort()`. The runtime keeps the connection of a socket that never sent a frame up after
 // the object closed it, until the object is evicted (docs/platform.md), so without the reset a

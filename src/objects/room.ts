@@ -80,11 +80,9 @@ export class Room extends Holder {
     return HERE;
   }
 
-  protected override readonly resetsWhenEmptied = true;
-
-  /** And nothing of the room anywhere: no connection on any holder, seat promised, call, stream, batch or webhook. */
+  /** And nothing of the room anywhere: no connection on any holder, seat promised, stream, batch or webhook. */
   protected override quiet(): boolean {
-    const idle = this.#roster.connections === 0 && this.#seatsHeld() === 0 && this.#census.settling === undefined && this.links.idle;
+    const idle = this.#roster.connections === 0 && this.#seatsHeld() === 0 && this.#census.settling === undefined;
     return idle && this.#log.stored && !this.#streams.busy && (this.#pusher?.idle ?? true) && super.quiet();
   }
 

@@ -92,13 +92,6 @@ export abstract class SocketHost extends DurableObject<Env> {
     return this.ctx.getWebSockets().every((ws) => ws.readyState === WebSocket.CLOSED);
   }
 
-  /**
-   * Whether an object emptied by its own closes resets itself (reset.ts). Only a Room does:
-   * hubs reset so (Pusher and user sockets) left a subscribe now and then unanswered in the
-   * Pusher tests, for a reason not found yet (docs/design.md "Failures").
-   */
-  protected readonly resetsWhenEmptied: boolean = false;
-
   /** Whether the sweep alarm must keep running; Room also needs it for other holders' census. */
   protected wantsAlarm(): boolean {
     return this.#live().size > 0;
@@ -305,9 +298,8 @@ export abstract class SocketHost extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    // The client's answer to a close of ours (we departed it then, or marked its attachment),
-    // asked only of an object that resets: no attachment read on a hub's every close.
-    const answered = this.resetsWhenEmptied && (this.#departed.has(ws) || (ws.deserializeAttachment() as Attachment | null)?.closed === true);
+    // The client's answer to a close of ours: we departed it then (or marked its attachment).
+    const ours = this.#departed.has(ws);
     // Hibernatable sockets do not answer the peer's close by themselves (docs/platform.md).
     try {
       ws.close(sendableCloseCode(code), closeReason(reason));
@@ -315,8 +307,9 @@ export abstract class SocketHost extends DurableObject<Env> {
       // Already closed.
     }
     this.#depart(ws);
-    // Such a client's connection may stay up until the object resets (reset.ts).
-    if (answered && this.#live().size === 0) this.#reset.whenQuiet();
+    // Such a client's connection may stay up until the object resets (reset.ts). The attachment
+    // is read only once the object is empty, not on a busy hub's every close.
+    if (this.#live().size === 0 && (ours || (ws.deserializeAttachment() as Attachment | null)?.closed === true)) this.#reset.whenQuiet();
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {

@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import type { Closed, Received, TestClient } from "../support/client";
+import { APP, pusherSocketPath } from "./pusher-support";
 import { freshRoom, Relay, SERVER_AUTH, startRelay } from "./relay";
 
 const INTERVAL_MS = 200;
@@ -14,7 +15,14 @@ let relay: Relay;
 
 beforeAll(async () => {
   relay = await startRelay({
-    vars: { ALLOW_ANONYMOUS: "true", HEARTBEAT_INTERVAL_MS: String(INTERVAL_MS), HEARTBEAT_TIMEOUT_MS: String(TIMEOUT_MS) },
+    vars: {
+      ALLOW_ANONYMOUS: "true",
+      HEARTBEAT_INTERVAL_MS: String(INTERVAL_MS),
+      HEARTBEAT_TIMEOUT_MS: String(TIMEOUT_MS),
+      PUSHER_APP_ID: APP.id,
+      PUSHER_APP_KEY: APP.key,
+    },
+    secrets: { PUSHER_APP_SECRET: APP.secret },
   });
 });
 
@@ -123,10 +131,13 @@ describe("heartbeat", () => {
   // A plain `ws` client, as an app's, without the test clients' help (finishClosingHandshakes in
   // relay.ts): its 'close' event waits for the TCP connection to end. The runtime keeps that up
   // for a socket that never sent a frame until its object is evicted, ~10 s after the close
-  // (docs/platform.md); a Room left with no socket resets itself instead (hubs do not yet).
-  it.each([["a room socket", (room: string) => `/rooms/${room}/ws?user=loner`]])(
-    "ends %s that never sent a frame with its close: the close event comes at once, not ~10 s later",
-    async (_kind, path) => {
+  // (docs/platform.md); an object left with no socket resets itself instead. A user socket and a
+  // Pusher socket live on hubs, a room socket on its Room.
+  it.each([
+    ["a room socket", (room: string) => `/rooms/${room}/ws?user=loner`, { code: 4000, reason: "heartbeat timeout" }],
+    ["a user socket", (room: string) => `/users/${room}-user/ws`, { code: 4000, reason: "heartbeat timeout" }],
+    ["a Pusher socket", () => pusherSocketPath(), { code: 4201, reason: "heartbeat timeout" }],
+  ])("ends %s that never sent a frame with its close: the close event comes at once, not ~10 s later", async (_kind, path, expected) => {
     const room = freshRoom();
     await relay.fetch(`/rooms/${room}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data: "before" }) });
     const url = new URL(path(room), relay.url);
@@ -140,7 +151,7 @@ describe("heartbeat", () => {
       ws.once("error", reject);
     });
     const { code, reason, at } = await closed;
-    expect({ code, reason }).toEqual({ code: 4000, reason: "heartbeat timeout" });
+    expect({ code, reason }).toEqual(expected);
     // Within the contract's 1.5x and a margin for a busy machine, well short of the ~10 s.
     expect(at - opened).toBeLessThan(1.5 * TIMEOUT_MS + 3_000);
     // The room carries on from its storage: same history, and the next message after it.
@@ -149,6 +160,5 @@ describe("heartbeat", () => {
     const { client, welcome } = await relay.join(room, "next");
     expect(welcome).toMatchObject({ seq: 1, users: 1 });
     await client.close();
-    },
-  );
+  });
 });

@@ -18,13 +18,13 @@ import {
   MAX_DATA_DEPTH,
   MAX_EVENT_NAME,
   NOT_FINITE,
+  protocolRefusal,
   pusherError,
   PusherClose,
   pusherSignature,
   roomDataOf,
   ROOM_RULE,
   SIGNIN_ID_RULE,
-  speaksPusherProtocol,
   type Json,
   type PresenceEntry,
   userChannel,
@@ -60,10 +60,8 @@ export async function pusherSocket(request: Request, env: Env, key: string): Pro
   // Pusher tells a client with an unknown key over the socket, then closes it 4001: pusher-js
   // then stops instead of retrying.
   if (key !== app.key) return refuseSocket(PusherClose.appUnknown, `App key ${key} not in this cluster`);
-  const protocol = new URL(request.url).searchParams.get("protocol");
-  if (!speaksPusherProtocol(protocol)) {
-    return refuseSocket(PusherClose.unsupportedProtocol, `Unsupported protocol version ${protocol}: this relay speaks 5 to 7`);
-  }
+  const refusal = protocolRefusal(new URL(request.url).searchParams.get("protocol"));
+  if (refusal) return refuseSocket(refusal.code, refusal.message);
   const { hub, socketId } = pusherPlacement();
   const opened = await openOnHubs(env.HOLDERS, hub, { user: `pusher-${socketId}`, pusher: socketId });
   return opened ?? refuseSocket(PusherClose.overCapacity, "over capacity; try again later");

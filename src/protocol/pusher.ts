@@ -9,6 +9,7 @@ import { isValidRoom, ROOM_RULE } from "./names";
 /** Pusher's close codes (4000-4099: do not reconnect; 4100-4199: back off; 4200-4299: reconnect now; 4300-4399: other). */
 export const PusherClose = {
   appUnknown: 4001,
+  badProtocolVersion: 4006,
   unsupportedProtocol: 4007,
   unauthorized: 4009,
   overCapacity: 4100,
@@ -17,9 +18,15 @@ export const PusherClose = {
   rateLimited: 4301,
 } as const;
 
-/** Whether the relay speaks a `?protocol=` version: 5 to 7 (pusher-js sends 7); none given is taken as 7. */
-export function speaksPusherProtocol(version: string | null): boolean {
-  return version === null || version === "5" || version === "6" || version === "7";
+/**
+ * Why the relay refuses a `?protocol=` version, as Pusher answers: 4006 for one that is not a
+ * number, 4007 for one it does not speak (it speaks 5 to 7; pusher-js sends 7; none given is
+ * taken as 7); undefined when it speaks it.
+ */
+export function protocolRefusal(version: string | null): { code: number; message: string } | undefined {
+  if (version === null || version === "5" || version === "6" || version === "7") return undefined;
+  if (!/^\d+$/.test(version)) return { code: PusherClose.badProtocolVersion, message: `Invalid version string format: ${version.slice(0, 40)}` };
+  return { code: PusherClose.unsupportedProtocol, message: `Unsupported protocol version ${version.slice(0, 40)}: this relay speaks 5 to 7` };
 }
 
 /** The relay's close codes as a Pusher client should hear them. */

@@ -96,10 +96,13 @@ describe("connecting", () => {
     for (;;) if ((await client.states.next()) === "disconnected") break;
   });
 
-  it("refuses a protocol version it does not speak with pusher:error 4007 and close 4007", async () => {
-    const raw = await relay.connect(pusherSocketPath().replace("protocol=7", "protocol=3"));
-    expect(await nextPusherFrame(raw)).toMatchObject({ event: "pusher:error", data: { code: 4007 } });
-    expect((await raw.closed).code).toBe(4007);
+  it.each([
+    ["a version it does not speak", "3", 4007],
+    ["a version that is no number", "seven", 4006],
+  ])("refuses %s with pusher:error and the close Pusher sends", async (_kind, version, code) => {
+    const raw = await relay.connect(pusherSocketPath().replace("protocol=7", `protocol=${version}`));
+    expect(await nextPusherFrame(raw)).toMatchObject({ event: "pusher:error", data: { code } });
+    expect((await raw.closed).code).toBe(code);
   });
 });
 

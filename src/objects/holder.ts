@@ -360,10 +360,6 @@ export class Holder extends SocketHost {
 
   /** Sends a room's entries to its sockets here; answers how many sockets the room has here. */
   deliver(room: string, entries: FeedEntry[]): number {
-    return this.deliverRoom(room, entries);
-  }
-
-  protected deliverRoom(room: string, entries: FeedEntry[]): number {
     const feed = this.#feeds().rooms.get(room);
     if (!feed) return 0;
     if (!feed.deliver(entries, sendEntry)) {

@@ -340,7 +340,7 @@ export class Room extends Holder {
   #emit(entries: FeedEntry[]): void {
     const mark = ++this.#mark;
     for (const entry of entries) entry.mark = mark;
-    this.deliverRoom(this.name, entries);
+    this.deliver(this.name, entries);
     for (const holder of this.#roster.others()) this.#holders.push(holder, entries);
     this.#streams.send(entries);
   }

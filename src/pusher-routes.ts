@@ -9,6 +9,7 @@ import { openOnHubs, pusherPlacement } from "./objects/connect";
 import { againIfReset } from "./objects/reset";
 import { readBody, requireUpgrade } from "./request";
 import {
+  closeReason,
   dataProblem,
   hex,
   isPresenceChannel,
@@ -72,7 +73,7 @@ function refuseSocket(code: number, message: string): Response {
   const { 0: client, 1: server } = new WebSocketPair();
   server.accept();
   server.send(pusherError(code, message));
-  server.close(code, message.slice(0, 100));
+  server.close(code, closeReason(message));
   return new Response(null, { status: 101, webSocket: client });
 }
 

@@ -99,6 +99,7 @@ describe("connecting", () => {
   it.each([
     ["a version it does not speak", "3", 4007],
     ["a version that is no number", "seven", 4006],
+    ["a long version in many-byte characters", encodeURIComponent("€".repeat(80)), 4006],
   ])("refuses %s with pusher:error and the close Pusher sends", async (_kind, version, code) => {
     const raw = await relay.connect(pusherSocketPath().replace("protocol=7", `protocol=${version}`));
     expect(await nextPusherFrame(raw)).toMatchObject({ event: "pusher:error", data: { code } });

@@ -142,6 +142,9 @@ export class PusherClient {
    */
   subscribeOutcome(name: string, timeoutMs = WAIT_MS): Promise<SubscribeOutcome> {
     const channel = this.pusher.channel(name) ?? this.pusher.subscribe(name);
+    // A `listen` before may have subscribed, and pusher-js says it succeeded only once: several
+    // subscription_succeeded frames in one read all fire before a second `subscribe` binds.
+    if (channel.subscribed) return Promise.resolve({ ok: true, data: (channel as { members?: unknown }).members ?? {} });
     return withTimeout(
       new Promise<SubscribeOutcome>((resolve) => {
         channel.bind("pusher:subscription_succeeded", (data: unknown) => resolve({ ok: true, data }));

@@ -18,7 +18,7 @@ import {
   toPusher,
   type RoomInfo,
 } from "../protocol";
-import { placeAt, readConnectRequest, shardName, type ConnectInfo } from "./connect";
+import { placeAt, readConnectRequest, type ConnectInfo } from "./connect";
 import { Census } from "./census";
 import { CountFrames } from "./count-frames";
 import { EventStreams } from "./event-stream";
@@ -28,10 +28,8 @@ import { Streams } from "./links";
 import { MessageLog, type Fresh } from "./message-log";
 import { PusherHooks, Watchers } from "./pusher-hooks";
 import { HERE, MemberInfos, Roster } from "./roster";
+import { Seats } from "./seats";
 import { liveAttachment } from "./session";
-
-/** How long a seat the Room promised a shard stays counted if no join arrives for it. */
-const SEAT_HOLD_MS = 10_000;
 
 export class Room extends Holder {
   readonly #log: MessageLog;
@@ -42,8 +40,7 @@ export class Room extends Holder {
   readonly #streams: EventStreams;
   /** Grows with every emission (FeedEntry.mark); from the clock, so it grows across restarts too. */
   #mark = Date.now();
-  /** Seats promised to shards, as the times they were promised. */
-  readonly #seats = new Map<string, number[]>();
+  readonly #seats: Seats;
   readonly #counts: CountFrames;
   readonly #census: Census;
   /** A Pusher `presence-` channel: its members may have a user_info (docs/pusher.md). */
@@ -58,6 +55,7 @@ export class Room extends Holder {
     this.#log = new MessageLog(ctx.storage, this.name, this.config.historyLimit, (batch) => this.#stored(batch));
     this.#roster = new Roster(ctx.storage.sql, (change) => this.#pusher?.subscriptionsChanged(change > 0));
     this.#infos = new MemberInfos(ctx.storage.sql);
+    this.#seats = new Seats(this.name, this.config.socketsPerObject);
     this.#presenceChannel = isPresenceChannel(this.name);
     this.#pusher = PusherHooks.of(this.name, this.config, this.links, {
       count: () => this.#roster.connections,
@@ -82,7 +80,7 @@ export class Room extends Holder {
 
   /** And nothing of the room anywhere: no connection on any holder, seat promised, stream, batch or webhook. */
   protected override quiet(): boolean {
-    const idle = this.#roster.connections === 0 && this.#seatsHeld() === 0 && this.#census.settling === undefined;
+    const idle = this.#roster.connections === 0 && this.#seats.count === 0 && this.#census.settling === undefined;
     return idle && this.#log.stored && !this.#streams.busy && (this.#pusher?.idle ?? true) && super.quiet();
   }
 
@@ -130,35 +128,11 @@ export class Room extends Holder {
     if (connect.kind === "events") return this.#openStream(connect);
     const members = await this.#settled();
     const { maxConnectionsPerRoom, socketsPerObject } = this.config;
-    if (members.connections + this.#seatsHeld() >= maxConnectionsPerRoom) {
+    if (members.connections + this.#seats.count >= maxConnectionsPerRoom) {
       return new HttpError(503, "room_full", `room ${this.name} has ${maxConnectionsPerRoom} connections, its limit`).toResponse();
     }
     if (this.sessions.size + this.opens.size < socketsPerObject) return this.opens.during(() => this.openRoomSocket(connect, this.name));
-    return placeAt(this.#place());
-  }
-
-  /** The lowest shard with a free seat; new sockets fill the Room first, so a shrinking room drains its shards. */
-  #place(): string {
-    for (let n = 1; ; n++) {
-      const shard = shardName(this.name, n);
-      const seats = this.#heldSeats(shard);
-      if (this.#roster.countAt(shard) + seats.length < this.config.socketsPerObject) {
-        seats.push(Date.now());
-        this.#seats.set(shard, seats);
-        return shard;
-      }
-    }
-  }
-
-  #heldSeats(shard: string): number[] {
-    const since = Date.now() - SEAT_HOLD_MS;
-    return (this.#seats.get(shard) ?? []).filter((at) => at > since);
-  }
-
-  #seatsHeld(): number {
-    let n = 0;
-    for (const shard of this.#seats.keys()) n += this.#heldSeats(shard).length;
-    return n;
+    return placeAt(this.#seats.place((shard) => this.#roster.countAt(shard)));
   }
 
   /** A receive-only stream: welcome, the replay `since` asks for, then live messages. */
@@ -193,7 +167,7 @@ export class Room extends Holder {
     this.#log.flush();
     const { holder, user, connections } = request;
     // The seat promised to this shard is taken, or freed if the join is refused below.
-    if (this.#seats.has(holder)) this.#seats.set(holder, this.#heldSeats(holder).slice(1));
+    this.#seats.take(holder);
     const more = connections - members.at(holder, user);
     if (more > 0 && members.connections + more > this.config.maxConnectionsPerRoom) {
       return { refused: "room_full", message: `room ${this.name} has ${this.config.maxConnectionsPerRoom} connections, its limit` };

@@ -20,8 +20,9 @@
 //   npm run bench -- storm       2,000 distinct users connecting at once, HEAD against f5caf82
 //   npm run bench -- pusher      Pusher fan-out/connects against room sockets, server publishes and directs (issues 11, 12)
 //   npm run bench -- cost        CPU per direct, connection and delivery and idle memory, against the floor (issue 12)
+//   npm run bench -- paired      connections against the floor, every target up at once, measured in alternating turns
 //   … --ours-commit=HEAD         any of the first three on a worktree of that commit (others' edits left out)
-const COMMANDS = { scale: "./scale.mjs", fanout100: "./fanout100.mjs", storm: "./storm.mjs", pusher: "./pusher.mjs", cost: "./cost.mjs" };
+const COMMANDS = { scale: "./scale.mjs", fanout100: "./fanout100.mjs", storm: "./storm.mjs", pusher: "./pusher.mjs", cost: "./cost.mjs", paired: "./paired.mjs" };
 const command = process.argv.slice(2).find((arg) => !arg.startsWith("--"));
 if (command !== undefined) {
   if (!COMMANDS[command]) {

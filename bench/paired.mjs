@@ -120,11 +120,11 @@ function render(results) {
     "",
     ...(OTHER
       ? [
-          "",
           `| | ${label("other")} ÷ ${label("ours")} |`,
           "|---|---:|",
           `| connections per second | ${cell(ratio("other", "ours", "perSecond"))} |`,
           `| CPU per connection | ${cell(ratio("other", "ours", "us"))} |`,
+          "",
         ]
       : []),
     "",

@@ -133,7 +133,8 @@ export async function authorizeServer(request: Request, url: URL, config: Config
   if (config.apiKey === undefined) {
     throw new HttpError(401, "unauthorized", "server routes are closed: this relay has no API_KEY (`wrangler secret put API_KEY`)");
   }
-  throw new HttpError(401, "unauthorized", "missing or wrong API key: pass Authorization: Bearer <API_KEY>");
+  const readerToo = readers !== undefined && config.authSecret !== undefined ? ", or a user token that allows this room" : "";
+  throw new HttpError(401, "unauthorized", `missing or wrong API key: pass Authorization: Bearer <API_KEY>${readerToo}`);
 }
 
 /**

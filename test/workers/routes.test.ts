@@ -161,7 +161,9 @@ describe("server routes", () => {
     expect((await withEnv(vars, `/rooms/${room}/messages`, { Authorization: `Bearer ${allowed}` })).status).toBe(200);
     await expectError(withEnv(vars, `/rooms/${room}/messages`, { Authorization: `Bearer ${denied}` }), 403, "forbidden");
     // Room info stays a server route.
-    await expectError(withEnv(vars, `/rooms/${room}`, { Authorization: `Bearer ${allowed}` }), 401, "unauthorized");
+    expect(await expectError(withEnv(vars, `/rooms/${room}`, { Authorization: `Bearer ${allowed}` }), 401, "unauthorized")).not.toContain("user token");
+    // History without either names both ways in.
+    expect(await expectError(withEnv(vars, `/rooms/${room}/messages`), 401, "unauthorized")).toContain("or a user token that allows this room");
   });
 });
 

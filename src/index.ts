@@ -7,6 +7,7 @@ export { Directory } from "./objects/directory";
 export { Holder } from "./objects/holder";
 export { Inbox } from "./objects/inbox";
 export { Room } from "./objects/room";
+export { Webhooks } from "./objects/webhooks";
 
 export default {
   fetch: (request, env, ctx) => openSocket(request, env) ?? app.fetch(request, env, ctx),

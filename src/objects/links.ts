@@ -14,7 +14,7 @@ const MAX_CACHED_STUBS = 1_000;
 
 /** Each kind of object and its binding. The stubs' types come from the generated Env, so this
  * module needs none of the object classes, which all use it. */
-const BINDINGS = { room: "ROOMS", holder: "HOLDERS", inbox: "INBOXES", directory: "DIRECTORY" } as const;
+const BINDINGS = { room: "ROOMS", holder: "HOLDERS", inbox: "INBOXES", directory: "DIRECTORY", webhooks: "WEBHOOKS" } as const;
 type Kind = keyof typeof BINDINGS;
 export type StubOf<K extends Kind> = ReturnType<Env[(typeof BINDINGS)[K]]["getByName"]>;
 

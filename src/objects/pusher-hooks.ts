@@ -1,32 +1,15 @@
 // What a Room tells the Pusher side of the app (docs/pusher.md): the channel directory behind
-// `GET channels`, the app's webhooks, POSTed as Pusher posts them (`{"time_ms","events"}`,
-// signed in X-Pusher-Signature), and with subscription counting the channel's count. A Room's
-// webhooks go out in order, one request at a time, the events of one turn together; a failed
-// request is tried six times (31 s of waits between).
+// `GET channels`, the app's webhooks, and with subscription counting the channel's count. A
+// Room's webhooks are handed, the events of one turn together and in order, to the channel's
+// Webhooks object (webhooks.ts), which POSTs them and tries again; the Room keeps none waiting.
 import type { Config } from "../config";
 import { log } from "../log";
-import { isPresenceChannel, isUserChannel, pusherSignature, subscriptionCountEvent, userChannel, userOfChannel, watchlistEvents } from "../protocol";
+import { isPresenceChannel, isUserChannel, subscriptionCountEvent, userChannel, userOfChannel, watchlistEvents } from "../protocol";
 import { OncePerSecond } from "./count-frames";
 import type { Links } from "./links";
 
-/** Waits before each new try of a webhook the app did not take (about 31 s in all). */
-const RETRY_WAITS_MS = [1_000, 2_000, 4_000, 8_000, 16_000];
-
-/** How long one try waits for the app's answer: an endpoint that hangs must not stop the rest. */
-const ANSWER_WAIT_MS = 10_000;
-
-/**
- * Characters of events waiting for the app (its endpoint down): past this the oldest are dropped.
- * By size, not number: a client event carries up to MAX_MESSAGE_BYTES of data.
- */
-const MAX_WAITING_CHARS = 4 * 1024 * 1024;
-
-/** A request carries at most this many events and about this many characters. */
-const MAX_BATCH = 100;
-const MAX_BATCH_CHARS = 1024 * 1024;
-
-/** Drops are logged at most this often. */
-const DROP_LOG_EVERY_MS = 60_000;
+/** A handover carries about this many characters at most (calls between objects stay small). */
+const MAX_HANDOVER_CHARS = 1024 * 1024;
 
 type Webhook = { name: string; channel: string } & Record<string, unknown>;
 
@@ -43,13 +26,10 @@ export class PusherHooks {
   readonly #room: string;
   readonly #app: NonNullable<Config["pusher"]>;
   readonly #links: Links;
-  /** Each event waiting, as its JSON text (written once: its length bounds the queue and batches). */
+  /** This turn's events, as their JSON texts, until they are handed to the Webhooks object. */
   #waiting: string[] = [];
-  #waitingChars = 0;
-  /** Whether the loop sending what waits runs. */
+  /** Whether the loop handing over what waits runs. */
   #sending = false;
-  #droppedSince = 0;
-  #dropLoggedAt = 0;
   /** With subscription counting (PUSHER_SUBSCRIPTION_COUNT): the count, told at most once a second. */
   readonly #counting?: OncePerSecond;
   readonly #settling: () => Promise<void> | undefined;
@@ -57,7 +37,7 @@ export class PusherHooks {
   #countQueued = false;
   #joinedSince = false;
 
-  /** Whether nothing waits to go to the app or to the channel's subscribers. */
+  /** Whether nothing waits to be handed over or to go to the channel's subscribers. */
   get idle(): boolean {
     return this.#waiting.length === 0 && !this.#sending && !this.#countQueued;
   }
@@ -140,66 +120,36 @@ export class PusherHooks {
 
   #send(webhook: Webhook): void {
     if (this.#app.webhookUrl === undefined) return;
-    const text = JSON.stringify(webhook);
-    this.#waiting.push(text);
-    this.#waitingChars += text.length;
-    while (this.#waitingChars > MAX_WAITING_CHARS) this.#drop(this.#waiting.shift()!.length);
+    this.#waiting.push(JSON.stringify(webhook));
     if (!this.#sending) {
       this.#sending = true;
-      void this.#sendWaiting();
+      void this.#handOver();
     }
   }
 
-  #drop(size: number): void {
-    this.#waitingChars -= size;
-    this.#droppedSince++;
-    if (Date.now() - this.#dropLoggedAt < DROP_LOG_EVERY_MS) return;
-    log("warn", "dropped webhooks: too many wait for the app's endpoint", { room: this.#room, dropped: this.#droppedSince });
-    this.#droppedSince = 0;
-    this.#dropLoggedAt = Date.now();
-  }
-
-  async #sendWaiting(): Promise<void> {
+  async #handOver(): Promise<void> {
     try {
-      await scheduler.wait(0); // the rest of this turn's events go in the same request
-      while (this.#waiting.length > 0) await this.#post(this.#nextBatch());
+      await scheduler.wait(0); // the rest of this turn's events go in the same call
+      while (this.#waiting.length > 0) {
+        const events = this.#nextHandover();
+        await this.#links.call("webhooks", this.#room, (stub) => stub.post(this.#room, events));
+      }
     } catch (error) {
-      log("error", "could not send webhooks", { room: this.#room, error });
+      log("error", "could not hand webhooks to the channel's webhook object", { room: this.#room, error });
+      this.#waiting = [];
     } finally {
       this.#sending = false; // in the turn that found nothing left: a later event starts a new loop
     }
   }
 
-  /** The JSON texts of the next request's events. */
-  #nextBatch(): string[] {
+  /** The next events to hand over, in order: one at least, about MAX_HANDOVER_CHARS at most. */
+  #nextHandover(): string[] {
     let count = 0;
     let chars = 0;
-    while (count < this.#waiting.length && count < MAX_BATCH && (count === 0 || chars + this.#waiting[count]!.length <= MAX_BATCH_CHARS)) {
+    while (count < this.#waiting.length && (count === 0 || chars + this.#waiting[count]!.length <= MAX_HANDOVER_CHARS)) {
       chars += this.#waiting[count++]!.length;
     }
-    this.#waitingChars -= chars;
     return this.#waiting.splice(0, count);
-  }
-
-  async #post(events: string[]): Promise<void> {
-    const body = `{"time_ms":${Date.now()},"events":[${events.join(",")}]}`;
-    const headers = { "Content-Type": "application/json", "X-Pusher-Key": this.#app.key, "X-Pusher-Signature": await pusherSignature(this.#app.secret, body) };
-    for (let tries = 0; ; tries++) {
-      let problem: unknown;
-      try {
-        const response = await fetch(this.#app.webhookUrl!, { method: "POST", headers, body, signal: AbortSignal.timeout(ANSWER_WAIT_MS) });
-        await response.body?.cancel();
-        if (response.ok) return;
-        problem = `status ${response.status}`;
-      } catch (error) {
-        problem = error;
-      }
-      if (tries === RETRY_WAITS_MS.length) {
-        log("error", "the app's webhook endpoint did not take these events; dropped", { room: this.#room, events: events.length, problem });
-        return;
-      }
-      await scheduler.wait(RETRY_WAITS_MS[tries]!);
-    }
   }
 }
 

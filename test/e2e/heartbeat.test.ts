@@ -1,5 +1,7 @@
 // Liveness over real sockets: the relay closes a client that goes silent and keeps one that
 // pings, with heartbeat timings short enough for a test.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import type { Closed, Received, TestClient } from "../support/client";
@@ -12,8 +14,15 @@ const TIMEOUT_MS = 1000;
 const CLOSE_WAIT_MS = 10 * TIMEOUT_MS;
 
 let relay: Relay;
+/**
+ * The app's webhook endpoint, refusing every request: the webhooks of every room here are tried
+ * again for ~31 s, and no room may wait for them before it resets (docs/pusher.md "Webhooks").
+ */
+let refusing: Server;
 
 beforeAll(async () => {
+  refusing = createServer((request, response) => request.resume().on("end", () => response.writeHead(503).end()));
+  await new Promise<void>((resolve) => refusing.listen(0, "127.0.0.1", resolve));
   relay = await startRelay({
     vars: {
       ALLOW_ANONYMOUS: "true",
@@ -21,6 +30,7 @@ beforeAll(async () => {
       HEARTBEAT_TIMEOUT_MS: String(TIMEOUT_MS),
       PUSHER_APP_ID: APP.id,
       PUSHER_APP_KEY: APP.key,
+      PUSHER_WEBHOOK_URL: `http://127.0.0.1:${(refusing.address() as AddressInfo).port}/pusher/webhooks`,
     },
     secrets: { PUSHER_APP_SECRET: APP.secret },
   });
@@ -28,6 +38,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await relay?.close();
+  refusing?.close();
 });
 
 /** Sends "ping" every heartbeat interval, as a well-behaved client does, until stopped. */
@@ -131,8 +142,9 @@ describe("heartbeat", () => {
   // A plain `ws` client, as an app's, without the test clients' help (finishClosingHandshakes in
   // relay.ts): its 'close' event waits for the TCP connection to end. The runtime keeps that up
   // for a socket that never sent a frame until its object is evicted, ~10 s after the close
-  // (docs/platform.md); an object left with no socket resets itself instead. A user socket and a
-  // Pusher socket live on hubs, a room socket on its Room.
+  // (docs/platform.md); an object left with no socket resets itself instead, even while the
+  // app's endpoint refuses the room's webhooks (their object tries them again). A user socket and
+  // a Pusher socket live on hubs, a room socket on its Room.
   it.each([
     ["a room socket", (room: string) => `/rooms/${room}/ws?user=loner`, { code: 4000, reason: "heartbeat timeout" }],
     ["a user socket", (room: string) => `/users/${room}-user/ws`, { code: 4000, reason: "heartbeat timeout" }],

@@ -1,11 +1,9 @@
 // Liveness over real sockets: the relay closes a client that goes silent and keeps one that
 // pings, with heartbeat timings short enough for a test.
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import type { Closed, Received, TestClient } from "../support/client";
-import { APP, pusherSocketPath } from "./pusher-support";
+import { APP, pusherSocketPath, serverSdk, WebhookEndpoint } from "./pusher-support";
 import { freshRoom, Relay, SERVER_AUTH, startRelay } from "./relay";
 
 const INTERVAL_MS = 200;
@@ -15,14 +13,15 @@ const CLOSE_WAIT_MS = 10 * TIMEOUT_MS;
 
 let relay: Relay;
 /**
- * The app's webhook endpoint, refusing every request: the webhooks of every room here are tried
- * again for ~31 s, and no room may wait for them before it resets (docs/pusher.md "Webhooks").
+ * The app's webhook endpoint, refusing every request unless a test says otherwise: the webhooks
+ * of every room here are tried again for ~31 s, and no room may wait for them before it resets
+ * (docs/pusher.md "Webhooks").
  */
-let refusing: Server;
+let endpoint: WebhookEndpoint;
 
 beforeAll(async () => {
-  refusing = createServer((request, response) => request.resume().on("end", () => response.writeHead(503).end()));
-  await new Promise<void>((resolve) => refusing.listen(0, "127.0.0.1", resolve));
+  endpoint = await WebhookEndpoint.start(() => serverSdk(relay));
+  endpoint.refuseNext = Number.POSITIVE_INFINITY;
   relay = await startRelay({
     vars: {
       ALLOW_ANONYMOUS: "true",
@@ -30,7 +29,7 @@ beforeAll(async () => {
       HEARTBEAT_TIMEOUT_MS: String(TIMEOUT_MS),
       PUSHER_APP_ID: APP.id,
       PUSHER_APP_KEY: APP.key,
-      PUSHER_WEBHOOK_URL: `http://127.0.0.1:${(refusing.address() as AddressInfo).port}/pusher/webhooks`,
+      PUSHER_WEBHOOK_URL: endpoint.url,
     },
     secrets: { PUSHER_APP_SECRET: APP.secret },
   });
@@ -38,7 +37,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await relay?.close();
-  refusing?.close();
+  await endpoint?.close();
 });
 
 /** Sends "ping" every heartbeat interval, as a well-behaved client does, until stopped. */
@@ -172,5 +171,22 @@ describe("heartbeat", () => {
     const { client, welcome } = await relay.join(room, "next");
     expect(welcome).toMatchObject({ seq: 1, users: 1 });
     await client.close();
+  });
+
+  it("keeps a reset Room's webhooks the endpoint refused, and delivers them once it takes them", { timeout: 60_000 }, async () => {
+    const room = freshRoom();
+    const url = new URL(`/rooms/${room}/ws?user=loner`, relay.url);
+    url.protocol = "ws:";
+    const ws = new WebSocket(url);
+    const closed = new Promise<{ code: number; at: number }>((resolve) => ws.once("close", (code) => resolve({ code, at: Date.now() })));
+    const opened = await new Promise<number>((resolve, reject) => ws.once("open", () => resolve(Date.now())).once("error", reject));
+    // At once: the Room reset while the endpoint refused its webhooks.
+    const { code, at } = await closed;
+    expect(code).toBe(4000);
+    expect(at - opened).toBeLessThan(1.5 * TIMEOUT_MS + 3_000);
+    endpoint.refuseNext = 0;
+    // Tried again by the channel's Webhooks object (within the next wait of 1-16 s), in order.
+    expect(await endpoint.next(room)).toEqual({ name: "channel_occupied", channel: room });
+    expect(await endpoint.next(room)).toEqual({ name: "channel_vacated", channel: room });
   });
 });

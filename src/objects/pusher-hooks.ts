@@ -7,6 +7,7 @@ import { log } from "../log";
 import { isPresenceChannel, isUserChannel, subscriptionCountEvent, userChannel, userOfChannel, watchlistEvents } from "../protocol";
 import { OncePerSecond } from "./count-frames";
 import type { Links } from "./links";
+import { takeBatch } from "./webhooks";
 
 /** A handover carries about this many characters at most (calls between objects stay small). */
 const MAX_HANDOVER_CHARS = 1024 * 1024;
@@ -131,7 +132,7 @@ export class PusherHooks {
     try {
       await scheduler.wait(0); // the rest of this turn's events go in the same call
       while (this.#waiting.length > 0) {
-        const events = this.#nextHandover();
+        const events = takeBatch(this.#waiting, MAX_HANDOVER_CHARS);
         await this.#links.call("webhooks", this.#room, (stub) => stub.post(this.#room, events));
       }
     } catch (error) {
@@ -142,15 +143,6 @@ export class PusherHooks {
     }
   }
 
-  /** The next events to hand over, in order: one at least, about MAX_HANDOVER_CHARS at most. */
-  #nextHandover(): string[] {
-    let count = 0;
-    let chars = 0;
-    while (count < this.#waiting.length && (count === 0 || chars + this.#waiting[count]!.length <= MAX_HANDOVER_CHARS)) {
-      chars += this.#waiting[count++]!.length;
-    }
-    return this.#waiting.splice(0, count);
-  }
 }
 
 /**

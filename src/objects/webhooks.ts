@@ -29,6 +29,14 @@ const MAX_BATCH_CHARS = 1024 * 1024;
 /** Drops are logged at most this often. */
 const DROP_LOG_EVERY_MS = 60_000;
 
+/** Takes the first events (JSON texts) out of `waiting`, in order: one at least, then up to `maxCount` within about `maxChars`. */
+export function takeBatch(waiting: string[], maxChars: number, maxCount = Number.POSITIVE_INFINITY): string[] {
+  let count = 0;
+  let chars = 0;
+  while (count < waiting.length && count < maxCount && (count === 0 || chars + waiting[count]!.length <= maxChars)) chars += waiting[count++]!.length;
+  return waiting.splice(0, count);
+}
+
 export class Webhooks extends DurableObject<Env> {
   /** Each event waiting, as its JSON text (its length bounds the queue and batches). */
   #waiting: string[] = [];
@@ -72,13 +80,9 @@ export class Webhooks extends DurableObject<Env> {
 
   /** The JSON texts of the next request's events. */
   #nextBatch(): string[] {
-    let count = 0;
-    let chars = 0;
-    while (count < this.#waiting.length && count < MAX_BATCH && (count === 0 || chars + this.#waiting[count]!.length <= MAX_BATCH_CHARS)) {
-      chars += this.#waiting[count++]!.length;
-    }
-    this.#waitingChars -= chars;
-    return this.#waiting.splice(0, count);
+    const batch = takeBatch(this.#waiting, MAX_BATCH_CHARS, MAX_BATCH);
+    for (const text of batch) this.#waitingChars -= text.length;
+    return batch;
   }
 
   async #post(channel: string, events: string[]): Promise<void> {

@@ -2,16 +2,20 @@
 // "Webhooks"), as Pusher posts them (`{"time_ms","events"}`, signed in X-Pusher-Signature). The
 // channel's Room hands each turn's events over in one call and is done with them, so a Room
 // whose app endpoint refuses them still empties and resets on time (docs/design.md "Failures").
-// Here they go out in order, one request at a time; a request the app did not take is tried six
-// times (31 s of waits between), then dropped and logged. Held in memory: a restart of the
-// runtime loses what was waiting.
+// Here they are stored before the call answers and go out in order, one request at a time, from
+// the object's alarm; a request the app did not take is tried again, as Pusher does, for five
+// minutes, then dropped and logged. Stored and driven by the alarm, they outlive a restart of
+// the runtime and an eviction of the object.
 import { DurableObject } from "cloudflare:workers";
 import { configOf } from "../config";
 import { log } from "../log";
 import { pusherSignature } from "../protocol";
 
-/** Waits before each new try of a webhook the app did not take (about 31 s in all). */
-const RETRY_WAITS_MS = [1_000, 2_000, 4_000, 8_000, 16_000];
+/** A request the app did not take is tried again until this long after its first try, */
+const RETRY_FOR_MS = 5 * 60_000;
+/** after waits that double from the first to the last, then stay there. */
+const FIRST_WAIT_MS = 1_000;
+const LONGEST_WAIT_MS = 64_000;
 
 /** How long one try waits for the app's answer: an endpoint that hangs must not stop the rest. */
 const ANSWER_WAIT_MS = 10_000;
@@ -37,74 +41,114 @@ export function takeBatch(waiting: string[], maxChars: number, maxCount = Number
   return waiting.splice(0, count);
 }
 
+/** The events of the next request, and the id of its last row (deleted with the rows before it once done). */
+interface Batch {
+  events: string[];
+  last: number;
+}
+
+/** The first request waiting was refused this many times, the first at `since`. */
+interface Failed {
+  since: number;
+  tries: number;
+}
+
 export class Webhooks extends DurableObject<Env> {
-  /** Each event waiting, as its JSON text (its length bounds the queue and batches). */
-  #waiting: string[] = [];
-  #waitingChars = 0;
-  /** Whether the loop sending what waits runs. */
-  #sending = false;
+  readonly #sql: SqlStorage;
+  /** Characters of the events waiting; counted from storage when first needed after a start. */
+  #waitingChars?: number;
+  /** An alarm is set or running: a post need not set one. False after a start until the first post looks. */
+  #armed = false;
+  /** The last row of the request under way: the oldest events dropped for room are after it. */
+  #sendingUpTo = 0;
   #droppedSince = 0;
   #dropLoggedAt = 0;
 
-  /** Takes a turn's events of `channel` (JSON texts, in order); answers at once, they go out in the background. */
-  post(channel: string, events: string[]): void {
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.#sql = ctx.storage.sql;
+    this.#sql.exec("CREATE TABLE IF NOT EXISTS waiting (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
+  }
+
+  /** Stores a turn's events of `channel` (JSON texts, in order); they go out from the alarm. */
+  async post(channel: string, events: string[]): Promise<void> {
+    if (this.ctx.storage.kv.get("channel") !== channel) this.ctx.storage.kv.put("channel", channel);
+    let chars = this.#waitingChars ?? this.#sql.exec<{ chars: number }>("SELECT COALESCE(SUM(length(event)), 0) AS chars FROM waiting").one().chars;
     for (const text of events) {
-      this.#waiting.push(text);
-      this.#waitingChars += text.length;
+      this.#sql.exec("INSERT INTO waiting (event) VALUES (?)", text);
+      chars += text.length;
     }
-    while (this.#waitingChars > MAX_WAITING_CHARS) this.#drop(channel, this.#waiting.shift()!.length);
-    if (!this.#sending) {
-      this.#sending = true;
-      void this.#sendWaiting(channel);
-    }
+    this.#waitingChars = chars;
+    while (this.#waitingChars > MAX_WAITING_CHARS && this.#dropOldest(channel));
+    if (this.#armed) return;
+    this.#armed = true;
+    // Awaited, so the Room's call answers once the alarm is stored too (after a start, one may wait already).
+    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now());
   }
 
-  #drop(channel: string, size: number): void {
-    this.#waitingChars -= size;
+  /** Drops the oldest event not in the request under way; false if there is none. */
+  #dropOldest(channel: string): boolean {
+    const oldest = this.#sql.exec<{ id: number; size: number }>("SELECT id, length(event) AS size FROM waiting WHERE id > ? ORDER BY id LIMIT 1", this.#sendingUpTo).toArray()[0];
+    if (oldest === undefined) return false;
+    this.#sql.exec("DELETE FROM waiting WHERE id = ?", oldest.id);
+    this.#waitingChars! -= oldest.size;
     this.#droppedSince++;
-    if (Date.now() - this.#dropLoggedAt < DROP_LOG_EVERY_MS) return;
-    log("warn", "dropped webhooks: too many wait for the app's endpoint", { room: channel, dropped: this.#droppedSince });
-    this.#droppedSince = 0;
-    this.#dropLoggedAt = Date.now();
-  }
-
-  async #sendWaiting(channel: string): Promise<void> {
-    try {
-      while (this.#waiting.length > 0) await this.#post(channel, this.#nextBatch());
-    } catch (error) {
-      log("error", "could not send webhooks", { room: channel, error });
-    } finally {
-      this.#sending = false; // in the turn that found nothing left: a later post starts a new loop
+    if (Date.now() - this.#dropLoggedAt >= DROP_LOG_EVERY_MS) {
+      log("warn", "dropped webhooks: too many wait for the app's endpoint", { room: channel, dropped: this.#droppedSince });
+      this.#droppedSince = 0;
+      this.#dropLoggedAt = Date.now();
     }
+    return true;
   }
 
-  /** The JSON texts of the next request's events. */
-  #nextBatch(): string[] {
-    const batch = takeBatch(this.#waiting, MAX_BATCH_CHARS, MAX_BATCH);
-    for (const text of batch) this.#waitingChars -= text.length;
-    return batch;
-  }
-
-  async #post(channel: string, events: string[]): Promise<void> {
-    const app = configOf(this.env).pusher;
-    if (app?.webhookUrl === undefined) return; // the app's settings changed since the Room posted
-    const body = `{"time_ms":${Date.now()},"events":[${events.join(",")}]}`;
-    const headers = { "Content-Type": "application/json", "X-Pusher-Key": app.key, "X-Pusher-Signature": await pusherSignature(app.secret, body) };
-    for (let tries = 0; ; tries++) {
-      let problem: unknown;
-      try {
-        const response = await fetch(app.webhookUrl, { method: "POST", headers, body, signal: AbortSignal.timeout(ANSWER_WAIT_MS) });
-        await response.body?.cancel();
-        if (response.ok) return;
-        problem = `status ${response.status}`;
-      } catch (error) {
-        problem = error;
-      }
-      if (tries === RETRY_WAITS_MS.length) {
-        log("error", "the app's webhook endpoint did not take these events; dropped", { room: channel, events: events.length, problem });
+  /** Sends what waits, a request at a time, until nothing does or the app refuses one (then comes back later). */
+  override async alarm(): Promise<void> {
+    this.#armed = true;
+    const kv = this.ctx.storage.kv;
+    const channel = kv.get<string>("channel") ?? "";
+    for (let batch = this.#nextBatch(); batch !== undefined; batch = this.#nextBatch()) {
+      this.#sendingUpTo = batch.last;
+      const tried = Date.now();
+      const problem = await this.#try(batch.events);
+      this.#sendingUpTo = 0;
+      const failed = kv.get<Failed>("failed") ?? { since: tried, tries: 0 };
+      if (problem !== undefined && Date.now() - failed.since < RETRY_FOR_MS) {
+        kv.put("failed", { since: failed.since, tries: failed.tries + 1 });
+        await this.ctx.storage.setAlarm(Date.now() + Math.min(FIRST_WAIT_MS * 2 ** failed.tries, LONGEST_WAIT_MS));
         return;
       }
-      await scheduler.wait(RETRY_WAITS_MS[tries]!);
+      if (problem !== undefined) log("error", "the app's webhook endpoint did not take these events; dropped", { room: channel, events: batch.events.length, tries: failed.tries + 1, problem });
+      kv.delete("failed");
+      this.#forget(batch);
+    }
+    this.#armed = false; // in the turn that found nothing left: a later post sets the alarm again
+  }
+
+  /** The oldest events waiting, as one request takes them. */
+  #nextBatch(): Batch | undefined {
+    const rows = this.#sql.exec<{ id: number; event: string }>("SELECT id, event FROM waiting ORDER BY id LIMIT ?", MAX_BATCH).toArray();
+    const events = takeBatch(rows.map((row) => row.event), MAX_BATCH_CHARS);
+    return events.length === 0 ? undefined : { events, last: rows[events.length - 1]!.id };
+  }
+
+  /** Deletes a request's events: sent, or given up on. */
+  #forget({ events, last }: Batch): void {
+    this.#sql.exec("DELETE FROM waiting WHERE id <= ?", last);
+    if (this.#waitingChars !== undefined) for (const text of events) this.#waitingChars -= text.length;
+  }
+
+  /** One try of a request: undefined once the app took it, else what went wrong. */
+  async #try(events: string[]): Promise<unknown> {
+    const app = configOf(this.env).pusher;
+    if (app?.webhookUrl === undefined) return undefined; // the app's settings changed since: nowhere to send
+    const body = `{"time_ms":${Date.now()},"events":[${events.join(",")}]}`;
+    const headers = { "Content-Type": "application/json", "X-Pusher-Key": app.key, "X-Pusher-Signature": await pusherSignature(app.secret, body) };
+    try {
+      const response = await fetch(app.webhookUrl, { method: "POST", headers, body, signal: AbortSignal.timeout(ANSWER_WAIT_MS) });
+      await response.body?.cancel();
+      return response.ok ? undefined : `status ${response.status}`;
+    } catch (error) {
+      return error ?? "failed";
     }
   }
 }

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Options } from "pusher-js";
 import { PUSHER_RELAY, PusherClient, serverSdk, signingHandler, WAIT_MS, WebhookEndpoint, type Member } from "./pusher-support";
-import { freshRoom, type Relay, SERVER_AUTH, startRelay } from "./relay";
+import { freshRoom, type Relay, SERVER_AUTH, startPersistentRelay, startRelay, tempDir } from "./relay";
 
 let relay: Relay;
 let endpoint: WebhookEndpoint;
@@ -112,5 +112,35 @@ describe("Pusher webhooks", () => {
     const marker = freshRoom("hooks");
     await client.subscribe(marker); // its occupied comes after any the user's channel would have made
     expect(await endpoint.hooks.next(WAIT_MS)).toEqual({ name: "channel_occupied", channel: marker });
+  });
+});
+
+describe("Pusher webhooks across a restart of the runtime", () => {
+  it("keeps the events the endpoint refused, and posts them in order after the restart", { timeout: 120_000 }, async () => {
+    const storage = await tempDir();
+    const endpoint = await WebhookEndpoint.start(() => serverSdk(relay));
+    endpoint.refuseNext = Number.POSITIVE_INFINITY;
+    const options = { ...PUSHER_RELAY, vars: { ...PUSHER_RELAY.vars, PUSHER_WEBHOOK_URL: endpoint.url } };
+    let relay = await startPersistentRelay(storage.path, options);
+    try {
+      const channel = freshRoom("hooks");
+      await relay.connect(`/rooms/${channel}/ws?user=stays`); // left open: the restart takes it without a close
+      for (let waited = 0; endpoint.refused === 0; waited += 50) {
+        expect(waited).toBeLessThan(WAIT_MS);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await relay.close(); // stops workerd while channel_occupied waits for its next try
+      endpoint.refuseNext = 0;
+      relay = await startPersistentRelay(storage.path, options);
+      // Nothing touches the channel: the Webhooks object's alarm brings the stored event back.
+      expect(await endpoint.next(channel)).toEqual({ name: "channel_occupied", channel });
+      expect((await relay.fetch(`/rooms/${channel}`, { headers: SERVER_AUTH })).status).toBe(200); // the Room recounts: its socket is gone
+      expect(await endpoint.next(channel)).toEqual({ name: "channel_vacated", channel });
+      expect(endpoint.invalid).toBe(0);
+    } finally {
+      await relay.close();
+      await endpoint.close();
+      await storage.remove();
+    }
   });
 });

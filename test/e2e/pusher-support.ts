@@ -303,6 +303,8 @@ export class WebhookEndpoint {
   refuseNext = 0;
   refused = 0;
   invalid = 0;
+  /** The events of every request refused, in order. */
+  readonly refusedHooks = new Queue<Hook[]>();
   readonly #server: Server;
 
   private constructor(sdk: () => PusherServer) {
@@ -313,6 +315,7 @@ export class WebhookEndpoint {
         if (this.refuseNext > 0) {
           this.refuseNext--;
           this.refused++;
+          this.refusedHooks.push((JSON.parse(rawBody) as { events: Hook[] }).events);
           return response.writeHead(503).end();
         }
         const webhook = sdk().webhook({ headers: request.headers as Record<string, string>, rawBody });

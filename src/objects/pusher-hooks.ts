@@ -1,7 +1,10 @@
 // What a Room tells the Pusher side of the app (docs/pusher.md): the channel directory behind
 // `GET channels`, the app's webhooks, and with subscription counting the channel's count. A
 // Room's webhooks are handed, the events of one turn together and in order, to the channel's
-// Webhooks object (webhooks.ts), which POSTs them and tries again; the Room keeps none waiting.
+// Webhooks object (webhooks.ts), which stores them, POSTs them and tries again. Those that change
+// what the app knows of the channel (occupied, vacated, member added or removed; the directory
+// follows the first two) are stored in the Room, in the turn that changed its roster, until
+// handed over: a restart between the two loses none (they are handed over at the next start).
 import type { Config } from "../config";
 import { log } from "../log";
 import { isPresenceChannel, isUserChannel, subscriptionCountEvent, userChannel, userOfChannel, watchlistEvents } from "../protocol";
@@ -12,7 +15,20 @@ import { takeBatch } from "./webhooks";
 /** A handover carries about this many characters at most (calls between objects stay small). */
 const MAX_HANDOVER_CHARS = 1024 * 1024;
 
+/** Waits before each new try of a handover that failed (a call already retries a reset or retryable failure once). */
+const HANDOVER_WAITS_MS = [1_000, 2_000, 4_000];
+
 type Webhook = { name: string; channel: string } & Record<string, unknown>;
+
+/** The webhooks kept in the Room's storage until handed over: each changes what the app knows of the channel. */
+const KEPT = new Set(["channel_occupied", "channel_vacated", "member_added", "member_removed"]);
+
+/** An event waiting to be handed over: its JSON text, its row while stored, and for the directory whether it (un)occupies the channel. */
+interface Outgoing {
+  text: string;
+  row?: number;
+  occupied?: boolean;
+}
 
 /** What subscription counting needs of its Room: the count, and a way to the channel's Pusher subscribers. */
 export interface Subscriptions {
@@ -27,8 +43,9 @@ export class PusherHooks {
   readonly #room: string;
   readonly #app: NonNullable<Config["pusher"]>;
   readonly #links: Links;
-  /** This turn's events, as their JSON texts, until they are handed to the Webhooks object. */
-  #waiting: string[] = [];
+  readonly #sql: SqlStorage;
+  /** Events until they are handed to the Webhooks object (and the directory told). */
+  #waiting: Outgoing[] = [];
   /** Whether the loop handing over what waits runs. */
   #sending = false;
   /** With subscription counting (PUSHER_SUBSCRIPTION_COUNT): the count, told at most once a second. */
@@ -44,15 +61,21 @@ export class PusherHooks {
   }
 
   /** The hooks of `room`, or undefined where it has none (no Pusher app, or a user's own channel). */
-  static of(room: string, config: Config, links: Links, subscriptions: Subscriptions): PusherHooks | undefined {
-    return config.pusher === undefined || isUserChannel(room) ? undefined : new PusherHooks(room, config.pusher, links, subscriptions);
+  static of(room: string, config: Config, sql: SqlStorage, links: Links, subscriptions: Subscriptions): PusherHooks | undefined {
+    return config.pusher === undefined || isUserChannel(room) ? undefined : new PusherHooks(room, config.pusher, sql, links, subscriptions);
   }
 
-  private constructor(room: string, app: NonNullable<Config["pusher"]>, links: Links, { count, tell, settling }: Subscriptions) {
+  private constructor(room: string, app: NonNullable<Config["pusher"]>, sql: SqlStorage, links: Links, { count, tell, settling }: Subscriptions) {
     this.#room = room;
     this.#app = app;
     this.#links = links;
+    this.#sql = sql;
     this.#settling = settling;
+    sql.exec("CREATE TABLE IF NOT EXISTS pusher_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
+    // Left over from before a restart (or a handover that failed): they go first.
+    for (const { id, event } of sql.exec<{ id: number; event: string }>("SELECT id, event FROM pusher_outbox ORDER BY id")) {
+      this.#queue({ text: event, row: id, ...occupancyOf((JSON.parse(event) as Webhook).name) });
+    }
     // As Pusher: presence channels have their members instead. A last leave says 0 to nobody:
     // channel_vacated says it to the app.
     if (app.subscriptionCount && !isPresenceChannel(room)) {
@@ -96,9 +119,6 @@ export class PusherHooks {
 
   /** The room gained its first user or lost its last: the channel list, and channel_occupied/vacated. */
   occupied(occupied: boolean): void {
-    this.#links
-      .call("directory", "channels", (stub) => stub.occupied(this.#room, occupied))
-      .catch((error: unknown) => log("warn", "could not update the channel directory", { room: this.#room, error }));
     this.#send({ name: occupied ? "channel_occupied" : "channel_vacated", channel: this.#room });
   }
 
@@ -119,9 +139,17 @@ export class PusherHooks {
     this.#send({ name: "client_event", channel: this.#room, event, data, socket_id: socketId, ...(userId !== undefined && { user_id: userId }) });
   }
 
+  /** Queues a webhook (occupancy changes also without a webhook URL: the directory hears of them). */
   #send(webhook: Webhook): void {
-    if (this.#app.webhookUrl === undefined) return;
-    this.#waiting.push(JSON.stringify(webhook));
+    const occupancy = occupancyOf(webhook.name);
+    if (this.#app.webhookUrl === undefined && occupancy.occupied === undefined) return;
+    const text = JSON.stringify(webhook);
+    const row = KEPT.has(webhook.name) ? this.#sql.exec<{ id: number }>("INSERT INTO pusher_outbox (event) VALUES (?) RETURNING id", text).one().id : undefined;
+    this.#queue({ text, ...(row !== undefined && { row }), ...occupancy });
+  }
+
+  #queue(outgoing: Outgoing): void {
+    this.#waiting.push(outgoing);
     if (!this.#sending) {
       this.#sending = true;
       void this.#handOver();
@@ -132,17 +160,42 @@ export class PusherHooks {
     try {
       await scheduler.wait(0); // the rest of this turn's events go in the same call
       while (this.#waiting.length > 0) {
-        const events = takeBatch(this.#waiting, MAX_HANDOVER_CHARS);
-        await this.#links.call("webhooks", this.#room, (stub) => stub.post(this.#room, events));
+        const batch = takeBatch(this.#waiting, (outgoing) => outgoing.text.length, MAX_HANDOVER_CHARS);
+        for (let tries = 0; ; tries++) {
+          try {
+            await this.#deliver(batch);
+            break;
+          } catch (error) {
+            if (tries === HANDOVER_WAITS_MS.length) throw error;
+            await scheduler.wait(HANDOVER_WAITS_MS[tries]!); // the events after it wait: the order holds
+          }
+        }
       }
     } catch (error) {
-      log("error", "could not hand webhooks to the channel's webhook object", { room: this.#room, error });
+      // The stored ones stay, for the Room's next start; the rest are lost.
+      log("error", "could not hand webhooks over, or tell the channel directory", { room: this.#room, error });
       this.#waiting = [];
     } finally {
       this.#sending = false; // in the turn that found nothing left: a later event starts a new loop
     }
   }
 
+  /** Tells the directory the batch's last occupancy change, hands its events over, and forgets its stored rows. */
+  async #deliver(batch: Outgoing[]): Promise<void> {
+    const occupied = batch.findLast((outgoing) => outgoing.occupied !== undefined)?.occupied;
+    if (occupied !== undefined) await this.#links.call("directory", "channels", (stub) => stub.occupied(this.#room, occupied));
+    const events = this.#app.webhookUrl === undefined ? [] : batch.map((outgoing) => outgoing.text);
+    if (events.length > 0) await this.#links.call("webhooks", this.#room, (stub) => stub.post(this.#room, events));
+    // A batch's stored rows are consecutive: events are stored and queued in the same order.
+    const rows = batch.flatMap((outgoing) => outgoing.row ?? []);
+    if (rows.length > 0) this.#sql.exec("DELETE FROM pusher_outbox WHERE id BETWEEN ? AND ?", rows[0]!, rows.at(-1)!);
+  }
+
+}
+
+/** For the directory: whether a webhook (by its name) says the channel became occupied or vacant. */
+function occupancyOf(name: string): { occupied?: boolean } {
+  return name === "channel_occupied" ? { occupied: true } : name === "channel_vacated" ? { occupied: false } : {};
 }
 
 /**

@@ -57,7 +57,7 @@ export class Room extends Holder {
     this.#infos = new MemberInfos(ctx.storage.sql);
     this.#seats = new Seats(this.name, this.config.socketsPerObject);
     this.#presenceChannel = isPresenceChannel(this.name);
-    this.#pusher = PusherHooks.of(this.name, this.config, this.links, {
+    this.#pusher = PusherHooks.of(this.name, this.config, ctx.storage.sql, this.links, {
       count: () => this.#roster.connections,
       tell: (frame) => this.#emit([{ frame, pusherOnly: true }]),
       settling: () => this.#census.settling,

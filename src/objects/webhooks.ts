@@ -33,11 +33,11 @@ const MAX_BATCH_CHARS = 1024 * 1024;
 /** Drops are logged at most this often. */
 const DROP_LOG_EVERY_MS = 60_000;
 
-/** Takes the first events (JSON texts) out of `waiting`, in order: one at least, then up to `maxCount` within about `maxChars`. */
-export function takeBatch(waiting: string[], maxChars: number, maxCount = Number.POSITIVE_INFINITY): string[] {
+/** Takes the first items out of `waiting`, in order: one at least, then up to `maxCount` within about `maxChars` (as `charsOf` counts them). */
+export function takeBatch<T>(waiting: T[], charsOf: (item: T) => number, maxChars: number, maxCount = Number.POSITIVE_INFINITY): T[] {
   let count = 0;
   let chars = 0;
-  while (count < waiting.length && count < maxCount && (count === 0 || chars + waiting[count]!.length <= maxChars)) chars += waiting[count++]!.length;
+  while (count < waiting.length && count < maxCount && (count === 0 || chars + charsOf(waiting[count]!) <= maxChars)) chars += charsOf(waiting[count++]!);
   return waiting.splice(0, count);
 }
 
@@ -127,7 +127,7 @@ export class Webhooks extends DurableObject<Env> {
   /** The oldest events waiting, as one request takes them. */
   #nextBatch(): Batch | undefined {
     const rows = this.#sql.exec<{ id: number; event: string }>("SELECT id, event FROM waiting ORDER BY id LIMIT ?", MAX_BATCH).toArray();
-    const events = takeBatch(rows.map((row) => row.event), MAX_BATCH_CHARS);
+    const events = takeBatch(rows.map((row) => row.event), (text) => text.length, MAX_BATCH_CHARS);
     return events.length === 0 ? undefined : { events, last: rows[events.length - 1]!.id };
   }
 

@@ -190,7 +190,6 @@ export class PusherHooks {
     const rows = batch.flatMap((outgoing) => outgoing.row ?? []);
     if (rows.length > 0) this.#sql.exec("DELETE FROM pusher_outbox WHERE id BETWEEN ? AND ?", rows[0]!, rows.at(-1)!);
   }
-
 }
 
 /** For the directory: whether a webhook (by its name) says the channel became occupied or vacant. */

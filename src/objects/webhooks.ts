@@ -41,9 +41,17 @@ export function takeBatch<T>(waiting: T[], charsOf: (item: T) => number, maxChar
   return waiting.splice(0, count);
 }
 
-/** The events of the next request, and the id of its last row (deleted with the rows before it once done). */
+/** A stored chunk of a handover: its events' JSON texts joined by commas, and how many. */
+type Chunk = {
+  id: number;
+  events: string;
+  count: number;
+};
+
+/** The chunks of the next request: its events, their number and characters, and its last row (deleted with those before it once done). */
 interface Batch {
-  events: string[];
+  events: string;
+  count: number;
   last: number;
 }
 
@@ -67,16 +75,20 @@ export class Webhooks extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#sql = ctx.storage.sql;
-    this.#sql.exec("CREATE TABLE IF NOT EXISTS waiting (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
+    // A row per chunk of a handover, not per event: one write for a busy turn's events.
+    this.#sql.exec("CREATE TABLE IF NOT EXISTS waiting (id INTEGER PRIMARY KEY AUTOINCREMENT, events TEXT NOT NULL, count INTEGER NOT NULL)");
   }
 
   /** Stores a turn's events of `channel` (JSON texts, in order); they go out from the alarm. */
   async post(channel: string, events: string[]): Promise<void> {
     if (this.ctx.storage.kv.get("channel") !== channel) this.ctx.storage.kv.put("channel", channel);
-    let chars = this.#waitingChars ?? this.#sql.exec<{ chars: number }>("SELECT COALESCE(SUM(length(event)), 0) AS chars FROM waiting").one().chars;
-    for (const text of events) {
-      this.#sql.exec("INSERT INTO waiting (event) VALUES (?)", text);
-      chars += text.length;
+    let chars = this.#waitingChars ?? this.#sql.exec<{ chars: number }>("SELECT COALESCE(SUM(length(events)), 0) AS chars FROM waiting").one().chars;
+    const rest = [...events];
+    while (rest.length > 0) {
+      const chunk = takeBatch(rest, (text) => text.length, MAX_BATCH_CHARS, MAX_BATCH);
+      const joined = chunk.join(",");
+      this.#sql.exec("INSERT INTO waiting (events, count) VALUES (?, ?)", joined, chunk.length);
+      chars += joined.length;
     }
     this.#waitingChars = chars;
     while (this.#waitingChars > MAX_WAITING_CHARS && this.#dropOldest(channel));
@@ -86,13 +98,13 @@ export class Webhooks extends DurableObject<Env> {
     if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now());
   }
 
-  /** Drops the oldest event not in the request under way; false if there is none. */
+  /** Drops the oldest chunk not in the request under way; false if there is none. */
   #dropOldest(channel: string): boolean {
-    const oldest = this.#sql.exec<{ id: number; size: number }>("SELECT id, length(event) AS size FROM waiting WHERE id > ? ORDER BY id LIMIT 1", this.#sendingUpTo).toArray()[0];
+    const oldest = this.#sql.exec<{ id: number; size: number; count: number }>("SELECT id, length(events) AS size, count FROM waiting WHERE id > ? ORDER BY id LIMIT 1", this.#sendingUpTo).toArray()[0];
     if (oldest === undefined) return false;
     this.#sql.exec("DELETE FROM waiting WHERE id = ?", oldest.id);
     this.#waitingChars! -= oldest.size;
-    this.#droppedSince++;
+    this.#droppedSince += oldest.count;
     if (Date.now() - this.#dropLoggedAt >= DROP_LOG_EVERY_MS) {
       log("warn", "dropped webhooks: too many wait for the app's endpoint", { room: channel, dropped: this.#droppedSince });
       this.#droppedSince = 0;
@@ -117,31 +129,39 @@ export class Webhooks extends DurableObject<Env> {
         await this.ctx.storage.setAlarm(Date.now() + Math.min(FIRST_WAIT_MS * 2 ** failed.tries, LONGEST_WAIT_MS));
         return;
       }
-      if (problem !== undefined) log("error", "the app's webhook endpoint did not take these events; dropped", { room: channel, events: batch.events.length, tries: failed.tries + 1, problem });
+      if (problem !== undefined) log("error", "the app's webhook endpoint did not take these events; dropped", { room: channel, events: batch.count, tries: failed.tries + 1, problem });
       kv.delete("failed");
       this.#forget(batch);
     }
     this.#armed = false; // in the turn that found nothing left: a later post sets the alarm again
   }
 
-  /** The oldest events waiting, as one request takes them. */
+  /** The oldest chunks waiting, as one request takes them (at most MAX_BATCH events: chunks hold at least one each). */
   #nextBatch(): Batch | undefined {
-    const rows = this.#sql.exec<{ id: number; event: string }>("SELECT id, event FROM waiting ORDER BY id LIMIT ?", MAX_BATCH).toArray();
-    const events = takeBatch(rows.map((row) => row.event), (text) => text.length, MAX_BATCH_CHARS);
-    return events.length === 0 ? undefined : { events, last: rows[events.length - 1]!.id };
+    const chunks: Chunk[] = [];
+    let count = 0;
+    let chars = 0;
+    for (const chunk of this.#sql.exec<Chunk>("SELECT id, events, count FROM waiting ORDER BY id LIMIT ?", MAX_BATCH)) {
+      if (chunks.length > 0 && (count + chunk.count > MAX_BATCH || chars + chunk.events.length > MAX_BATCH_CHARS)) break;
+      chunks.push(chunk);
+      count += chunk.count;
+      chars += chunk.events.length;
+    }
+    if (chunks.length === 0) return undefined;
+    return { events: chunks.map((chunk) => chunk.events).join(","), count, last: chunks.at(-1)!.id };
   }
 
   /** Deletes a request's events: sent, or given up on. */
   #forget({ events, last }: Batch): void {
     this.#sql.exec("DELETE FROM waiting WHERE id <= ?", last);
-    if (this.#waitingChars !== undefined) for (const text of events) this.#waitingChars -= text.length;
+    if (this.#waitingChars !== undefined) this.#waitingChars -= events.length;
   }
 
   /** One try of a request: undefined once the app took it, else what went wrong. */
-  async #try(events: string[]): Promise<unknown> {
+  async #try(events: string): Promise<unknown> {
     const app = configOf(this.env).pusher;
     if (app?.webhookUrl === undefined) return undefined; // the app's settings changed since: nowhere to send
-    const body = `{"time_ms":${Date.now()},"events":[${events.join(",")}]}`;
+    const body = `{"time_ms":${Date.now()},"events":[${events}]}`;
     const headers = { "Content-Type": "application/json", "X-Pusher-Key": app.key, "X-Pusher-Signature": await pusherSignature(app.secret, body) };
     try {
       const response = await fetch(app.webhookUrl, { method: "POST", headers, body, signal: AbortSignal.timeout(ANSWER_WAIT_MS) });

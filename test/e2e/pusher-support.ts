@@ -303,8 +303,9 @@ export class WebhookEndpoint {
   refuseNext = 0;
   refused = 0;
   invalid = 0;
-  /** The events of every request refused, in order. */
+  /** The events of every request refused, in order; and how many each request taken carried. */
   readonly refusedHooks = new Queue<Hook[]>();
+  readonly takenSizes: number[] = [];
   readonly #server: Server;
 
   private constructor(sdk: () => PusherServer) {
@@ -320,7 +321,11 @@ export class WebhookEndpoint {
         }
         const webhook = sdk().webhook({ headers: request.headers as Record<string, string>, rawBody });
         if (!webhook.isValid()) this.invalid++;
-        else for (const event of webhook.getEvents() as unknown as Hook[]) this.hooks.push(event);
+        else {
+          const events = webhook.getEvents() as unknown as Hook[];
+          this.takenSizes.push(events.length);
+          for (const event of events) this.hooks.push(event);
+        }
         response.writeHead(200).end();
       });
     });

@@ -115,6 +115,32 @@ describe("Pusher webhooks", () => {
     expect(posted.reduce((sum, event) => sum + event.chars, 0)).toBeLessThanOrEqual(4 * 1024 * 1024);
   });
 
+  it("sends a backlog in requests of at most 100 events, in the Room's order", { timeout: 120_000 }, async () => {
+    const channel = `private-${freshRoom("hooks")}`;
+    endpoint.refuseNext = Number.POSITIVE_INFINITY;
+    const listener = await connectClient();
+    await listener.subscribe(channel);
+    const heard = listener.listen(channel, "client-small");
+    const senders = [];
+    for (let i = 0; i < 7; i++) senders.push(await (await connectClient()).subscribe(channel));
+    const EVENTS = 245; // 35 a socket: within each socket's burst
+    for (let n = 0; n < EVENTS; ) for (const sender of senders) sender.trigger("client-small", { n: n++ });
+    const order: number[] = [];
+    for (let n = 0; n < EVENTS; n++) order.push(((await heard.next()).data as { n: number }).n);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const takenBefore = endpoint.takenSizes.length;
+    endpoint.refuseNext = 0;
+    const posted: number[] = [];
+    while (posted.length < EVENTS) {
+      const hook = await next(channel);
+      if (hook.name === "client_event") posted.push((JSON.parse(hook.data as string) as { n: number }).n);
+    }
+    expect(posted).toEqual(order);
+    const sizes = endpoint.takenSizes.slice(takenBefore);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(100);
+    expect(sizes.length).toBeGreaterThanOrEqual(3);
+  });
+
   it("after a restart that lost the channel's sockets, says channel_vacated once", async () => {
     const channel = freshRoom("hooks");
     const members = [];

@@ -203,7 +203,9 @@ function occupancyOf(name: string): { occupied?: boolean } {
  * when the user comes online or goes offline through their own Room, the one path every event
  * they hear takes (the state at sign-up included), so the events reach them in order. A
  * watcher that no longer watches the user, or is signed in nowhere, is forgotten when told
- * (unless it signed up again meanwhile: `signup` changes at each sign-up).
+ * (unless it signed up again meanwhile: `signup` changes at each sign-up). A change is stored
+ * with the roster change that made it until every watcher was told, and told again after a
+ * restart that came in between (a watcher may hear it twice, never miss it).
  */
 export class Watchers {
   readonly #sql: SqlStorage;
@@ -216,6 +218,10 @@ export class Watchers {
     this.#links = links;
     sql.exec("CREATE TABLE IF NOT EXISTS watchers (user TEXT PRIMARY KEY, signup TEXT NOT NULL)");
     sql.exec("CREATE TABLE IF NOT EXISTS watching (user TEXT PRIMARY KEY)");
+    sql.exec("CREATE TABLE IF NOT EXISTS watch_news (id INTEGER PRIMARY KEY AUTOINCREMENT, online INTEGER NOT NULL)");
+    for (const { id, online } of sql.exec<{ id: number; online: number }>("SELECT id, online FROM watch_news ORDER BY id").toArray()) {
+      this.#tellAll(id, online === 1);
+    }
   }
 
   /** The user signed in with `watchlist`: it replaces the last one, and each user on it hears of the watcher. */
@@ -233,7 +239,7 @@ export class Watchers {
   add(watcher: string, online: boolean): void {
     const signup = crypto.randomUUID();
     this.#sql.exec("INSERT OR REPLACE INTO watchers (user, signup) VALUES (?, ?)", watcher, signup);
-    if (online) this.#tell(watcher, signup, watchlistEvents("online", [this.#user]));
+    if (online) void this.#tell(watcher, signup, watchlistEvents("online", [this.#user]));
   }
 
   /** Whether the user still watches `user` (a watcher asked to hear of it). */
@@ -243,14 +249,20 @@ export class Watchers {
 
   /** The user came online (its first connection) or went offline (its last left). */
   changed(online: boolean): void {
-    const frame = watchlistEvents(online ? "online" : "offline", [this.#user]);
-    for (const { user, signup } of this.#sql.exec<{ user: string; signup: string }>("SELECT user, signup FROM watchers").toArray()) {
-      this.#tell(user, signup, frame);
-    }
+    const { id } = this.#sql.exec<{ id: number }>("INSERT INTO watch_news (online) VALUES (?) RETURNING id", online ? 1 : 0).one();
+    this.#tellAll(id, online);
   }
 
-  #tell(watcher: string, signup: string, frame: string): void {
-    this.#links
+  /** Tells every watcher the change stored as `id`, then forgets it. */
+  #tellAll(id: number, online: boolean): void {
+    const frame = watchlistEvents(online ? "online" : "offline", [this.#user]);
+    const watchers = this.#sql.exec<{ user: string; signup: string }>("SELECT user, signup FROM watchers").toArray();
+    void Promise.all(watchers.map(({ user, signup }) => this.#tell(user, signup, frame))).then(() => this.#sql.exec("DELETE FROM watch_news WHERE id = ?", id));
+  }
+
+  /** Tells one watcher; never fails (a failure is logged). */
+  #tell(watcher: string, signup: string, frame: string): Promise<void> {
+    return this.#links
       .call("room", userChannel(watcher), (stub) => stub.tell(frame, this.#user))
       .then((heard) => void (heard || this.#sql.exec("DELETE FROM watchers WHERE user = ? AND signup = ?", watcher, signup)))
       .catch((error: unknown) => log("warn", "could not tell a watcher", { user: this.#user, watcher, error }));

@@ -1,7 +1,8 @@
 import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { MessageLog } from "../../src/objects/message-log";
 import { Roster } from "../../src/objects/roster";
+import { userChannel } from "../../src/protocol/pusher";
 import { connect, freshRoom, join } from "./connect";
 import { itHandlesBadInputAndLimits } from "./socket.case";
 
@@ -369,5 +370,28 @@ describe("a census answer (Roster.replace)", () => {
       expect(changes).toEqual([["b", "left"]]);
       expect(at("a", "b", "d")).toEqual([2, 0, 0]);
     });
+  });
+});
+
+describe("a signed-in user's watchers (Pusher watchlists)", () => {
+  it("are told after a restart of a change stored before it, which is then forgotten", async () => {
+    const stub = env.ROOMS.getByName(userChannel(`watched-${freshRoom()}`));
+    // As a start would find it had the object stopped between a roster change and its telling:
+    // the change stored, a watcher (signed in nowhere) still to hear it.
+    await runInDurableObject(stub, (_, state) => {
+      state.storage.sql.exec("INSERT INTO watchers (user, signup) VALUES ('gone', 'signup-1')");
+      state.storage.sql.exec("INSERT INTO watch_news (online) VALUES (0)");
+    });
+    await evictDurableObject(stub);
+    await runInDurableObject(stub, () => {}); // starts it
+    // Told, the watcher answers that it is nowhere: it is forgotten, and so is the change.
+    await vi.waitFor(
+      () =>
+        runInDurableObject(stub, (_, state) => {
+          expect(state.storage.sql.exec("SELECT * FROM watch_news").toArray()).toEqual([]);
+          expect(state.storage.sql.exec("SELECT * FROM watchers").toArray()).toEqual([]);
+        }),
+      { timeout: 10_000 },
+    );
   });
 });

@@ -10,7 +10,7 @@ import { log } from "../log";
 import { isPresenceChannel, isUserChannel, subscriptionCountEvent, userChannel, userOfChannel, watchlistEvents } from "../protocol";
 import { OncePerSecond } from "./count-frames";
 import type { Links } from "./links";
-import { takeBatch } from "./webhooks";
+import { type HandedOver, takeBatch } from "./webhooks";
 
 /** A handover carries about this many characters at most (calls between objects stay small). */
 const MAX_HANDOVER_CHARS = 1024 * 1024;
@@ -184,7 +184,7 @@ export class PusherHooks {
   async #deliver(batch: Outgoing[]): Promise<void> {
     const occupied = batch.findLast((outgoing) => outgoing.occupied !== undefined)?.occupied;
     if (occupied !== undefined) await this.#links.call("directory", "channels", (stub) => stub.occupied(this.#room, occupied));
-    const events = this.#app.webhookUrl === undefined ? [] : batch.map((outgoing) => outgoing.text);
+    const events = this.#app.webhookUrl === undefined ? [] : batch.map(({ text, row }): HandedOver => ({ text, ...(row !== undefined && { kept: true }) }));
     if (events.length > 0) await this.#links.call("webhooks", this.#room, (stub) => stub.post(this.#room, events));
     // A batch's stored rows are consecutive: events are stored and queued in the same order.
     const rows = batch.flatMap((outgoing) => outgoing.row ?? []);

@@ -4,8 +4,8 @@
 // whose app endpoint refuses them still empties and resets on time (docs/design.md "Failures").
 // Here they are stored before the call answers and go out in order, one request at a time, from
 // the object's alarm; a request the app did not take is tried again, as Pusher does, for five
-// minutes, then dropped and logged. Stored and driven by the alarm, they outlive a restart of
-// the runtime and an eviction of the object.
+// minutes, the same request each time, then dropped and logged. Stored and driven by the alarm,
+// they outlive a restart of the runtime and an eviction of the object.
 import { DurableObject } from "cloudflare:workers";
 import { configOf } from "../config";
 import { log } from "../log";
@@ -21,8 +21,9 @@ const LONGEST_WAIT_MS = 64_000;
 const ANSWER_WAIT_MS = 10_000;
 
 /**
- * Characters of events waiting for the app (its endpoint down): past this the oldest are dropped.
- * By size, not number: a client event carries up to MAX_MESSAGE_BYTES of data.
+ * Characters of events waiting for the app (its endpoint down): past this the oldest are dropped,
+ * those the Room keeps (occupancy and members: they change what the app knows) only when nothing
+ * else is left. By size, not number: a client event carries up to MAX_MESSAGE_BYTES of data.
  */
 const MAX_WAITING_CHARS = 4 * 1024 * 1024;
 
@@ -41,24 +42,33 @@ export function takeBatch<T>(waiting: T[], charsOf: (item: T) => number, maxChar
   return waiting.splice(0, count);
 }
 
-/** A stored chunk of a handover: its events' JSON texts joined by commas, and how many. */
+/** An event handed over: its JSON text, and whether it is one the Room keeps until handed over (dropped last). */
+export interface HandedOver {
+  text: string;
+  kept?: boolean;
+}
+
+/** A stored chunk of a handover: its events' JSON texts joined by commas, how many, and when it was handed over. */
 type Chunk = {
   id: number;
   events: string;
   count: number;
+  created: number;
 };
 
-/** The chunks of the next request: its events, their number and characters, and its last row (deleted with those before it once done). */
+/** The chunks of the next request: its events, their number, when the first was handed over, and its last row (deleted with those before it once done). */
 interface Batch {
   events: string;
   count: number;
+  created: number;
   last: number;
 }
 
-/** The first request waiting was refused this many times, the first at `since`. */
+/** The first request waiting (up to row `last`) was refused this many times, the first at `since`. */
 interface Failed {
   since: number;
   tries: number;
+  last: number;
 }
 
 export class Webhooks extends DurableObject<Env> {
@@ -76,19 +86,29 @@ export class Webhooks extends DurableObject<Env> {
     super(ctx, env);
     this.#sql = ctx.storage.sql;
     // A row per chunk of a handover, not per event: one write for a busy turn's events.
-    this.#sql.exec("CREATE TABLE IF NOT EXISTS waiting (id INTEGER PRIMARY KEY AUTOINCREMENT, events TEXT NOT NULL, count INTEGER NOT NULL)");
+    // A chunk holds kept events only, or none: the drop can pick the others first.
+    this.#sql.exec(
+      "CREATE TABLE IF NOT EXISTS waiting (id INTEGER PRIMARY KEY AUTOINCREMENT, events TEXT NOT NULL, count INTEGER NOT NULL, kept INTEGER NOT NULL, created INTEGER NOT NULL)",
+    );
   }
 
-  /** Stores a turn's events of `channel` (JSON texts, in order); they go out from the alarm. */
-  async post(channel: string, events: string[]): Promise<void> {
+  /** Stores a turn's events of `channel` (in order); they go out from the alarm. */
+  async post(channel: string, events: HandedOver[]): Promise<void> {
     if (this.ctx.storage.kv.get("channel") !== channel) this.ctx.storage.kv.put("channel", channel);
     let chars = this.#waitingChars ?? this.#sql.exec<{ chars: number }>("SELECT COALESCE(SUM(length(events)), 0) AS chars FROM waiting").one().chars;
-    const rest = [...events];
-    while (rest.length > 0) {
-      const chunk = takeBatch(rest, (text) => text.length, MAX_BATCH_CHARS, MAX_BATCH);
-      const joined = chunk.join(",");
-      this.#sql.exec("INSERT INTO waiting (events, count) VALUES (?, ?)", joined, chunk.length);
-      chars += joined.length;
+    const now = Date.now();
+    for (let start = 0; start < events.length; ) {
+      const kept = events[start]!.kept === true;
+      let end = start + 1;
+      while (end < events.length && (events[end]!.kept === true) === kept) end++;
+      const run = events.slice(start, end).map((event) => event.text);
+      start = end;
+      while (run.length > 0) {
+        const chunk = takeBatch(run, (text) => text.length, MAX_BATCH_CHARS, MAX_BATCH);
+        const joined = chunk.join(",");
+        this.#sql.exec("INSERT INTO waiting (events, count, kept, created) VALUES (?, ?, ?, ?)", joined, chunk.length, kept ? 1 : 0, now);
+        chars += joined.length;
+      }
     }
     this.#waitingChars = chars;
     while (this.#waitingChars > MAX_WAITING_CHARS && this.#dropOldest(channel));
@@ -98,9 +118,11 @@ export class Webhooks extends DurableObject<Env> {
     if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now());
   }
 
-  /** Drops the oldest chunk not in the request under way; false if there is none. */
+  /** Drops the oldest chunk not in the request under way, one the Room does not keep if there is one; false if there is none. */
   #dropOldest(channel: string): boolean {
-    const oldest = this.#sql.exec<{ id: number; size: number; count: number }>("SELECT id, length(events) AS size, count FROM waiting WHERE id > ? ORDER BY id LIMIT 1", this.#sendingUpTo).toArray()[0];
+    const oldest = this.#sql
+      .exec<{ id: number; size: number; count: number }>("SELECT id, length(events) AS size, count FROM waiting WHERE id > ? ORDER BY kept, id LIMIT 1", this.#sendingUpTo)
+      .toArray()[0];
     if (oldest === undefined) return false;
     this.#sql.exec("DELETE FROM waiting WHERE id = ?", oldest.id);
     this.#waitingChars! -= oldest.size;
@@ -118,14 +140,14 @@ export class Webhooks extends DurableObject<Env> {
     this.#armed = true;
     const kv = this.ctx.storage.kv;
     const channel = kv.get<string>("channel") ?? "";
-    for (let batch = this.#nextBatch(); batch !== undefined; batch = this.#nextBatch()) {
+    for (let batch = this.#firstBatch(); batch !== undefined; batch = this.#nextBatch()) {
       this.#sendingUpTo = batch.last;
       const tried = Date.now();
-      const problem = await this.#try(batch.events);
+      const problem = await this.#try(batch);
       this.#sendingUpTo = 0;
-      const failed = kv.get<Failed>("failed") ?? { since: tried, tries: 0 };
+      const failed = kv.get<Failed>("failed") ?? { since: tried, tries: 0, last: batch.last };
       if (problem !== undefined && Date.now() - failed.since < RETRY_FOR_MS) {
-        kv.put("failed", { since: failed.since, tries: failed.tries + 1 });
+        kv.put("failed", { since: failed.since, tries: failed.tries + 1, last: batch.last });
         await this.ctx.storage.setAlarm(Date.now() + Math.min(FIRST_WAIT_MS * 2 ** failed.tries, LONGEST_WAIT_MS));
         return;
       }
@@ -136,19 +158,31 @@ export class Webhooks extends DurableObject<Env> {
     this.#armed = false; // in the turn that found nothing left: a later post sets the alarm again
   }
 
-  /** The oldest chunks waiting, as one request takes them (at most MAX_BATCH events: chunks hold at least one each). */
-  #nextBatch(): Batch | undefined {
+  /**
+   * The request to try now: one tried before is the same request (what came meanwhile waits), so
+   * an app can tell a repeat; unless its events were all dropped meanwhile (the limit above).
+   */
+  #firstBatch(): Batch | undefined {
+    const failed = this.ctx.storage.kv.get<Failed>("failed");
+    if (failed === undefined) return this.#nextBatch();
+    const again = this.#nextBatch(failed.last);
+    if (again === undefined) this.ctx.storage.kv.delete("failed");
+    return again ?? this.#nextBatch();
+  }
+
+  /** The oldest chunks waiting (up to row `upTo`), as one request takes them (at most MAX_BATCH events: chunks hold at least one each). */
+  #nextBatch(upTo = Number.MAX_SAFE_INTEGER): Batch | undefined {
     const chunks: Chunk[] = [];
     let count = 0;
     let chars = 0;
-    for (const chunk of this.#sql.exec<Chunk>("SELECT id, events, count FROM waiting ORDER BY id LIMIT ?", MAX_BATCH)) {
+    for (const chunk of this.#sql.exec<Chunk>("SELECT id, events, count, created FROM waiting WHERE id <= ? ORDER BY id LIMIT ?", upTo, MAX_BATCH)) {
       if (chunks.length > 0 && (count + chunk.count > MAX_BATCH || chars + chunk.events.length > MAX_BATCH_CHARS)) break;
       chunks.push(chunk);
       count += chunk.count;
       chars += chunk.events.length;
     }
     if (chunks.length === 0) return undefined;
-    return { events: chunks.map((chunk) => chunk.events).join(","), count, last: chunks.at(-1)!.id };
+    return { events: chunks.map((chunk) => chunk.events).join(","), count, created: chunks[0]!.created, last: chunks.at(-1)!.id };
   }
 
   /** Deletes a request's events: sent, or given up on. */
@@ -158,10 +192,11 @@ export class Webhooks extends DurableObject<Env> {
   }
 
   /** One try of a request: undefined once the app took it, else what went wrong. */
-  async #try(events: string): Promise<unknown> {
+  async #try({ events, created }: Batch): Promise<unknown> {
     const app = configOf(this.env).pusher;
     if (app?.webhookUrl === undefined) return undefined; // the app's settings changed since: nowhere to send
-    const body = `{"time_ms":${Date.now()},"events":[${events}]}`;
+    // As Pusher: when the webhook was made (its oldest event's handover), not when this try went out.
+    const body = `{"time_ms":${created},"events":[${events}]}`;
     const headers = { "Content-Type": "application/json", "X-Pusher-Key": app.key, "X-Pusher-Signature": await pusherSignature(app.secret, body) };
     try {
       const response = await fetch(app.webhookUrl, { method: "POST", headers, body, signal: AbortSignal.timeout(ANSWER_WAIT_MS) });

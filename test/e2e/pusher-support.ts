@@ -303,9 +303,10 @@ export class WebhookEndpoint {
   refuseNext = 0;
   refused = 0;
   invalid = 0;
-  /** The events of every request refused, in order; and how many each request taken carried. */
+  /** The events of every request refused, in order; how many each request taken carried; every body, as it came. */
   readonly refusedHooks = new Queue<Hook[]>();
   readonly takenSizes: number[] = [];
+  readonly bodies: string[] = [];
   readonly #server: Server;
 
   private constructor(sdk: () => PusherServer) {
@@ -313,6 +314,7 @@ export class WebhookEndpoint {
       let rawBody = "";
       request.on("data", (chunk) => (rawBody += chunk));
       request.on("end", () => {
+        this.bodies.push(rawBody);
         if (this.refuseNext > 0) {
           this.refuseNext--;
           this.refused++;

@@ -76,16 +76,25 @@ describe("Pusher webhooks", () => {
   it("tries a request the endpoint refused again, and keeps the events in order", { timeout: 60_000 }, async () => {
     const channel = freshRoom("hooks");
     endpoint.refuseNext = 2;
+    const bodiesBefore = endpoint.bodies.length;
     const client = await connectClient();
+    const madeBefore = Date.now();
     await client.subscribe(channel);
     client.pusher.unsubscribe(channel);
     // Refused twice (about 1 + 2 s of waiting), then taken.
     expect(await next(channel)).toEqual({ name: "channel_occupied", channel });
     expect(await next(channel)).toEqual({ name: "channel_vacated", channel });
     expect(endpoint.refused).toBe(2);
+    // Each try is the same request, and time_ms says when it was made, as Pusher's does.
+    const [first, second, taken] = endpoint.bodies.slice(bodiesBefore);
+    expect(second).toBe(first);
+    expect(taken).toBe(first);
+    const { time_ms: made } = JSON.parse(first!) as { time_ms: number };
+    expect(made).toBeGreaterThanOrEqual(madeBefore - 1_000); // clocks of two processes
+    expect(made).toBeLessThan(madeBefore + 2_500); // the first try, not the third (3 s later)
   });
 
-  it("keeps at most 4 Mi characters waiting while the endpoint refuses: the oldest go, the rest come in order", { timeout: 120_000 }, async () => {
+  it("keeps at most 4 Mi characters waiting while the endpoint refuses: the oldest client events go, the rest come in order", { timeout: 120_000 }, async () => {
     const channel = `private-${freshRoom("hooks")}`;
     endpoint.refuseNext = Number.POSITIVE_INFINITY;
     const listener = await connectClient();
@@ -102,10 +111,11 @@ describe("Pusher webhooks", () => {
     for (let n = 0; n < EVENTS; n++) order.push(((await heard.next()).data as { n: number }).n); // their handovers are under way
     await new Promise((resolve) => setTimeout(resolve, 500));
     endpoint.refuseNext = 0;
+    // Occupancy and member events are dropped last: channel_occupied is still there.
+    expect(await next(channel)).toEqual({ name: "channel_occupied", channel });
     const posted: { n: number; chars: number }[] = [];
     for (;;) {
       const hook = await next(channel);
-      if (hook.name !== "client_event") continue; // channel_occupied, unless dropped too
       posted.push({ n: (JSON.parse(hook.data as string) as { n: number }).n, chars: JSON.stringify(hook).length });
       if (posted.at(-1)!.n === order.at(-1)) break;
     }
@@ -198,14 +208,18 @@ describe("Pusher webhooks across a restart of the runtime", () => {
   it("keeps the events the endpoint refused, and posts them in order after the restart", { timeout: 120_000 }, async () => {
     endpoint.refuseNext = Number.POSITIVE_INFINITY;
     const channel = freshRoom("hooks");
-    const socket = await (await start()).connect(`/rooms/${channel}/ws?user=brief`);
+    const first = await start();
+    const socket = await first.connect(`/rooms/${channel}/ws?user=brief`);
+    expect(await endpoint.refusedHooks.next()).toEqual([{ name: "channel_occupied", channel }]); // stored by the Webhooks object
     await socket.close();
-    // Tried and refused (again after 1 s, 2 s, ...) until a try carries both: both are stored.
-    while ((await endpoint.refusedHooks.next()).length < 2);
+    const connections = async () => ((await (await first.fetch(`/rooms/${channel}`, { headers: SERVER_AUTH })).json()) as { connections: number }).connections;
+    await expect.poll(connections).toBe(0);
     endpoint.refuseNext = 0;
-    await start(); // workerd stopped while they waited for their next try
-    // Nothing touches the channel: the Webhooks object's alarm brings the stored events back.
+    const restarted = await start(); // workerd stopped while they waited for the next try
+    // Nothing touches the channel: the Webhooks object's alarm brings the stored event back.
     expect(await endpoint.next(channel)).toEqual({ name: "channel_occupied", channel });
+    // Stored by the Webhooks object too, or still in the Room's storage: handed over as it starts.
+    expect((await restarted.fetch(`/rooms/${channel}`, { headers: SERVER_AUTH })).status).toBe(200);
     expect(await endpoint.next(channel)).toEqual({ name: "channel_vacated", channel });
     expect(endpoint.invalid).toBe(0);
   });

@@ -30,6 +30,26 @@ async function connectClient(member?: Member): Promise<PusherClient> {
 
 const next = (channel: string) => endpoint.next(channel);
 
+/**
+ * With the endpoint refusing, `senders` sockets trigger `count` client events (`{ n, filler }`,
+ * taking turns) on a fresh private channel. Answers the channel and the order the Room put the
+ * events in (sockets interleave; a listener hears them in it), once their handovers are under way.
+ */
+async function refusedClientEvents(senders: number, count: number, filler = ""): Promise<{ channel: string; order: number[] }> {
+  const channel = `private-${freshRoom("hooks")}`;
+  endpoint.refuseNext = Number.POSITIVE_INFINITY;
+  const listener = await connectClient();
+  await listener.subscribe(channel);
+  const heard = listener.listen(channel, "client-event");
+  const channels = [];
+  for (let i = 0; i < senders; i++) channels.push(await (await connectClient()).subscribe(channel));
+  for (let n = 0; n < count; ) for (const sender of channels) if (n < count) sender.trigger("client-event", { n: n++, filler });
+  const order: number[] = [];
+  for (let n = 0; n < count; n++) order.push(((await heard.next()).data as { n: number }).n);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  return { channel, order };
+}
+
 describe("Pusher webhooks", () => {
   it("posts channel_occupied and channel_vacated, signed with the app's secret", async () => {
     const channel = freshRoom("hooks");
@@ -95,21 +115,8 @@ describe("Pusher webhooks", () => {
   });
 
   it("keeps at most 4 Mi characters waiting while the endpoint refuses: the oldest client events go, the rest come in order", { timeout: 120_000 }, async () => {
-    const channel = `private-${freshRoom("hooks")}`;
-    endpoint.refuseNext = Number.POSITIVE_INFINITY;
-    const listener = await connectClient();
-    await listener.subscribe(channel);
-    const heard = listener.listen(channel, "client-big");
-    const senders = [];
-    for (let i = 0; i < 3; i++) senders.push(await (await connectClient()).subscribe(channel));
     // 90 events of ~60 KB each (~5.4 M characters), 30 a socket: within each socket's burst.
-    const EVENTS = 90;
-    const big = "x".repeat(60_000);
-    for (let n = 0; n < EVENTS; ) for (const sender of senders) sender.trigger("client-big", { n: n++, big });
-    // The Room's order (sockets interleave): the listener hears them in it.
-    const order: number[] = [];
-    for (let n = 0; n < EVENTS; n++) order.push(((await heard.next()).data as { n: number }).n); // their handovers are under way
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    const { channel, order } = await refusedClientEvents(3, 90, "x".repeat(60_000));
     endpoint.refuseNext = 0;
     // Occupancy and member events are dropped last: channel_occupied is still there.
     expect(await next(channel)).toEqual({ name: "channel_occupied", channel });
@@ -126,18 +133,8 @@ describe("Pusher webhooks", () => {
   });
 
   it("sends a backlog in requests of at most 100 events, in the Room's order", { timeout: 120_000 }, async () => {
-    const channel = `private-${freshRoom("hooks")}`;
-    endpoint.refuseNext = Number.POSITIVE_INFINITY;
-    const listener = await connectClient();
-    await listener.subscribe(channel);
-    const heard = listener.listen(channel, "client-small");
-    const senders = [];
-    for (let i = 0; i < 7; i++) senders.push(await (await connectClient()).subscribe(channel));
     const EVENTS = 245; // 35 a socket: within each socket's burst
-    for (let n = 0; n < EVENTS; ) for (const sender of senders) sender.trigger("client-small", { n: n++ });
-    const order: number[] = [];
-    for (let n = 0; n < EVENTS; n++) order.push(((await heard.next()).data as { n: number }).n);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    const { channel, order } = await refusedClientEvents(7, EVENTS);
     const takenBefore = endpoint.takenSizes.length;
     endpoint.refuseNext = 0;
     const posted: number[] = [];

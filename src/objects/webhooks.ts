@@ -64,8 +64,8 @@ interface Batch {
   last: number;
 }
 
-/** The first request waiting (up to row `last`) was refused this many times, the first at `since`. */
-interface Failed {
+/** The request under way (up to row `last`): first tried at `since`, refused `tries` times so far. */
+interface Request {
   since: number;
   tries: number;
   last: number;
@@ -141,32 +141,37 @@ export class Webhooks extends DurableObject<Env> {
     const kv = this.ctx.storage.kv;
     const channel = kv.get<string>("channel") ?? "";
     for (let batch = this.#firstBatch(); batch !== undefined; batch = this.#nextBatch()) {
+      // Stored before the first try goes out (the output gate holds the fetch until it is): a
+      // try a restart cut short is made again with the same bounds, so the same body.
+      let request = kv.get<Request>("request");
+      if (request === undefined) kv.put("request", (request = { since: Date.now(), tries: 0, last: batch.last }));
       this.#sendingUpTo = batch.last;
-      const tried = Date.now();
       const problem = await this.#try(batch);
       this.#sendingUpTo = 0;
-      const failed = kv.get<Failed>("failed") ?? { since: tried, tries: 0, last: batch.last };
-      if (problem !== undefined && Date.now() - failed.since < RETRY_FOR_MS) {
-        kv.put("failed", { since: failed.since, tries: failed.tries + 1, last: batch.last });
-        await this.ctx.storage.setAlarm(Date.now() + Math.min(FIRST_WAIT_MS * 2 ** failed.tries, LONGEST_WAIT_MS));
+      const left = request.since + RETRY_FOR_MS - Date.now();
+      if (problem !== undefined && left > 0) {
+        kv.put("request", { ...request, tries: request.tries + 1 });
+        // The last wait is cut so that the last try comes at the end of RETRY_FOR_MS.
+        await this.ctx.storage.setAlarm(Date.now() + Math.min(FIRST_WAIT_MS * 2 ** request.tries, LONGEST_WAIT_MS, left));
         return;
       }
-      if (problem !== undefined) log("error", "the app's webhook endpoint did not take these events; dropped", { room: channel, events: batch.count, tries: failed.tries + 1, problem });
-      kv.delete("failed");
+      if (problem !== undefined) log("error", "the app's webhook endpoint did not take these events; dropped", { room: channel, events: batch.count, tries: request.tries + 1, problem });
+      kv.delete("request");
       this.#forget(batch);
     }
     this.#armed = false; // in the turn that found nothing left: a later post sets the alarm again
   }
 
   /**
-   * The request to try now: one tried before is the same request (what came meanwhile waits), so
-   * an app can tell a repeat; unless its events were all dropped meanwhile (the limit above).
+   * The request to try now: one tried before (refused, or cut short by a restart) is the same
+   * request (what came meanwhile waits), so an app can tell a repeat; unless its events were all
+   * dropped meanwhile (the limit above).
    */
   #firstBatch(): Batch | undefined {
-    const failed = this.ctx.storage.kv.get<Failed>("failed");
-    if (failed === undefined) return this.#nextBatch();
-    const again = this.#nextBatch(failed.last);
-    if (again === undefined) this.ctx.storage.kv.delete("failed");
+    const request = this.ctx.storage.kv.get<Request>("request");
+    if (request === undefined) return this.#nextBatch();
+    const again = this.#nextBatch(request.last);
+    if (again === undefined) this.ctx.storage.kv.delete("request");
     return again ?? this.#nextBatch();
   }
 

@@ -299,7 +299,8 @@ export interface Hook {
  */
 export class WebhookEndpoint {
   readonly hooks = new Queue<Hook>();
-  /** Requests still to refuse, those refused, and those whose signature did not check out. */
+  /** Requests still to leave unanswered (as an endpoint that hangs), to refuse, those refused, and those whose signature did not check out. */
+  hangNext = 0;
   refuseNext = 0;
   refused = 0;
   invalid = 0;
@@ -315,6 +316,10 @@ export class WebhookEndpoint {
       request.on("data", (chunk) => (rawBody += chunk));
       request.on("end", () => {
         this.bodies.push(rawBody);
+        if (this.hangNext > 0) {
+          this.hangNext--;
+          return; // ended by close()
+        }
         if (this.refuseNext > 0) {
           this.refuseNext--;
           this.refused++;
@@ -354,6 +359,8 @@ export class WebhookEndpoint {
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#server.closeAllConnections();
+    return closed;
   }
 }

@@ -221,6 +221,24 @@ describe("Pusher webhooks across a restart of the runtime", () => {
     expect(endpoint.invalid).toBe(0);
   });
 
+  it("makes a request a restart cut short again with the same body: what came meanwhile waits for the next", { timeout: 120_000 }, async () => {
+    endpoint.hangNext = 1;
+    const channel = freshRoom("hooks");
+    const first = await start();
+    const socket = await first.connect(`/rooms/${channel}/ws?user=brief`);
+    while (endpoint.bodies.length === 0) await new Promise((resolve) => setTimeout(resolve, 50)); // channel_occupied, unanswered
+    const [cutShort] = endpoint.bodies;
+    await socket.close(); // channel_vacated, waiting behind it
+    const connections = async () => ((await (await first.fetch(`/rooms/${channel}`, { headers: SERVER_AUTH })).json()) as { connections: number }).connections;
+    await expect.poll(connections).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 500)); // its handover to the Webhooks object
+    const restarted = await start();
+    expect(await endpoint.next(channel)).toEqual({ name: "channel_occupied", channel });
+    expect(endpoint.bodies[1]).toBe(cutShort);
+    expect((await restarted.fetch(`/rooms/${channel}`, { headers: SERVER_AUTH })).status).toBe(200); // in case the handover had not happened
+    expect(await endpoint.next(channel)).toEqual({ name: "channel_vacated", channel });
+  });
+
   it("says channel_vacated, and the channel list forgets it, after the runtime stopped with a member on it", { timeout: 120_000 }, async () => {
     const channel = freshRoom("hooks");
     await (await start()).connect(`/rooms/${channel}/ws?user=stays`);

@@ -190,6 +190,12 @@ describe("Pusher webhooks across a restart of the runtime", () => {
     return relay;
   }
 
+  /** Waits until the channel's Room counts no connection: it has taken the last leave. */
+  async function emptied(relay: Relay, channel: string): Promise<void> {
+    const connections = async () => ((await (await relay.fetch(`/rooms/${channel}`, { headers: SERVER_AUTH })).json()) as { connections: number }).connections;
+    await expect.poll(connections).toBe(0);
+  }
+
   beforeEach(async () => {
     storage = await tempDir();
     endpoint = await WebhookEndpoint.start(() => serverSdk(relay!));
@@ -209,8 +215,7 @@ describe("Pusher webhooks across a restart of the runtime", () => {
     const socket = await first.connect(`/rooms/${channel}/ws?user=brief`);
     expect(await endpoint.refusedHooks.next()).toEqual([{ name: "channel_occupied", channel }]); // stored by the Webhooks object
     await socket.close();
-    const connections = async () => ((await (await first.fetch(`/rooms/${channel}`, { headers: SERVER_AUTH })).json()) as { connections: number }).connections;
-    await expect.poll(connections).toBe(0);
+    await emptied(first, channel);
     endpoint.refuseNext = 0;
     const restarted = await start(); // workerd stopped while they waited for the next try
     // Nothing touches the channel: the Webhooks object's alarm brings the stored event back.
@@ -229,8 +234,7 @@ describe("Pusher webhooks across a restart of the runtime", () => {
     while (endpoint.bodies.length === 0) await new Promise((resolve) => setTimeout(resolve, 50)); // channel_occupied, unanswered
     const [cutShort] = endpoint.bodies;
     await socket.close(); // channel_vacated, waiting behind it
-    const connections = async () => ((await (await first.fetch(`/rooms/${channel}`, { headers: SERVER_AUTH })).json()) as { connections: number }).connections;
-    await expect.poll(connections).toBe(0);
+    await emptied(first, channel);
     await new Promise((resolve) => setTimeout(resolve, 500)); // its handover to the Webhooks object
     const restarted = await start();
     expect(await endpoint.next(channel)).toEqual({ name: "channel_occupied", channel });

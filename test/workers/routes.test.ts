@@ -165,6 +165,17 @@ describe("server routes", () => {
     // History without either names both ways in.
     expect(await expectError(withEnv(vars, `/rooms/${room}/messages`), 401, "unauthorized")).toContain("or a user token that allows this room");
   });
+
+  it("keeps room info and presence pages to the API key on private rooms too, whatever a token's claim names", async () => {
+    const vars = { AUTH_SECRET: "s3cret" };
+    const room = freshRoom("private-desk");
+    const named = await sign({ sub: "reader", rooms: [room] }, "s3cret", "HS256");
+    const bearer = { Authorization: `Bearer ${named}` };
+    expect((await withEnv(vars, `/rooms/${room}/messages`, bearer)).status).toBe(200);
+    await expectError(withEnv(vars, `/rooms/${room}`, bearer), 401, "unauthorized");
+    await expectError(withEnv(vars, `/rooms/${room}/presence`, bearer), 401, "unauthorized");
+    expect((await withEnv(vars, `/rooms/${room}`, KEY)).status).toBe(200);
+  });
 });
 
 describe("authentication seams", () => {

@@ -5,7 +5,6 @@
 // socket's subscription bucket, MAX_SUBSCRIPTIONS deep, may take longer to refill: a little generous).
 import type { Config } from "../config";
 import { isPusherSubscription } from "../protocol";
-import type { Session } from "./session";
 
 const WINDOW_MS = 10_000;
 
@@ -103,12 +102,20 @@ export class ReplayBudget {
   }
 }
 
+/** The limits one socket carries (a `Session`, session.ts). */
+export interface Limited {
+  readonly pusher?: true;
+  readonly rate: RateLimiter;
+  subscribing?: RateLimiter;
+  replays?: ReplayBudget;
+}
+
 /**
  * `admission` as `session` may have it: its replay, or `recovered: false` once the budget is
  * spent. Only resumes draw from it: a replay without `recovered` is a Pusher cache channel's one
  * last event, at most one message.
  */
-export function withinReplayBudget<A extends { replay: string[]; recovered?: boolean }>(session: Session, admission: A): A {
+export function withinReplayBudget<A extends { replay: string[]; recovered?: boolean }>(session: Limited, admission: A): A {
   if (admission.replay.length === 0 || admission.recovered === undefined) return admission;
   const chars = admission.replay.reduce((sum, frame) => sum + frame.length, 0);
   if ((session.replays ??= new ReplayBudget()).take(chars, Date.now())) return admission;
@@ -142,7 +149,7 @@ export class Opens {
  * on each connect: those draw from a bucket of their own that holds a full set of
  * subscriptions, refilled at the same rate (docs/protocol.md decision 48).
  */
-export function rateFor(session: Session, message: string | ArrayBuffer, config: Config, now: number): RateLimiter {
+export function rateFor(session: Limited, message: string | ArrayBuffer, config: Config, now: number): RateLimiter {
   if (!session.pusher || typeof message !== "string" || !isPusherSubscription(message)) return session.rate;
   const { rateLimitPerSecond, maxSubscriptions } = config;
   return (session.subscribing ??= new RateLimiter(rateLimitPerSecond, now, Math.max(2 * rateLimitPerSecond, maxSubscriptions)));

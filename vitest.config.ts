@@ -36,7 +36,7 @@ export default defineConfig({
         HISTORY_LIMIT: "5",
         MAX_CONNECTIONS_PER_ROOM: "3",
         MAX_STREAMS_PER_ROOM: "4",
-        INBOX_MAX_MESSAGES: "4",
+        INBOX_MAX_MESSAGES: "6",
       }),
       workerd("liveness", {
         ALLOW_ANONYMOUS: "true",

@@ -20,6 +20,13 @@ const RECOUNT_WAIT_MS = 2_000;
 const INBOX_MAX_CHARS = 4 * 1024 * 1024;
 
 /**
+ * The part of an inbox (of INBOX_MAX_MESSAGES and of INBOX_MAX_CHARS) that one user's socket
+ * directs may hold, so that no one sender can lock everyone else out of another user's inbox
+ * (docs/protocol.md decision 56). Server POSTs count against the whole only.
+ */
+const SENDER_SHARE = 0.5;
+
+/**
  * Expired directs are deleted by an alarm this long after the oldest one expires, so that an
  * inbox whose user never connects again does not keep them in storage for ever; one alarm then
  * clears everything that expired meanwhile.
@@ -38,6 +45,8 @@ export class Inbox extends DurableObject<Env> {
   /** Rows held, expired or not; counted after a wake-up or an ack, then kept in step. */
   #heldCount?: number;
   #heldCharCount?: number;
+  /** Rows held by each sender of socket directs, counted as `#heldCount` is. */
+  #heldBySender?: Map<string, { count: number; chars: number }>;
   /** The expiry alarm is set (or being set); false after a wake-up until a batch is stored. */
   #purgeArmed = false;
 
@@ -47,7 +56,9 @@ export class Inbox extends DurableObject<Env> {
     if (ctx.id.name === undefined) throw new Error("Inbox must be addressed by name");
     this.#name = ctx.id.name;
     const sql = ctx.storage.sql;
-    sql.exec("CREATE TABLE IF NOT EXISTS directs (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL, expires INTEGER NOT NULL)");
+    // sender: who sent a socket direct (NULL for a server POST); added to older inboxes' tables.
+    sql.exec("CREATE TABLE IF NOT EXISTS directs (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL, expires INTEGER NOT NULL, sender TEXT)");
+    if (!sql.exec("SELECT * FROM directs LIMIT 0").columnNames.includes("sender")) sql.exec("ALTER TABLE directs ADD COLUMN sender TEXT");
     const { highest } = sql.exec<{ highest: number | null }>("SELECT MAX(seq) AS highest FROM directs").one();
     this.#sequence = new Sequence(ctx.storage.kv, highest ?? 0);
     sql.exec("CREATE TABLE IF NOT EXISTS hubs (name TEXT PRIMARY KEY, sockets INTEGER NOT NULL)");
@@ -123,6 +134,35 @@ export class Inbox extends DurableObject<Env> {
     return this.#held() + this.#pending.length >= this.#config.inboxMaxMessages || this.#heldChars() >= INBOX_MAX_CHARS;
   }
 
+  #heldFrom(sender: string): { count: number; chars: number } {
+    this.#heldBySender ??= new Map(
+      this.ctx.storage.sql
+        .exec<{ sender: string; count: number; chars: number }>("SELECT sender, COUNT(*) AS count, SUM(length(frame)) AS chars FROM directs WHERE sender IS NOT NULL GROUP BY sender")
+        .toArray()
+        .map(({ sender, count, chars }) => [sender, { count, chars }]),
+    );
+    return this.#heldBySender.get(sender) ?? { count: 0, chars: 0 };
+  }
+
+  /** Whether `sender` already holds its share of this inbox (SENDER_SHARE). */
+  #shareFull(sender: string): boolean {
+    const { count, chars } = this.#heldFrom(sender);
+    const pending = this.#pending.filter((direct) => direct.sender === sender).length;
+    return count + pending >= Math.max(1, Math.floor(this.#config.inboxMaxMessages * SENDER_SHARE)) || chars >= INBOX_MAX_CHARS * SENDER_SHARE;
+  }
+
+  /** Why a direct from `sender` (undefined: the server) cannot be held now, if it cannot. */
+  #refusal(sender?: string): Refusal | undefined {
+    if (this.#full()) {
+      // How much the recipient has not read is theirs to know, not the sender's.
+      return { refused: "inbox_full", message: `the inbox of ${this.#name} is full of unacknowledged messages; not sent` };
+    }
+    if (sender !== undefined && this.#shareFull(sender)) {
+      return { refused: "inbox_full", message: `the inbox of ${this.#name} holds as many of your unacknowledged messages as one sender may leave there; not sent` };
+    }
+    return undefined;
+  }
+
   /**
    * Stores one direct durably, then forwards it to every hub of this user; answers once it is
    * stored. A full inbox refuses it (answered, not thrown: a refusal is an outcome, not a failure
@@ -130,17 +170,20 @@ export class Inbox extends DurableObject<Env> {
    * its messages (docs/design.md): one commit for many deliveries, each answered after it.
    */
   deliver(from: string, data: Json, id?: string): Promise<Delivery> | Refusal {
+    return this.#take(from, data, id);
+  }
+
+  /** `deliver`, and for a user socket's direct (`sender`, its user) also its sender's share. */
+  #take(from: string, data: Json, id?: string, sender?: string): Promise<Delivery> | Refusal {
     // Expired rows are never replayed; they are deleted by the expiry alarm, or here when they
-    // would count against the limit, so a delivery usually costs one INSERT and nothing else.
-    if (this.#full()) {
+    // would count against a limit, so a delivery usually costs one INSERT and nothing else.
+    if (this.#refusal(sender)) {
       this.#purge();
-      if (this.#full()) {
-        // How much the recipient has not read is theirs to know, not the sender's.
-        return { refused: "inbox_full", message: `the inbox of ${this.#name} is full of unacknowledged messages; not sent` };
-      }
+      const refusal = this.#refusal(sender);
+      if (refusal) return refusal;
     }
     const { promise, resolve, reject } = Promise.withResolvers<Delivery>();
-    this.#pending.push({ from, data, id, at: Date.now(), resolve, reject });
+    this.#pending.push({ from, data, id, sender, at: Date.now(), resolve, reject });
     // As a room's log does: a batch grown big or old under a flood is stored now, not later.
     const first = this.#pending[0]!;
     if (this.#pending.length >= 256 || Date.now() - first.at >= 20) this.#flush();
@@ -150,19 +193,20 @@ export class Inbox extends DurableObject<Env> {
   }
 
   /**
-   * Several directs from one holder in one call (links.ts `Batches`), each answered on its own,
-   * in order: a refusal, a failure to store, or its seq once stored.
+   * Several user sockets' directs from one holder in one call (links.ts `Batches`), each answered
+   * on its own, in order: a refusal, a failure to store, or its seq once stored. A socket's
+   * direct is `from` its sender, and counts against that sender's share.
    */
   async deliverAll(directs: { from: string; data: Json; id?: string }[]): Promise<(Delivery | Refusal)[]> {
     // async: a direct that throws fails alone, not the call.
-    const outcomes = await Promise.allSettled(directs.map(async ({ from, data, id }) => this.deliver(from, data, id)));
+    const outcomes = await Promise.allSettled(directs.map(async ({ from, data, id }) => this.#take(from, data, id, from)));
     return outcomes.map((outcome) =>
       outcome.status === "fulfilled" ? outcome.value : { refused: "internal", message: `the inbox of ${this.#name} could not store this message; not sent` },
     );
   }
 
   /** Directs numbered and answered only once stored: the batch the next flush writes. */
-  #pending: { from: string; data: Json; id?: string; at: number; resolve: (delivery: Delivery) => void; reject: (error: unknown) => void }[] = [];
+  #pending: { from: string; data: Json; id?: string; sender?: string; at: number; resolve: (delivery: Delivery) => void; reject: (error: unknown) => void }[] = [];
 
   /** Stores the pending directs in one transaction, forwards them to the hubs, answers each. */
   #flush(): void {
@@ -174,10 +218,10 @@ export class Inbox extends DurableObject<Env> {
     let stored: { seq: number; text: string }[];
     try {
       stored = this.ctx.storage.transactionSync(() => {
-        const rows = batch.map(({ from, data, id, at }) => {
+        const rows = batch.map(({ from, data, id, sender, at }) => {
           const seq = this.#sequence.reserve();
           const text = JSON.stringify(directFrame(seq, from, data, id, at));
-          sql.exec("INSERT INTO directs (seq, frame, expires) VALUES (?, ?, ?)", seq, text, at + this.#config.inboxTtlSeconds * 1000);
+          sql.exec("INSERT INTO directs (seq, frame, expires, sender) VALUES (?, ?, ?, ?)", seq, text, at + this.#config.inboxTtlSeconds * 1000, sender ?? null);
           return { seq, text };
         });
         return rows;
@@ -188,8 +232,16 @@ export class Inbox extends DurableObject<Env> {
       return;
     }
     this.#armPurge(batch[0]!.at + this.#config.inboxTtlSeconds * 1000);
-    this.#heldCount = this.#held() + batch.length;
-    this.#heldCharCount = stored.reduce((chars, { text }) => chars + text.length, this.#heldChars());
+    // Counts not loaded (an ack came meanwhile) are read from storage when next needed, these
+    // rows included; loaded ones take them in now.
+    if (this.#heldCount !== undefined) this.#heldCount += batch.length;
+    if (this.#heldCharCount !== undefined) this.#heldCharCount = stored.reduce((chars, { text }) => chars + text.length, this.#heldCharCount);
+    stored.forEach(({ text }, i) => {
+      const sender = batch[i]!.sender;
+      if (sender === undefined || this.#heldBySender === undefined) return;
+      const { count, chars } = this.#heldFrom(sender);
+      this.#heldBySender.set(sender, { count: count + 1, chars: chars + text.length });
+    });
     // The output gate holds these calls, and the callers' answers, until the write is durable.
     const entries = stored.map(({ seq, text }) => ({ frame: text, seq }));
     for (const hub of this.#sockets.keys()) this.#hubs.push(hub, entries);
@@ -199,7 +251,7 @@ export class Inbox extends DurableObject<Env> {
 
   /** Deletes the expired directs. */
   #purge(): void {
-    this.#heldCount = this.#heldCharCount = undefined; // recounted when next needed
+    this.#heldCount = this.#heldCharCount = this.#heldBySender = undefined; // recounted when next needed
     this.#sequence.save(); // the newest row, which holds the seq, may be among them
     this.ctx.storage.sql.exec("DELETE FROM directs WHERE expires <= ?", Date.now());
   }
@@ -232,6 +284,6 @@ export class Inbox extends DurableObject<Env> {
     // The newest row holds the seq (sequence.ts): kept in storage before it goes.
     if (seq >= this.#sequence.current) this.#sequence.save();
     this.ctx.storage.sql.exec("DELETE FROM directs WHERE seq <= ?", seq);
-    this.#heldCount = this.#heldCharCount = undefined; // recounted at the next delivery
+    this.#heldCount = this.#heldCharCount = this.#heldBySender = undefined; // recounted at the next delivery
   }
 }

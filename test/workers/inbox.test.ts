@@ -4,7 +4,7 @@ import { floodWhileHeld, holdCalls } from "../support/hold";
 import { connect, freshRoom, join, request } from "./connect";
 import { itHandlesBadInputAndLimits } from "./socket.case";
 
-// This project runs with INBOX_MAX_MESSAGES=4 and API_KEY=test-api-key (vitest.config.ts).
+// This project runs with INBOX_MAX_MESSAGES=6 (one sender's share: 3) and API_KEY=test-api-key (vitest.config.ts).
 const KEY = { Authorization: "Bearer test-api-key", "Content-Type": "application/json" };
 
 let users = 0;
@@ -141,10 +141,11 @@ describe("direct messages", () => {
     const directs = Array.from({ length: 25 }, (_, i) => ({ type: "direct", to, data: i, id: `d${i}` }));
     const { code, received } = await floodWhileHeld(sender.client, directs, await holdCalls(env.INBOXES.getByName(to), "deliverAll"));
     expect(code).toBe(1008);
-    // INBOX_MAX_MESSAGES is 4 here: 4 acks, then inbox_full; each one answered, and nothing else.
+    // One sender's share of an inbox is 3 here: 3 acks, then inbox_full; each one answered, and
+    // nothing else.
     const answers = received.filter((frame) => frame.code !== "rate_limited");
     expect(answers.map((frame) => [frame.id, frame.type === "ack" ? "ack" : frame.code])).toEqual(
-      Array.from({ length: 10 }, (_, i) => [`d${i}`, i < 4 ? "ack" : "inbox_full"]),
+      Array.from({ length: 10 }, (_, i) => [`d${i}`, i < 3 ? "ack" : "inbox_full"]),
     );
   });
 
@@ -178,27 +179,69 @@ describe("direct messages", () => {
 
   it("refuse a direct to a full inbox with inbox_full, losing none already held", async () => {
     const to = freshUser("full");
-    const sender = await join(freshRoom(), "alice");
-    for (let i = 1; i <= 5; i++) sender.client.send({ type: "direct", to, data: i, id: `f${i}` });
-    for (let i = 1; i <= 4; i++) expect(await sender.client.json()).toMatchObject({ type: "ack", id: `f${i}` });
-    expect(await sender.client.json()).toMatchObject({ type: "error", code: "inbox_full", id: "f5" });
+    const senders = [await join(freshRoom(), "alice"), await join(freshRoom(), "bob")];
+    for (const [s, sender] of senders.entries()) {
+      for (let i = 1; i <= 3; i++) sender.client.send({ type: "direct", to, data: 3 * s + i, id: `f${i}` });
+      for (let i = 1; i <= 3; i++) expect(await sender.client.json()).toMatchObject({ type: "ack", id: `f${i}` });
+    }
+    // Full, for a third sender too; the server is refused 429.
+    const carol = await join(freshRoom(), "carol");
+    carol.client.send({ type: "direct", to, data: 7, id: "f7" });
+    expect(await carol.client.json()).toMatchObject({ type: "error", code: "inbox_full", id: "f7" });
+    expect((await post(`/users/${to}/messages`, { data: 7 })).status).toBe(429);
     const { client } = await inbox(to);
-    for (let i = 1; i <= 4; i++) expect(await client.json()).toMatchObject({ type: "direct", data: i });
+    for (let i = 1; i <= 6; i++) expect(await client.json()).toMatchObject({ type: "direct", data: i });
   });
 
-  it("take new directs again once acks made room, and refuse past the limit", async () => {
-    const to = freshUser("acker");
-    const sender = await join(freshRoom(), "alice");
-    for (let i = 1; i <= 4; i++) sender.client.send({ type: "direct", to, data: i, id: `a${i}` });
-    for (let i = 1; i <= 4; i++) expect(await sender.client.json()).toMatchObject({ type: "ack", id: `a${i}` });
+  it("let one sender fill at most half of an inbox, others and the server the rest, and take its directs again once acked", async () => {
+    const to = freshUser("shared");
+    const mallory = await join(freshRoom(), "mallory");
+    for (const id of ["m1", "m2", "m3", "m4"]) mallory.client.send({ type: "direct", to, data: id, id });
+    for (const [i, id] of ["m1", "m2", "m3"].entries()) expect(await mallory.client.json()).toMatchObject({ type: "ack", id, status: "queued", seq: i + 1 });
+    expect(await mallory.client.json()).toMatchObject({ type: "error", code: "inbox_full", id: "m4" });
+    // Another sender, and the server, still get in, up to the whole inbox.
+    const bob = await join(freshRoom(), "bob");
+    for (const id of ["b1", "b2"]) bob.client.send({ type: "direct", to, data: id, id });
+    expect(await bob.client.json()).toMatchObject({ type: "ack", id: "b1", seq: 4 });
+    expect(await bob.client.json()).toMatchObject({ type: "ack", id: "b2", seq: 5 });
+    expect(await (await post(`/users/${to}/messages`, { data: "s1" })).json()).toMatchObject({ status: "queued", seq: 6 });
+    bob.client.send({ type: "direct", to, data: "b3", id: "b3" });
+    expect(await bob.client.json()).toMatchObject({ type: "error", code: "inbox_full", id: "b3" });
+    // The recipient acks mallory's three: she may send three more, no more.
     const { client } = await inbox(to);
-    for (let i = 1; i <= 4; i++) await client.nextOf("direct");
-    client.send({ type: "ack", seq: 2 });
+    for (let i = 1; i <= 6; i++) await client.nextOf("direct");
+    client.send({ type: "ack", seq: 3 });
     await client.close(); // the ack is handled before the close behind it
-    for (const id of ["b1", "b2", "b3"]) sender.client.send({ type: "direct", to, data: id, id });
-    expect(await sender.client.json()).toMatchObject({ type: "ack", id: "b1" });
-    expect(await sender.client.json()).toMatchObject({ type: "ack", id: "b2" });
-    expect(await sender.client.json()).toMatchObject({ type: "error", code: "inbox_full", id: "b3" });
+    for (const id of ["m5", "m6", "m7", "m8"]) mallory.client.send({ type: "direct", to, data: id, id });
+    for (const [i, id] of ["m5", "m6", "m7"].entries()) expect(await mallory.client.json()).toMatchObject({ type: "ack", id, seq: i + 7 });
+    expect(await mallory.client.json()).toMatchObject({ type: "error", code: "inbox_full", id: "m8" });
+  });
+
+  it("take directs into an inbox stored before senders were recorded, keeping what it held", async () => {
+    const to = freshUser("older");
+    const frame = JSON.stringify({ type: "direct", seq: 1, from: "alice", data: "old", ts: Date.now() });
+    await runInDurableObject(env.INBOXES.getByName(to), (_, state) => {
+      state.storage.sql.exec("DROP TABLE directs");
+      state.storage.sql.exec("CREATE TABLE directs (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL, expires INTEGER NOT NULL)");
+      state.storage.sql.exec("INSERT INTO directs VALUES (1, ?, ?)", frame, Date.now() + 60_000);
+    });
+    await evictDurableObject(env.INBOXES.getByName(to));
+    const sender = await join(freshRoom(), "alice");
+    sender.client.send({ type: "direct", to, data: "new", id: "n" });
+    expect(await sender.client.json()).toMatchObject({ type: "ack", id: "n", seq: 2 });
+    const { client } = await inbox(to);
+    expect(await client.json()).toMatchObject({ type: "direct", seq: 1, data: "old" });
+    expect(await client.json()).toMatchObject({ type: "direct", seq: 2, data: "new" });
+  });
+
+  it("count a sender's share from storage after the inbox was evicted", async () => {
+    const to = freshUser("evicted");
+    const mallory = await join(freshRoom(), "mallory");
+    for (const id of ["m1", "m2", "m3"]) mallory.client.send({ type: "direct", to, data: id, id });
+    for (const id of ["m1", "m2", "m3"]) expect(await mallory.client.json()).toMatchObject({ type: "ack", id });
+    await evictDurableObject(env.INBOXES.getByName(to));
+    mallory.client.send({ type: "direct", to, data: "m4", id: "m4" });
+    expect(await mallory.client.json()).toMatchObject({ type: "error", code: "inbox_full", id: "m4" });
   });
 
   it("report a failed call to the recipient's object as an error carrying the id", async () => {
@@ -298,7 +341,7 @@ describe("server API", () => {
 
   it("answers 429 inbox_full once the inbox holds its limit", async () => {
     const user = freshUser();
-    for (let i = 0; i < 4; i++) expect((await post(`/users/${user}/messages`, { data: i })).status).toBe(200);
+    for (let i = 0; i < 6; i++) expect((await post(`/users/${user}/messages`, { data: i })).status).toBe(200);
     const res = await post(`/users/${user}/messages`, { data: "one too many" });
     expect(res.status).toBe(429);
     expect(await res.json()).toMatchObject({ error: "inbox_full" });

@@ -26,6 +26,31 @@ const INBOX_MAX_CHARS = 4 * 1024 * 1024;
  */
 const SENDER_SHARE = 0.5;
 
+/** A direct's frame beyond its data, `from` and `id` (type, seq, ts and the punctuation), in characters, rounded up. */
+const FRAME_OVERHEAD = 80;
+
+/** Directs counted, in all and for each sender of socket directs: how many, and their characters. */
+class Tallies {
+  readonly all = { count: 0, chars: 0 };
+  readonly #bySender = new Map<string, { count: number; chars: number }>();
+
+  add(sender: string | null | undefined, count: number, chars: number): void {
+    this.all.count += count;
+    this.all.chars += chars;
+    if (sender === null || sender === undefined) return;
+    const tally = this.#bySender.get(sender);
+    if (tally === undefined) this.#bySender.set(sender, { count, chars });
+    else {
+      tally.count += count;
+      tally.chars += chars;
+    }
+  }
+
+  of(sender: string): { count: number; chars: number } {
+    return this.#bySender.get(sender) ?? { count: 0, chars: 0 };
+  }
+}
+
 /**
  * Expired directs are deleted by an alarm this long after the oldest one expires, so that an
  * inbox whose user never connects again does not keep them in storage for ever; one alarm then
@@ -42,11 +67,12 @@ export class Inbox extends DurableObject<Env> {
   readonly #sockets = new Map<string, number>();
   /** How many reports each hub made: a `direct` answer of 0 that raced a report is ignored. */
   readonly #changes = new Map<string, number>();
-  /** Rows held, expired or not; counted after a wake-up or an ack, then kept in step. */
-  #heldCount?: number;
-  #heldCharCount?: number;
-  /** Rows held by each sender of socket directs, counted as `#heldCount` is. */
-  #heldBySender?: Map<string, { count: number; chars: number }>;
+  /** Rows held, expired or not; counted after a wake-up, an ack or a purge, then kept in step. */
+  #held?: Tallies;
+  /** Directs in `#pending`, their characters estimated (their frames are made when stored). */
+  #waiting = new Tallies();
+  /** When the oldest row held expires (null: none held); read after a wake-up, an ack or a purge. */
+  #oldest?: number | null;
   /** The expiry alarm is set (or being set); false after a wake-up until a batch is stored. */
   #purgeArmed = false;
 
@@ -120,44 +146,36 @@ export class Inbox extends DurableObject<Env> {
 
   // ---- directs ----
 
-  #held(): number {
-    this.#heldCount ??= this.ctx.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM directs").one().n;
-    return this.#heldCount;
+  #heldTallies(): Tallies {
+    if (this.#held === undefined) {
+      this.#held = new Tallies();
+      const rows = this.ctx.storage.sql.exec<{ sender: string | null; count: number; chars: number }>(
+        "SELECT sender, COUNT(*) AS count, SUM(length(frame)) AS chars FROM directs GROUP BY sender",
+      );
+      for (const { sender, count, chars } of rows) this.#held.add(sender, count, chars);
+    }
+    return this.#held;
   }
 
-  #heldChars(): number {
-    this.#heldCharCount ??= this.ctx.storage.sql.exec<{ n: number }>("SELECT COALESCE(SUM(length(frame)), 0) AS n FROM directs").one().n;
-    return this.#heldCharCount;
-  }
-
-  #full(): boolean {
-    return this.#held() + this.#pending.length >= this.#config.inboxMaxMessages || this.#heldChars() >= INBOX_MAX_CHARS;
-  }
-
-  #heldFrom(sender: string): { count: number; chars: number } {
-    this.#heldBySender ??= new Map(
-      this.ctx.storage.sql
-        .exec<{ sender: string; count: number; chars: number }>("SELECT sender, COUNT(*) AS count, SUM(length(frame)) AS chars FROM directs WHERE sender IS NOT NULL GROUP BY sender")
-        .toArray()
-        .map(({ sender, count, chars }) => [sender, { count, chars }]),
-    );
-    return this.#heldBySender.get(sender) ?? { count: 0, chars: 0 };
-  }
-
-  /** Whether `sender` already holds its share of this inbox (SENDER_SHARE). */
-  #shareFull(sender: string): boolean {
-    const { count, chars } = this.#heldFrom(sender);
-    const pending = this.#pending.filter((direct) => direct.sender === sender).length;
-    return count + pending >= Math.max(1, Math.floor(this.#config.inboxMaxMessages * SENDER_SHARE)) || chars >= INBOX_MAX_CHARS * SENDER_SHARE;
+  /** Whether a row held has expired: only then can a purge make room. */
+  #expiredHeld(): boolean {
+    this.#oldest ??= this.ctx.storage.sql.exec<{ oldest: number | null }>("SELECT MIN(expires) AS oldest FROM directs").one().oldest;
+    return this.#oldest !== null && this.#oldest <= Date.now();
   }
 
   /** Why a direct from `sender` (undefined: the server) cannot be held now, if it cannot. */
   #refusal(sender?: string): Refusal | undefined {
-    if (this.#full()) {
+    const held = this.#heldTallies();
+    const waiting = this.#waiting;
+    const { inboxMaxMessages } = this.#config;
+    if (held.all.count + waiting.all.count >= inboxMaxMessages || held.all.chars + waiting.all.chars >= INBOX_MAX_CHARS) {
       // How much the recipient has not read is theirs to know, not the sender's.
       return { refused: "inbox_full", message: `the inbox of ${this.#name} is full of unacknowledged messages; not sent` };
     }
-    if (sender !== undefined && this.#shareFull(sender)) {
+    if (sender === undefined) return undefined;
+    const count = held.of(sender).count + waiting.of(sender).count;
+    const chars = held.of(sender).chars + waiting.of(sender).chars;
+    if (count >= Math.max(1, Math.floor(inboxMaxMessages * SENDER_SHARE)) || chars >= INBOX_MAX_CHARS * SENDER_SHARE) {
       return { refused: "inbox_full", message: `the inbox of ${this.#name} holds as many of your unacknowledged messages as one sender may leave there; not sent` };
     }
     return undefined;
@@ -177,13 +195,15 @@ export class Inbox extends DurableObject<Env> {
   #take(from: string, data: Json, id?: string, sender?: string): Promise<Delivery> | Refusal {
     // Expired rows are never replayed; they are deleted by the expiry alarm, or here when they
     // would count against a limit, so a delivery usually costs one INSERT and nothing else.
-    if (this.#refusal(sender)) {
+    let refusal = this.#refusal(sender);
+    if (refusal !== undefined && this.#expiredHeld()) {
       this.#purge();
-      const refusal = this.#refusal(sender);
-      if (refusal) return refusal;
+      refusal = this.#refusal(sender);
     }
+    if (refusal !== undefined) return refusal;
     const { promise, resolve, reject } = Promise.withResolvers<Delivery>();
     this.#pending.push({ from, data, id, sender, at: Date.now(), resolve, reject });
+    this.#waiting.add(sender, 1, JSON.stringify(data).length + from.length + (id?.length ?? 0) + FRAME_OVERHEAD);
     // As a room's log does: a batch grown big or old under a flood is stored now, not later.
     const first = this.#pending[0]!;
     if (this.#pending.length >= 256 || Date.now() - first.at >= 20) this.#flush();
@@ -213,6 +233,7 @@ export class Inbox extends DurableObject<Env> {
     const batch = this.#pending;
     if (batch.length === 0) return;
     this.#pending = [];
+    this.#waiting = new Tallies();
     const sql = this.ctx.storage.sql;
     const first = this.#sequence.current + 1;
     let stored: { seq: number; text: string }[];
@@ -234,14 +255,8 @@ export class Inbox extends DurableObject<Env> {
     this.#armPurge(batch[0]!.at + this.#config.inboxTtlSeconds * 1000);
     // Counts not loaded (an ack came meanwhile) are read from storage when next needed, these
     // rows included; loaded ones take them in now.
-    if (this.#heldCount !== undefined) this.#heldCount += batch.length;
-    if (this.#heldCharCount !== undefined) this.#heldCharCount = stored.reduce((chars, { text }) => chars + text.length, this.#heldCharCount);
-    stored.forEach(({ text }, i) => {
-      const sender = batch[i]!.sender;
-      if (sender === undefined || this.#heldBySender === undefined) return;
-      const { count, chars } = this.#heldFrom(sender);
-      this.#heldBySender.set(sender, { count: count + 1, chars: chars + text.length });
-    });
+    stored.forEach(({ text }, i) => this.#held?.add(batch[i]!.sender, 1, text.length));
+    if (this.#oldest !== undefined) this.#oldest = Math.min(this.#oldest ?? Infinity, batch[0]!.at + this.#config.inboxTtlSeconds * 1000);
     // The output gate holds these calls, and the callers' answers, until the write is durable.
     const entries = stored.map(({ seq, text }) => ({ frame: text, seq }));
     for (const hub of this.#sockets.keys()) this.#hubs.push(hub, entries);
@@ -251,7 +266,7 @@ export class Inbox extends DurableObject<Env> {
 
   /** Deletes the expired directs. */
   #purge(): void {
-    this.#heldCount = this.#heldCharCount = this.#heldBySender = undefined; // recounted when next needed
+    this.#held = this.#oldest = undefined; // read again when next needed
     this.#sequence.save(); // the newest row, which holds the seq, may be among them
     this.ctx.storage.sql.exec("DELETE FROM directs WHERE expires <= ?", Date.now());
   }
@@ -275,6 +290,7 @@ export class Inbox extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     this.#purge();
     const { oldest } = this.ctx.storage.sql.exec<{ oldest: number | null }>("SELECT MIN(expires) AS oldest FROM directs").one();
+    this.#oldest = oldest;
     this.#purgeArmed = oldest !== null;
     if (oldest !== null) await this.ctx.storage.setAlarm(oldest + PURGE_AFTER_MS);
   }
@@ -284,6 +300,6 @@ export class Inbox extends DurableObject<Env> {
     // The newest row holds the seq (sequence.ts): kept in storage before it goes.
     if (seq >= this.#sequence.current) this.#sequence.save();
     this.ctx.storage.sql.exec("DELETE FROM directs WHERE seq <= ?", seq);
-    this.#heldCount = this.#heldCharCount = this.#heldBySender = undefined; // recounted at the next delivery
+    this.#held = this.#oldest = undefined; // read again at the next delivery
   }
 }

@@ -234,6 +234,32 @@ describe("direct messages", () => {
     expect(await client.json()).toMatchObject({ type: "direct", seq: 2, data: "new" });
   });
 
+  it("count the characters of a sender's directs not yet stored against its share", async () => {
+    // Directs that arrive in one call are stored together: the share must count those waiting.
+    const to = freshUser("big");
+    const big = "x".repeat(1_400_000); // half an inbox is 2 Mi characters: two of these, not three
+    const outcomes = await runInDurableObject(env.INBOXES.getByName(to), (instance) =>
+      instance.deliverAll(["m1", "m2", "m3"].map((id) => ({ from: "mallory", data: big, id }))),
+    );
+    expect(outcomes.map((outcome) => ("refused" in outcome ? outcome.refused : outcome.status))).toEqual(["queued", "queued", "inbox_full"]);
+    const bob = await runInDurableObject(env.INBOXES.getByName(to), (instance) => instance.deliverAll([{ from: "bob", data: "hi" }]));
+    expect(bob).toEqual([{ status: "queued", seq: 3 }]);
+  });
+
+  it("make room from expired directs when a share or the whole inbox is full", async () => {
+    const to = freshUser("stale");
+    const frame = JSON.stringify({ type: "direct", seq: 1, from: "mallory", data: "old", ts: 0 });
+    await runInDurableObject(env.INBOXES.getByName(to), (_, state) => {
+      for (let seq = 1; seq <= 6; seq++) state.storage.sql.exec("INSERT INTO directs (seq, frame, expires, sender) VALUES (?, ?, ?, ?)", seq, frame, Date.now() - 1, "mallory");
+    });
+    await evictDurableObject(env.INBOXES.getByName(to));
+    const mallory = await join(freshRoom(), "mallory");
+    mallory.client.send({ type: "direct", to, data: "new", id: "n" });
+    expect(await mallory.client.json()).toMatchObject({ type: "ack", id: "n", seq: 7 });
+    const { client } = await inbox(to);
+    expect(await client.json()).toMatchObject({ type: "direct", seq: 7, data: "new" });
+  });
+
   it("count a sender's share from storage after the inbox was evicted", async () => {
     const to = freshUser("evicted");
     const mallory = await join(freshRoom(), "mallory");

@@ -36,6 +36,8 @@ function overHttp(url: URL): URL {
 // request tells a refusal, which retrying cannot fix, from a failure it may outlast: the network,
 // or a relay whose configuration is broken (500) until it is fixed.
 const REFUSALS = [400, 401, 403, 404];
+/** How long the client waits for that answer before retrying as after any failure. */
+const WHY_FAILED_WAIT_MS = 10_000;
 
 /** What the relay answered a failed upgrade; `final` for a refusal, which retrying cannot change. */
 export interface Failure {
@@ -46,7 +48,8 @@ export interface Failure {
 export async function whyFailed(url: URL | undefined): Promise<Failure | undefined> {
   if (!url || typeof fetch !== "function") return undefined;
   try {
-    const res = await fetch(overHttp(url), { cache: "no-store" });
+    // Bounded: a relay or proxy that never answers must not hold the next attempt (or Node) up.
+    const res = await fetch(overHttp(url), { cache: "no-store", signal: AbortSignal.timeout(WHY_FAILED_WAIT_MS) });
     if (res.status < 400 || res.status === 426) return undefined;
     const body = (await res.json().catch(() => ({}))) as Partial<Refusal>;
     const refusal = { status: res.status, error: body.error ?? "refused", message: body.message ?? res.statusText };

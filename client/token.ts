@@ -21,6 +21,12 @@ export function expiresAt(token: string | undefined): number | undefined {
   }
 }
 
+/** Whether a JWT's `exp` has passed (the relay refuses it); false for a token without one. */
+export function expired(token: string | undefined): boolean {
+  const exp = expiresAt(token);
+  return exp !== undefined && exp <= Date.now();
+}
+
 /** How long to wait before refreshing a token that expires at `exp` (ms since the epoch). */
 export function refreshDelay(exp: number, now = Date.now()): number {
   const left = exp - now;
@@ -43,10 +49,11 @@ export class Tokens {
     return typeof this.#option === "function";
   }
 
-  /** The token for a new connection: one fetched ahead, else a fresh one from the function. */
+  /** The token for a new connection: one fetched ahead while it is valid, else a fresh one from the function. */
   async forConnection(): Promise<string | undefined> {
     if (typeof this.#option !== "function") return this.#option;
-    const token = this.#next ?? (await this.#option());
+    const ahead = this.#next !== undefined && !expired(this.#next) ? this.#next : undefined;
+    const token = ahead ?? (await this.#option());
     this.#next = undefined;
     this.#current = token;
     return token;

@@ -4,6 +4,7 @@
 import { CloseCode } from "../src/protocol/codes";
 import { PING, PONG, type ServerFrame } from "../src/protocol/frames";
 import { whyFailed } from "./http";
+import { expired } from "./token";
 import type { CloseInfo, ConnectionState, Refusal, RelayClientOptions, WebSocketFactory, WebSocketLike } from "./types";
 
 /**
@@ -167,7 +168,10 @@ export class Transport {
     void whyFailed(this.#url).then((failure) => {
       if (this.#stopped) return;
       if (!failure) return this.#retry(code, reason);
-      if (failure.final) {
+      // A token that expired on its way (a stall, a stale cache) is no refusal when a token
+      // function can give a fresh one: the next attempt asks it again.
+      const stale = this.#options.tokenRefreshes && failure.refusal.status === 401 && expired(this.#url?.searchParams.get("token") ?? undefined);
+      if (failure.final && !stale) {
         this.#link.refused(failure.refusal);
         this.#stopped = true;
       }

@@ -722,6 +722,16 @@ describe("RelayClient with tokens", () => {
     expect(seen).toEqual([...sent.map((_, i) => i + 1), "last"]);
   });
 
+  it("asks its token function again when the token it got had expired before the relay saw it", async () => {
+    // A stale cache, or a stall longer than the token's life: the relay refuses the token 401,
+    // which a token function can mend, so the client asks it again instead of giving up.
+    let minted = 0;
+    const client = make({ room: freshRoom(), token: () => (minted++ === 0 ? mint("stale", -5) : mint("stale")) });
+    await client.ready();
+    expect(minted).toBe(2);
+    expect(client.state).toBe("open");
+  });
+
   it("is closed 4001 for good when its fixed token expires", async () => {
     const client = make({ room: freshRoom(), token: await mint("fixed", 2) });
     const closed = next(client, "close", () => true, 30_000);

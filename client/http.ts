@@ -65,11 +65,12 @@ export async function fetchHistory(
   room: string,
   query: { since?: number; limit?: number },
   token: string | undefined,
+  signal?: AbortSignal,
 ): Promise<MessageFrame[]> {
   const url = overHttp(new URL(`rooms/${encodeURIComponent(room)}/messages`, base));
   if (query.since !== undefined) url.searchParams.set("since", String(query.since));
   if (query.limit !== undefined) url.searchParams.set("limit", String(query.limit));
-  const res = await fetch(url, { headers: token === undefined ? {} : { Authorization: `Bearer ${token}` }, cache: "no-store" });
+  const res = await fetch(url, { headers: token === undefined ? {} : { Authorization: `Bearer ${token}` }, cache: "no-store", signal });
   const body = (await res.json().catch(() => ({}))) as { messages?: MessageFrame[]; error?: string; message?: string };
   if (!res.ok || !Array.isArray(body.messages)) {
     throw new RelayError(body.error ?? "http_error", body.message ?? `history answered ${res.status}`, res.status);

@@ -37,6 +37,8 @@ export class RelayClient<T = Json, D = T> {
   #welcome?: WelcomeFrame;
   #open = false;
   #closedError?: RelayError;
+  /** Aborts the HTTP requests under way (history) when the client closes. */
+  readonly #requests = new AbortController();
   readonly #directs: Directs;
   readonly #refresh: TokenRefresh;
 
@@ -184,13 +186,19 @@ export class RelayClient<T = Json, D = T> {
   async history(options: { since?: number; limit?: number; room?: string } = {}): Promise<Message<T>[]> {
     const room = options.room ?? this.#options.room;
     if (room === undefined) throw new TypeError("history on an inbox client needs `room`");
-    return (await fetchHistory(this.#base, room, options, await this.#tokens.forRequest())) as Message<T>[];
+    const token = await this.#tokens.forRequest();
+    try {
+      return (await fetchHistory(this.#base, room, options, token, this.#requests.signal)) as Message<T>[];
+    } catch (error) {
+      throw this.#requests.signal.aborted ? this.#stoppedError() : error;
+    }
   }
 
   /** Closes for good: no reconnection. Frames not yet answered reject with code `closed`. */
   close(code = 1000, reason = ""): void {
     this.#directs.flush();
     this.#transport.stop(code, reason);
+    this.#requests.abort();
   }
 
   // ---- connections ----

@@ -1,5 +1,6 @@
 // The client library in Node 22 (its global WebSocket) against the whole relay over TCP.
 import { randomUUID } from "node:crypto";
+import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { sign } from "hono/jwt";
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from "vitest";
@@ -775,6 +776,22 @@ describe("RelayClient closing a connection that no longer answers", () => {
     client.close();
     expect(client.state).toBe("closed");
     await expect.poll(() => terminated, { timeout: 3_000 }).toBe(true);
+  });
+
+  it("ends a history() request under way at close(), rejecting it closed", async () => {
+    const server = createServer(() => {}); // takes requests and never answers
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const client = new RelayClient({ url, room: "hung", WebSocket: class { readyState = 0; send() {} close() {} } as never });
+      const history = client.history();
+      await sleep(100);
+      client.close();
+      await expect(history).rejects.toMatchObject({ code: "closed" });
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });
 

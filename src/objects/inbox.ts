@@ -173,8 +173,9 @@ export class Inbox extends DurableObject<Env> {
       return { refused: "inbox_full", message: `the inbox of ${this.#name} is full of unacknowledged messages; not sent` };
     }
     if (sender === undefined) return undefined;
-    const count = held.of(sender).count + waiting.of(sender).count;
-    const chars = held.of(sender).chars + waiting.of(sender).chars;
+    const [mine, queued] = [held.of(sender), waiting.of(sender)];
+    const count = mine.count + queued.count;
+    const chars = mine.chars + queued.chars;
     if (count >= Math.max(1, Math.floor(inboxMaxMessages * SENDER_SHARE)) || chars >= INBOX_MAX_CHARS * SENDER_SHARE) {
       return { refused: "inbox_full", message: `the inbox of ${this.#name} holds as many of your unacknowledged messages as one sender may leave there; not sent` };
     }
@@ -252,11 +253,13 @@ export class Inbox extends DurableObject<Env> {
       for (const { reject } of batch) reject(error);
       return;
     }
-    this.#armPurge(batch[0]!.at + this.#config.inboxTtlSeconds * 1000);
+    // The batch's first direct expires first (the INSERTs above gave each the same lifetime).
+    const firstExpiry = batch[0]!.at + this.#config.inboxTtlSeconds * 1000;
+    this.#armPurge(firstExpiry);
     // Counts not loaded (an ack came meanwhile) are read from storage when next needed, these
     // rows included; loaded ones take them in now.
     stored.forEach(({ text }, i) => this.#held?.add(batch[i]!.sender, 1, text.length));
-    if (this.#oldest !== undefined) this.#oldest = Math.min(this.#oldest ?? Infinity, batch[0]!.at + this.#config.inboxTtlSeconds * 1000);
+    if (this.#oldest !== undefined) this.#oldest = Math.min(this.#oldest ?? Infinity, firstExpiry);
     // The output gate holds these calls, and the callers' answers, until the write is durable.
     const entries = stored.map(({ seq, text }) => ({ frame: text, seq }));
     for (const hub of this.#sockets.keys()) this.#hubs.push(hub, entries);

@@ -18,6 +18,12 @@ async function inbox(user: string) {
   return { client, welcome };
 }
 
+/** Writes straight into the storage of `user`'s inbox, then evicts it: it starts again on those rows. */
+async function restartWith(user: string, write: (sql: SqlStorage) => void): Promise<void> {
+  await runInDurableObject(env.INBOXES.getByName(user), (_, state) => write(state.storage.sql));
+  await evictDurableObject(env.INBOXES.getByName(user));
+}
+
 function post(path: string, body: unknown, headers: Record<string, string> = KEY) {
   return request(path, { method: "POST", headers, body: typeof body === "string" ? body : JSON.stringify(body) });
 }
@@ -220,12 +226,11 @@ describe("direct messages", () => {
   it("take directs into an inbox stored before senders were recorded, keeping what it held", async () => {
     const to = freshUser("older");
     const frame = JSON.stringify({ type: "direct", seq: 1, from: "alice", data: "old", ts: Date.now() });
-    await runInDurableObject(env.INBOXES.getByName(to), (_, state) => {
-      state.storage.sql.exec("DROP TABLE directs");
-      state.storage.sql.exec("CREATE TABLE directs (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL, expires INTEGER NOT NULL)");
-      state.storage.sql.exec("INSERT INTO directs VALUES (1, ?, ?)", frame, Date.now() + 60_000);
+    await restartWith(to, (sql) => {
+      sql.exec("DROP TABLE directs");
+      sql.exec("CREATE TABLE directs (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL, expires INTEGER NOT NULL)");
+      sql.exec("INSERT INTO directs VALUES (1, ?, ?)", frame, Date.now() + 60_000);
     });
-    await evictDurableObject(env.INBOXES.getByName(to));
     const sender = await join(freshRoom(), "alice");
     sender.client.send({ type: "direct", to, data: "new", id: "n" });
     expect(await sender.client.json()).toMatchObject({ type: "ack", id: "n", seq: 2 });
@@ -249,10 +254,9 @@ describe("direct messages", () => {
   it("make room from expired directs when a share or the whole inbox is full", async () => {
     const to = freshUser("stale");
     const frame = JSON.stringify({ type: "direct", seq: 1, from: "mallory", data: "old", ts: 0 });
-    await runInDurableObject(env.INBOXES.getByName(to), (_, state) => {
-      for (let seq = 1; seq <= 6; seq++) state.storage.sql.exec("INSERT INTO directs (seq, frame, expires, sender) VALUES (?, ?, ?, ?)", seq, frame, Date.now() - 1, "mallory");
+    await restartWith(to, (sql) => {
+      for (let seq = 1; seq <= 6; seq++) sql.exec("INSERT INTO directs (seq, frame, expires, sender) VALUES (?, ?, ?, ?)", seq, frame, Date.now() - 1, "mallory");
     });
-    await evictDurableObject(env.INBOXES.getByName(to));
     const mallory = await join(freshRoom(), "mallory");
     mallory.client.send({ type: "direct", to, data: "new", id: "n" });
     expect(await mallory.client.json()).toMatchObject({ type: "ack", id: "n", seq: 7 });

@@ -91,22 +91,35 @@ const ORIGIN = /^(?:null|[a-z][a-z0-9+.-]*:\/\/[^/?#\s]+)$/;
 function origins(list: string): string[] {
   const listed = list
     .split(",")
-    .map((origin) => origin.trim().toLowerCase())
+    .map((origin) => origin.trim())
     .filter((origin) => origin !== "")
     .map((origin) => {
       if (origin === "*") return origin;
-      const web = /^https?:/.test(origin) ? URL.parse(origin)?.origin : origin;
-      if (web === undefined || !ORIGIN.test(origin)) {
-        throw new ConfigError("ALLOWED_ORIGINS", `lists ${JSON.stringify(origin)}, which is no browser's Origin: write scheme://host[:port], with no path or trailing slash`);
+      const spelled = asBrowsersWrite(origin);
+      if (spelled === undefined) {
+        throw new ConfigError("ALLOWED_ORIGINS", `lists ${JSON.stringify(origin.toLowerCase())}, which is no browser's Origin: write scheme://host[:port], with no path or trailing slash`);
       }
-      return web;
+      return spelled;
     });
   return listed.includes("*") ? [] : listed;
 }
 
-/** Whether ALLOWED_ORIGINS lets `origin` (an `Origin` header) in: any when it is empty; hosts compare without case. */
+/** An origin as browsers write it (see `origins`), or undefined for anything that is no origin. */
+function asBrowsersWrite(origin: string): string | undefined {
+  const lower = origin.toLowerCase();
+  if (!ORIGIN.test(lower)) return undefined;
+  return /^https?:/.test(lower) ? URL.parse(lower)?.origin : lower;
+}
+
+/**
+ * Whether ALLOWED_ORIGINS lets `origin` (an `Origin` header) in: any when it is empty. The header
+ * is read as the list is, so a client that spells out a default port or writes the host in
+ * capitals is not refused for it.
+ */
 export function originAllowed(config: Config, origin: string): boolean {
-  return config.allowedOrigins.length === 0 || config.allowedOrigins.includes(origin.toLowerCase());
+  if (config.allowedOrigins.length === 0 || config.allowedOrigins.includes(origin.toLowerCase())) return true;
+  const spelled = asBrowsersWrite(origin);
+  return spelled !== undefined && config.allowedOrigins.includes(spelled);
 }
 
 export function parseConfig(vars: Vars): Config {

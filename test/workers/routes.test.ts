@@ -253,6 +253,10 @@ describe("authentication seams", () => {
     const spelled = { ALLOWED_ORIGINS: "https://app.example:443, https://bücher.example" };
     await expectUpgraded(withEnv(spelled, `/rooms/r/ws`, { ...upgrade, Origin: "https://app.example" }));
     await expectUpgraded(withEnv(spelled, `/rooms/r/ws`, { ...upgrade, Origin: "https://xn--bcher-kva.example" }));
+    // And the header is read the same way: a client that spells out the default port is let in.
+    await expectUpgraded(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://app.example:443" }));
+    await expectError(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://app.example:8443" }), 403, "forbidden");
+    await expectError(withEnv(vars, `/rooms/r/ws`, { ...upgrade, Origin: "https://app.example/chat" }), 403, "forbidden");
     const preflight = await withEnv(mixed, `/rooms/r/messages`, { Origin: "https://app.example" });
     expect(preflight.headers.get("Access-Control-Allow-Origin")).toBe("https://app.example");
   });

@@ -1,6 +1,6 @@
 // A room's count frames, sent above PRESENCE_LIST_LIMIT instead of join and leave frames: at most
-// one a second, and only when the number of users changed (docs/protocol.md "Presence at scale").
-// Pusher's subscription counting tells its count the same way (pusher-hooks.ts).
+// one a second, and only to the sockets it tells something new (docs/protocol.md "Presence at
+// scale"). Pusher's subscription counting tells its count once a second too (pusher-hooks.ts).
 import { presenceCountFrame } from "../protocol";
 import type { FeedEntry } from "./feed";
 
@@ -11,16 +11,20 @@ import type { FeedEntry } from "./feed";
  */
 const COUNT_EVERY_MS = 1_050;
 
-/** Tells a number that changes, at most once a second and only when it differs from the last told. */
+/**
+ * Tells a number that changes, at most once a second. `tell` gets the number and the one its
+ * hearers held until then (-1: unknown), and says whether it told anything: a number that is no
+ * news to anyone is not told, and does not start a new second.
+ */
 export class OncePerSecond {
   readonly #value: () => number;
-  readonly #tell: (value: number) => void;
+  readonly #tell: (value: number, heard: number) => boolean;
   #toldAt = 0;
-  /** What was told last; -1 makes the next one go out whatever it says. */
+  /** What was told last (moved by `shift`); -1 makes the next one news whatever it says. */
   #said = -1;
   #timer?: ReturnType<typeof setTimeout>;
 
-  constructor(value: () => number, tell: (value: number) => void) {
+  constructor(value: () => number, tell: (value: number, heard: number) => boolean) {
     this.#value = value;
     this.#tell = tell;
   }
@@ -36,6 +40,11 @@ export class OncePerSecond {
     }, wait);
   }
 
+  /** Whether a count is held back for the rest of its second. */
+  get holding(): boolean {
+    return this.#timer !== undefined;
+  }
+
   /** Join or leave frames moved the number clients hold by `delta`: the next count is weighed against that. */
   shift(delta: number): void {
     if (this.#said >= 0) this.#said += delta;
@@ -47,48 +56,57 @@ export class OncePerSecond {
   }
 
   #send(value: number): void {
-    if (value === this.#said) return;
+    if (!this.#tell(value, this.#said)) return;
     this.#said = value;
     this.#toldAt = Date.now();
-    this.#tell(value);
   }
 }
 
+/**
+ * A room's count frames. Each socket gets one only when it says something new to that socket:
+ * the sockets that heard the last count hold that number (moved by the join and leave frames
+ * since), and each newcomer since holds the number its welcome or `subscribed` said (moved the
+ * same way), which may differ, so a count goes to some of them only (docs/protocol.md
+ * "Presence at scale").
+ */
 export class CountFrames {
   readonly #counts: OncePerSecond;
-  /** The latest newcomer and the count its welcome carried: a frame saying the same skips it. */
-  #joiner?: { connection: string; users: number };
+  /** Newcomers counted by number since the last count frame, and the number each holds. */
+  readonly #joiners = new Map<string, number>();
   readonly #users: () => number;
 
   // Sent even at or below the limit: a leave from limit + 1 is announced by its count.
   constructor(room: string, users: () => number, emit: (entry: FeedEntry) => void) {
     this.#users = users;
-    this.#counts = new OncePerSecond(users, (count) => {
-      const except = this.#joiner?.users === count ? this.#joiner.connection : undefined;
-      this.#joiner = undefined;
-      emit({ frame: JSON.stringify(presenceCountFrame(room, count)), ...(except !== undefined && { except }) });
+    this.#counts = new OncePerSecond(users, (count, heard) => {
+      const differing = [...this.#joiners].filter(([, held]) => held !== count).map(([connection]) => connection);
+      const knowing = [...this.#joiners].filter(([, held]) => held === count).map(([connection]) => connection);
+      this.#joiners.clear(); // told or not, every socket holds `count` from here on
+      const frame = JSON.stringify(presenceCountFrame(room, count));
+      if (count !== heard) emit({ frame, ...(knowing.length > 0 && { except: knowing }) });
+      else if (differing.length > 0) emit({ frame, only: differing });
+      else return false;
+      return true;
     });
   }
 
   /**
-   * A join or leave frame goes out. Clients count on from the number they hold; if a count is
-   * held back for the rest of its second, it follows when the second is over, and corrects them
-   * if that number was behind (the room fell to the limit meanwhile).
+   * A join or leave frame goes out, a join's to every socket but its `newcomer`. Clients count on
+   * from the number they hold; if a count is held back for the rest of its second, it follows
+   * when the second is over, and corrects them if that number was behind (the room fell to the
+   * limit meanwhile). A newcomer named then holds the room's number as it is, which the others
+   * may not: that count weighs it on its own.
    */
-  named(event: "join" | "leave"): void {
+  named(event: "join" | "leave", newcomer?: string): void {
     const delta = event === "join" ? 1 : -1;
     this.#counts.shift(delta);
-    if (this.#joiner) this.#joiner.users += delta;
+    for (const [connection, held] of this.#joiners) this.#joiners.set(connection, held + delta);
+    if (newcomer !== undefined && this.#counts.holding) this.#joiners.set(newcomer, this.#users());
   }
 
   /** The number of users changed; `joiner` is the connection whose join changed it. */
   changed(joiner?: string): void {
-    if (joiner !== undefined) {
-      this.#joiner = { connection: joiner, users: this.#users() };
-      // The next count goes out even if it says what the last one did: a leave within the second
-      // may bring the number back to it, which the newcomer, welcomed with one more, never heard.
-      this.#counts.forget();
-    }
+    if (joiner !== undefined) this.#joiners.set(joiner, this.#users());
     this.#counts.changed();
   }
 }

@@ -114,11 +114,14 @@ export class EventStreams {
     return stream.response;
   }
 
-  /** Stored messages and presence to every stream (not binary frames, nor Pusher's client events). */
+  /**
+   * Stored messages and presence to every stream (not binary frames, nor Pusher's client events,
+   * nor a count frame meant only for newcomers: a stream heard the count before it).
+   */
   send(entries: FeedEntry[]): void {
     for (const stream of this.#streams) {
-      for (const { frame, seq, pusherOnly } of entries) {
-        if (typeof frame === "string" && !pusherOnly) stream.send(seq === undefined ? "presence" : "message", frame, seq);
+      for (const { frame, seq, pusherOnly, only } of entries) {
+        if (typeof frame === "string" && !pusherOnly && only === undefined) stream.send(seq === undefined ? "presence" : "message", frame, seq);
       }
     }
   }

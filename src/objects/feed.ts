@@ -66,8 +66,13 @@ export interface FeedEntry {
    * must not get it as well (docs/design.md "Joining, counting and presence").
    */
   mark?: number;
-  /** A connection that must not get this entry (a presence join's own newcomer, a binary's sender). */
-  except?: string;
+  /**
+   * Connections that must not get this entry: a presence join's own newcomer, a binary's sender,
+   * newcomers that a count frame would tell what they hold already.
+   */
+  except?: string | string[];
+  /** The only connections to get this entry: newcomers a count frame is news to, when it is to no one else. */
+  only?: string[];
   /** For Pusher clients only: a client event, already in Pusher's format. */
   pusherOnly?: true;
   /** A joining member's user_info, for Pusher's member_added. */
@@ -199,7 +204,7 @@ export class Feed {
       // Floors exist only just after a join; most deliveries skip the lookup.
       const floors = this.#floors.size > 0;
       for (const session of this.sessions.values()) {
-        if (session.connection === entry.except) continue;
+        if (!reaches(entry, session.connection)) continue;
         if (floors && below(entry, this.#floors.get(session.connection))) continue;
         send(session, entry);
       }
@@ -235,7 +240,13 @@ export function entrySize(entry: FeedEntry): number {
 
 /** What arrived while `session` was joining, after its welcome (its own join's entry excepted). */
 export function sendKept(session: Session, kept: FeedEntry[]): void {
-  for (const entry of kept) if (entry.except !== session.connection) sendEntry(session, entry);
+  for (const entry of kept) if (reaches(entry, session.connection)) sendEntry(session, entry);
+}
+
+/** Whether `entry` is for the socket `connection` (its `except` and `only`). */
+function reaches({ except, only }: FeedEntry, connection: string): boolean {
+  if (only !== undefined) return only.includes(connection);
+  return typeof except === "string" ? except !== connection : except === undefined || !except.includes(connection);
 }
 
 /** Pusher's text for each entry, made once however many Pusher sockets get it. */

@@ -79,10 +79,12 @@ export class PusherHooks {
     // As Pusher: presence channels have their members instead. A last leave says 0 to nobody:
     // channel_vacated says it to the app.
     if (app.subscriptionCount && !isPresenceChannel(room)) {
-      this.#counting = new OncePerSecond(count, (subscriptions) => {
-        if (subscriptions === 0) return;
+      this.#counting = new OncePerSecond(count, (subscriptions, heard) => {
+        if (subscriptions === heard) return false;
+        if (subscriptions === 0) return true;
         tell(subscriptionCountEvent(room, subscriptions));
         this.#send({ name: "subscription_count", channel: room, subscription_count: subscriptions });
+        return true;
       });
     }
   }

@@ -233,7 +233,7 @@ export class Room extends Holder {
     if (event === "leave" && this.#presenceChannel) this.#infos.delete(user);
     const named = () => JSON.stringify(presenceFrame(this.name, event, user));
     if (users <= this.config.presenceListLimit) {
-      this.#counts.named(event);
+      this.#counts.named(event, except);
       this.#emit([{ frame: named(), ...(except !== undefined && { except }), ...(info !== undefined && { info }) }]);
       return;
     }

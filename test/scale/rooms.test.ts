@@ -262,6 +262,37 @@ describe("presence at scale", () => {
     expect(fifth.welcome.users).toBe(5);
     await fourth.client.close(); // back to the 4 the others heard last
     expect(await fifth.client.json()).toEqual({ type: "presence", room, event: "count", users: 4 });
+    // Only to the newcomer: the watcher holds 4 already, and its next frame is the next message.
+    await serverPublish(room, "after the count");
+    expect(await watcher!.client.json()).toMatchObject({ type: "message", data: "after the count" });
+  });
+
+  it("sends no socket a count it holds already, however joins and leaves fall within a second", async () => {
+    const room = freshRoom();
+    const [watcher, , third] = await fill(room, 3);
+    const held = new Map<TestClient, number>([[watcher!.client, 3]]);
+    await watcher!.client.nextOf("presence"); // u1's join
+    await watcher!.client.nextOf("presence"); // u2's
+    const fourth = await join(room, "fourth");
+    held.set(fourth.client, fourth.welcome.users);
+    // Within about a second (the machine may stretch it; what each socket gets is checked, not when):
+    const fifth = await join(room, "fifth"); // 5: its welcome says so
+    held.set(fifth.client, fifth.welcome.users);
+    await third!.client.close(); // 4, not named above the limit
+    await expect.poll(() => info(room)).toMatchObject({ users: 4 });
+    const sixth = await join(room, "sixth"); // 5 again: fifth and sixth hold what the others have not heard
+    held.set(sixth.client, sixth.welcome.users);
+    await new Promise((resolve) => setTimeout(resolve, 1_200)); // the held count's second is over
+    await serverPublish(room, "after the counts");
+    for (const [client, start] of held) {
+      let users = start;
+      for (let frame = await client.json(); frame.type !== "message"; frame = await client.json()) {
+        expect(frame).toMatchObject({ type: "presence", event: "count" });
+        expect(frame.users).not.toBe(users); // news to this socket, or not sent to it
+        users = frame.users;
+      }
+      expect(users).toBe(5);
+    }
   });
 
   it("counts a subscription as a user like a room socket", async () => {

@@ -174,10 +174,13 @@ describe("limits", () => {
 });
 
 describe("counts told at most once a second", () => {
+  /** A teller that tells what its hearers do not hold, as the Pusher subscription count does. */
+  const news = (told: number[]) => (n: number, heard: number) => n !== heard && told.push(n) > 0;
+
   it("tells a change at once, holds the next back to the second's end, skips a repeat unless told to forget", async () => {
     let value = 1;
     const told: number[] = [];
-    const counts = new OncePerSecond(() => value, (n) => told.push(n));
+    const counts = new OncePerSecond(() => value, news(told));
     counts.changed();
     expect(told).toEqual([1]);
     value = 2;
@@ -197,7 +200,7 @@ describe("counts told at most once a second", () => {
   it("weighs a held-back count against what join and leave frames told since, and never tells it early", async () => {
     let value = 4;
     const told: number[] = [];
-    const counts = new OncePerSecond(() => value, (n) => told.push(n));
+    const counts = new OncePerSecond(() => value, news(told));
     counts.changed();
     value = 3;
     counts.changed(); // held back to the second's end

@@ -54,7 +54,7 @@ async function verifyToken(token: string, config: Config): Promise<Claims> {
     rooms !== undefined &&
     !(Array.isArray(rooms) && rooms.length <= MAX_ROOM_CLAIMS && rooms.every((room) => typeof room === "string" && room.length <= 165))
   ) {
-    throw new HttpError(401, "unauthorized", `token "rooms" must be a list of at most ${MAX_ROOM_CLAIMS} room ids or prefixes`);
+    throw new HttpError(401, "unauthorized", `token "rooms" must be a list of at most ${MAX_ROOM_CLAIMS} room ids or prefixes, each of at most 165 characters`);
   }
   return { user: payload.sub, ...(typeof exp === "number" && { exp }), ...(rooms !== undefined && { rooms }) };
 }

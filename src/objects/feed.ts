@@ -201,10 +201,11 @@ export class Feed {
         if (this.#gapless && this.last !== undefined && entry.seq > this.last + 1) return false;
         this.last = entry.seq;
       }
-      // Floors exist only just after a join; most deliveries skip the lookup.
+      // Floors exist only just after a join, and most entries are for everyone: most deliveries skip both lookups.
       const floors = this.#floors.size > 0;
+      const everyone = entry.except === undefined && entry.only === undefined;
       for (const session of this.sessions.values()) {
-        if (!reaches(entry, session.connection)) continue;
+        if (!everyone && !reaches(entry, session.connection)) continue;
         if (floors && below(entry, this.#floors.get(session.connection))) continue;
         send(session, entry);
       }

@@ -91,17 +91,24 @@ export class CountFrames {
   }
 
   /**
-   * A join or leave frame goes out, a join's to every socket but its `newcomer`. Clients count on
+   * A join or leave frame goes out (a join's to every socket but its newcomer). Clients count on
    * from the number they hold; if a count is held back for the rest of its second, it follows
    * when the second is over, and corrects them if that number was behind (the room fell to the
-   * limit meanwhile). A newcomer named then holds the room's number as it is, which the others
-   * may not: that count weighs it on its own.
+   * limit meanwhile).
    */
-  named(event: "join" | "leave", newcomer?: string): void {
+  named(event: "join" | "leave"): void {
     const delta = event === "join" ? 1 : -1;
     this.#counts.shift(delta);
     for (const [connection, held] of this.#joiners) this.#joiners.set(connection, held + delta);
-    if (newcomer !== undefined && this.#counts.holding) this.#joiners.set(newcomer, this.#users());
+  }
+
+  /**
+   * `connection` was just told the room's number (its welcome or `subscribed`): a new user's
+   * socket, a user's second one, a repeated subscribe. While a count is held back the others may
+   * hold another number, so that count weighs this socket on its own.
+   */
+  welcomed(connection: string): void {
+    if (this.#counts.holding) this.#joiners.set(connection, this.#users());
   }
 
   /** The number of users changed; `joiner` is the connection whose join changed it. */

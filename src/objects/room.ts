@@ -195,6 +195,7 @@ export class Room extends Holder {
     };
     if (this.#presenceChannel && presence.presence) answer.infos = this.#infos.of(presence.presence.map((entry) => entry.user));
     if (change === "joined") this.#announce("join", user, request.connection);
+    this.#counts.welcomed(request.connection); // after the join's own frames, which it does not get
     if (request.cached && answer.replay.length === 0) this.#pusher?.cacheMiss(); // after channel_occupied
     return answer;
   }
@@ -233,7 +234,7 @@ export class Room extends Holder {
     if (event === "leave" && this.#presenceChannel) this.#infos.delete(user);
     const named = () => JSON.stringify(presenceFrame(this.name, event, user));
     if (users <= this.config.presenceListLimit) {
-      this.#counts.named(event, except);
+      this.#counts.named(event);
       this.#emit([{ frame: named(), ...(except !== undefined && { except }), ...(info !== undefined && { info }) }]);
       return;
     }

@@ -295,6 +295,29 @@ describe("presence at scale", () => {
     }
   });
 
+  it("weighs a user's second socket and a repeated subscribe, told the number while a count is held back, on their own", async () => {
+    const room = freshRoom();
+    const [watcher] = await fill(room, 3);
+    const { client: subscriber } = await openUser();
+    await subscribe(subscriber, room); // a fourth user: a count at once
+    expect(await watcher!.client.nextOf("presence")).toMatchObject({ event: "join", user: "u1" });
+    expect(await watcher!.client.nextOf("presence")).toMatchObject({ event: "join", user: "u2" });
+    expect(await watcher!.client.json()).toEqual({ type: "presence", room, event: "count", users: 4 });
+    const fifth = await join(room, "fifth"); // 5, held back for the rest of the second
+    const second = await join(room, "u0"); // u0's second socket: welcomed with 5, no presence change
+    expect(second.welcome.users).toBe(5);
+    const again = await subscribe(subscriber, room); // a repeated subscribe says 5 too
+    expect(again.users).toBe(5);
+    await fifth.client.close(); // back to the 4 the watcher holds
+    // The count goes to the sockets told 5 (the watcher holds 4 already): the second socket and
+    // the subscriber get it, then the next message; the watcher only the message.
+    expect(await second.client.json()).toEqual({ type: "presence", room, event: "count", users: 4 });
+    expect(await subscriber.nextOf("presence")).toEqual({ type: "presence", room, event: "count", users: 4 });
+    await serverPublish(room, "after the count");
+    expect(await watcher!.client.json()).toMatchObject({ type: "message", data: "after the count" });
+    expect(await second.client.json()).toMatchObject({ type: "message", data: "after the count" });
+  });
+
   it("counts a subscription as a user like a room socket", async () => {
     const room = freshRoom();
     const watcher = await join(room, "watcher");

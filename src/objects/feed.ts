@@ -70,7 +70,7 @@ export interface FeedEntry {
    * Connections that must not get this entry: a presence join's own newcomer, a binary's sender,
    * newcomers that a count frame would tell what they hold already.
    */
-  except?: string | string[];
+  except?: string[];
   /** The only connections to get this entry: newcomers a count frame is news to, when it is to no one else. */
   only?: string[];
   /** For Pusher clients only: a client event, already in Pusher's format. */
@@ -246,8 +246,7 @@ export function sendKept(session: Session, kept: FeedEntry[]): void {
 
 /** Whether `entry` is for the socket `connection` (its `except` and `only`). */
 function reaches({ except, only }: FeedEntry, connection: string): boolean {
-  if (only !== undefined) return only.includes(connection);
-  return typeof except === "string" ? except !== connection : except === undefined || !except.includes(connection);
+  return only !== undefined ? only.includes(connection) : !except?.includes(connection);
 }
 
 /** Pusher's text for each entry, made once however many Pusher sockets get it. */

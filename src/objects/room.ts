@@ -235,7 +235,7 @@ export class Room extends Holder {
     const named = () => JSON.stringify(presenceFrame(this.name, event, user));
     if (users <= this.config.presenceListLimit) {
       this.#counts.named(event);
-      this.#emit([{ frame: named(), ...(except !== undefined && { except }), ...(info !== undefined && { info }) }]);
+      this.#emit([{ frame: named(), ...(except !== undefined && { except: [except] }), ...(info !== undefined && { info }) }]);
       return;
     }
     this.#counts.changed(except);
@@ -267,7 +267,7 @@ export class Room extends Holder {
 
   /** A Pusher client event: to the room's other Pusher subscribers only, not stored (RPC). */
   clientEvent(frame: string, except: string): void {
-    this.#emit([{ frame, except, pusherOnly: true }]);
+    this.#emit([{ frame, except: [except], pusherOnly: true }]);
     this.#pusher?.clientEvent(frame, except);
   }
 
@@ -293,7 +293,7 @@ export class Room extends Holder {
 
   /** A binary frame from a room socket on any holder: to every other room socket, not stored (RPC). */
   binary(data: ArrayBuffer, except: string): void {
-    this.#emit([{ frame: data, except }]);
+    this.#emit([{ frame: data, except: [except] }]);
   }
 
   protected override relayBinary(room: string, data: ArrayBuffer, except: string): void {
@@ -308,7 +308,7 @@ export class Room extends Holder {
 
   /** The one way out for stored messages (MessageLog calls it after the commit). */
   #stored(batch: Fresh[]): void {
-    this.#emit(batch.map(({ seq, frame, except }) => ({ frame, seq, ...(except !== undefined && { except }) })));
+    this.#emit(batch.map(({ seq, frame, except }) => ({ frame, seq, ...(except !== undefined && { except: [except] }) })));
   }
 
   /** Sends entries to this Room's sockets and streams, and queues them for every other holder. */

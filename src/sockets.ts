@@ -44,7 +44,13 @@ export async function roomSocket(request: Request, env: Env, url: URL, name: str
   const room = checkName("room", name);
   const { user, exp } = await vetClient(request, url, config, { room });
   const since = countParam(url, "since");
-  requireUpgrade(request);
+  if (!isUpgrade(request)) {
+    // The client library's question after a failed upgrade (requireUpgrade): a full room says so.
+    const { connections } = await againIfReset(() => env.ROOMS.getByName(room).info());
+    const limit = config.maxConnectionsPerRoom;
+    if (connections >= limit) throw new HttpError(503, "room_full", `room ${room} has ${limit} connections, its limit`);
+    requireUpgrade(request);
+  }
   const epoch = url.searchParams.get("epoch") ?? undefined;
   const connect: ConnectInfo = { user, exp, since, epoch, room };
   // A full Room names the shard to open the socket on instead (docs/design.md "Placement").

@@ -670,6 +670,20 @@ describe("RelayClient with tokens", () => {
     expect(hub.subscriptions).toHaveLength(2);
   });
 
+  it("says a room is full when it cannot get in, keeps trying, and gets in once a seat frees", async () => {
+    const full = freshRoom("full");
+    const members = [];
+    for (const name of ["a", "b", "c"]) members.push(make({ room: full, token: await mint(name) }));
+    await Promise.all(members.map((member) => member.ready()));
+    const late = make({ room: full, token: () => mint("late") });
+    const closes: CloseInfo[] = [];
+    late.on("close", (info) => closes.push(info));
+    await expect.poll(() => closes.length, { timeout: 10_000 }).toBeGreaterThan(0);
+    expect(closes[0]).toMatchObject({ willReconnect: true, refusal: { status: 503, error: "room_full" } });
+    members[0]!.close();
+    expect(await late.ready()).toMatchObject({ type: "welcome", room: full, user: "late" });
+  });
+
   it("counts users instead of listing them above PRESENCE_LIST_LIMIT", async () => {
     const room = freshRoom();
     const watcher = make({ room, token: await mint("watcher") });

@@ -3,7 +3,7 @@ import { describe, expect, it, vi } from "vitest";
 import { MessageLog } from "../../src/objects/message-log";
 import { Roster } from "../../src/objects/roster";
 import { userChannel } from "../../src/protocol/pusher";
-import { connect, freshRoom, join } from "./connect";
+import { connect, freshRoom, join, request } from "./connect";
 import { itHandlesBadInputAndLimits } from "./socket.case";
 
 // This project runs with RATE_LIMIT_PER_SECOND=5, MAX_MESSAGE_BYTES=1024, HISTORY_LIMIT=5,
@@ -55,12 +55,18 @@ describe("joining a room", () => {
     expect(await alice.client.json()).toEqual({ type: "presence", room, event: "leave", user: "bob" });
   });
 
-  it("refuses an upgrade with 503 when the room is full", async () => {
+  it("refuses an upgrade with 503 when the room is full, and says so to a plain GET of the same URL", async () => {
     const room = freshRoom();
-    for (const user of ["a", "b", "c"]) await join(room, user);
+    const [first] = [await join(room, "a"), await join(room, "b"), await join(room, "c")];
     const error = await connect(`/rooms/${room}/ws?user=d`).catch((e: Error) => e);
     expect(String(error)).toContain("503");
     expect(String(error)).toContain("room_full");
+    // The client library asks this way why an upgrade failed (browsers do not tell).
+    const asked = await request(`/rooms/${room}/ws?user=d`);
+    expect(asked.status).toBe(503);
+    expect(await asked.json()).toEqual({ error: "room_full", message: expect.stringContaining("connections, its limit") });
+    await first.client.close();
+    await expect.poll(async () => (await request(`/rooms/${room}/ws?user=d`)).status).toBe(426);
   });
 });
 

@@ -5,7 +5,7 @@
 // paths goes through the app to the same functions, which answer it 426 once vetted.
 import { configOf } from "./config";
 import { HttpError } from "./http-error";
-import { connectRequest, hubFor, openOnHubs, placedAt, type ConnectInfo } from "./objects/connect";
+import { connectRequest, hubFor, openOnHubs, placedAt, roomFullMessage, type ConnectInfo } from "./objects/connect";
 import { pusherSocket } from "./pusher-routes";
 import { againIfReset } from "./objects/reset";
 import { answerError, checkName, countParam, isUpgrade, requireUpgrade, vetClient } from "./request";
@@ -48,9 +48,9 @@ export async function roomSocket(request: Request, env: Env, url: URL, name: str
     // The client library's question after a failed upgrade (requireUpgrade): a full room says so.
     const { connections } = await againIfReset(() => env.ROOMS.getByName(room).info());
     const limit = config.maxConnectionsPerRoom;
-    if (connections >= limit) throw new HttpError(503, "room_full", `room ${room} has ${limit} connections, its limit`);
-    requireUpgrade(request);
+    if (connections >= limit) throw new HttpError(503, "room_full", roomFullMessage(room, limit));
   }
+  requireUpgrade(request);
   const epoch = url.searchParams.get("epoch") ?? undefined;
   const connect: ConnectInfo = { user, exp, since, epoch, room };
   // A full Room names the shard to open the socket on instead (docs/design.md "Placement").

@@ -37,6 +37,11 @@ export function identityOf({ user, exp, rooms }: ConnectInfo): Identity {
   return { user, ...(exp !== undefined && { exp }), ...(rooms !== undefined && { rooms }) };
 }
 
+/** Why a room at MAX_CONNECTIONS_PER_ROOM takes no more: to an upgrade, a join, a plain GET of its socket URL. */
+export function roomFullMessage(room: string, limit: number): string {
+  return `room ${room} has ${limit} connections, its limit`;
+}
+
 /** A full Room's answer: open this socket on the named holder instead (docs/design.md "Placement"). */
 export function placeAt(holder: string): Response {
   return new Response(null, { status: 307, headers: { [HOLDER_HEADER]: holder } });

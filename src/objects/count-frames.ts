@@ -79,8 +79,9 @@ export class CountFrames {
   constructor(room: string, users: () => number, emit: (entry: FeedEntry) => void) {
     this.#users = users;
     this.#counts = new OncePerSecond(users, (count, heard) => {
-      const differing = [...this.#joiners].filter(([, held]) => held !== count).map(([connection]) => connection);
-      const knowing = [...this.#joiners].filter(([, held]) => held === count).map(([connection]) => connection);
+      const knowing: string[] = [];
+      const differing: string[] = [];
+      for (const [connection, held] of this.#joiners) (held === count ? knowing : differing).push(connection);
       this.#joiners.clear(); // told or not, every socket holds `count` from here on
       const frame = JSON.stringify(presenceCountFrame(room, count));
       if (count !== heard) emit({ frame, ...(knowing.length > 0 && { except: knowing }) });

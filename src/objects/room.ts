@@ -18,7 +18,7 @@ import {
   toPusher,
   type RoomInfo,
 } from "../protocol";
-import { placeAt, readConnectRequest, type ConnectInfo } from "./connect";
+import { placeAt, readConnectRequest, roomFullMessage, type ConnectInfo } from "./connect";
 import { Census } from "./census";
 import { CountFrames } from "./count-frames";
 import { EventStreams } from "./event-stream";
@@ -129,7 +129,7 @@ export class Room extends Holder {
     const members = await this.#settled();
     const { maxConnectionsPerRoom, socketsPerObject } = this.config;
     if (members.connections + this.#seats.count >= maxConnectionsPerRoom) {
-      return new HttpError(503, "room_full", `room ${this.name} has ${maxConnectionsPerRoom} connections, its limit`).toResponse();
+      return new HttpError(503, "room_full", roomFullMessage(this.name, maxConnectionsPerRoom)).toResponse();
     }
     if (this.sessions.size + this.opens.size < socketsPerObject) return this.opens.during(() => this.openRoomSocket(connect, this.name));
     return placeAt(this.#seats.place((shard) => this.#roster.countAt(shard)));
@@ -170,7 +170,7 @@ export class Room extends Holder {
     this.#seats.take(holder);
     const more = connections - members.at(holder, user);
     if (more > 0 && members.connections + more > this.config.maxConnectionsPerRoom) {
-      return { refused: "room_full", message: `room ${this.name} has ${this.config.maxConnectionsPerRoom} connections, its limit` };
+      return { refused: "room_full", message: roomFullMessage(this.name, this.config.maxConnectionsPerRoom) };
     }
     // A Pusher presence member (it brings user_info) needs every member listed, which stops at
     // PRESENCE_LIST_LIMIT: past it a new one is refused, as Pusher caps presence channels.

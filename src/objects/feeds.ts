@@ -22,10 +22,14 @@ export class SubscriptionTable {
     sql.exec("CREATE TABLE IF NOT EXISTS subscriptions (connection TEXT NOT NULL, room TEXT NOT NULL, member TEXT, PRIMARY KEY (connection, room))");
   }
 
-  /** Every row, or a connection's. */
-  rows(connection?: string): SubscriptionRow[] {
-    const columns = "SELECT connection, room, member FROM subscriptions";
-    return (connection === undefined ? this.#sql.exec<SubscriptionRow>(columns) : this.#sql.exec<SubscriptionRow>(`${columns} WHERE connection = ?`, connection)).toArray();
+  /** Every row. */
+  rows(): SubscriptionRow[] {
+    return this.#sql.exec<SubscriptionRow>("SELECT connection, room, member FROM subscriptions").toArray();
+  }
+
+  /** Deletes a connection's rows, returning them: one statement for a closing socket. */
+  take(connection: string): Pick<SubscriptionRow, "room" | "member">[] {
+    return this.#sql.exec<SubscriptionRow>("DELETE FROM subscriptions WHERE connection = ? RETURNING room, member", connection).toArray();
   }
 
   save({ connection, room, member }: SubscriptionRow): void {

@@ -191,9 +191,7 @@ export class Holder extends SocketHost {
 
   protected override onLeave(session: Session): void {
     if (session.room !== undefined) return this.#leaveRoom(session, session.room);
-    const subscribed = this.#subscriptions.rows(session.connection);
-    this.#subscriptions.drop(session.connection);
-    for (const { room, member } of subscribed) this.#leaveRoom(session, room, member ?? undefined);
+    for (const { room, member } of this.#subscriptions.take(session.connection)) this.#leaveRoom(session, room, member ?? undefined);
     if (session.pusher) return;
     const feeds = this.#feeds();
     const { user } = session.identity;

@@ -29,7 +29,7 @@ export class SubscriptionTable {
 
   /** Deletes a connection's rows, returning them: one statement for a closing socket. */
   take(connection: string): Pick<SubscriptionRow, "room" | "member">[] {
-    return this.#sql.exec<SubscriptionRow>("DELETE FROM subscriptions WHERE connection = ? RETURNING room, member", connection).toArray();
+    return this.#sql.exec<Pick<SubscriptionRow, "room" | "member">>("DELETE FROM subscriptions WHERE connection = ? RETURNING room, member", connection).toArray();
   }
 
   save({ connection, room, member }: SubscriptionRow): void {

@@ -5,7 +5,7 @@
 //       against 100 room sockets, both fed by one room socket's publishes: peak deliveries/s of
 //       open-loop steps, and p50/p99 publish-to-receive at 50 publishes/s;
 //   1b  connect rate: N Pusher connect + subscribe (until subscription_succeeded) against N room
-//       sockets opened until their welcome;
+//       sockets opened until their welcome, a user each (as every Pusher socket is one);
 //   2   server publishes (POST /rooms/:room/messages, API key) with 1, 10 and 100 requests in
 //       flight to one room, 200s answered per second, against one room socket publishing
 //       open-loop at doubling rates (RATE_LIMIT_PER_SECOND 100000); and server directs
@@ -18,6 +18,7 @@
 //   npm run bench -- pusher --quick           1 repetition, short steps
 //   npm run bench -- pusher --reps=2 --ours-commit=<rev>
 //   npm run bench -- pusher --user-hubs=1      Pusher sockets all in one hub (USER_HUBS)
+//   npm run bench -- pusher --workloads=connect --reps=6   some of 1a (fanout), 1b (connect), 2 and 3 (posts)
 import { randomUUID } from "node:crypto";
 import { cpuMeter, round } from "./proc.mjs";
 import {
@@ -44,10 +45,11 @@ const { argv, option, quick: QUICK } = commandLine();
 
 const CONFIG = {
   reps: Number(option("reps") ?? (QUICK ? 1 : 3)),
+  workloads: option("workloads")?.split(",") ?? ["fanout", "connect", "posts"],
   sockets: 100,
   fanout: QUICK ? { startOffered: 20_000, maxSteps: 2, stepSeconds: 1.5 } : { startOffered: 20_000, maxSteps: 5, stepSeconds: 2.5 },
   latency: QUICK ? { receivers: 100, rate: 50, seconds: 2 } : { receivers: 100, rate: 50, seconds: 4 },
-  connections: QUICK ? 100 : 300,
+  connections: Number(option("connections") ?? (QUICK ? 100 : 300)),
   inflight: [1, 10, 100],
   postSeconds: QUICK ? 2 : 4,
   socketPublish: QUICK ? { startOffered: 1_000, maxSteps: 3, stepSeconds: 1.5 } : { startOffered: 1_000, maxSteps: 4, stepSeconds: 2.5 },
@@ -70,7 +72,7 @@ async function rep(target, i) {
   const result = { order: order.map(([name]) => name), fanout: {}, latency: {}, connect: {}, posts: {}, directPosts: {} };
   const failed = await measureOn(target, async (server) => {
     // 1a
-    for (const [name, t] of order) {
+    for (const [name, t] of CONFIG.workloads.includes("fanout") ? order : []) {
       result[`otherBeforeLatency_${name}`] = await quiet(server);
       progress(`  1a latency, ${name} receivers`);
       result.latency[name] = await latency(t, server, `${name}-${run}`, CONFIG.latency);
@@ -79,12 +81,13 @@ async function rep(target, i) {
       result.fanout[name] = await fanout(t, server, `${name}-${run}`, CONFIG.sockets, CONFIG.fanout);
     }
     // 1b
-    for (const [name] of order) {
+    for (const [name] of CONFIG.workloads.includes("connect") ? order : []) {
       await quiet(server);
       const n = CONFIG.connections;
       const room = `conn-${name}-${run}`;
-      const urls = Array.from({ length: n }, () =>
-        server.base + (name === "pusher" ? pusher.receiverRoom(room) : own.room(room, "bench")),
+      // Every Pusher socket is a user of its own (pusher-<socket_id>), so each room socket is too.
+      const urls = Array.from({ length: n }, (_, i) =>
+        server.base + (name === "pusher" ? pusher.receiverRoom(room) : own.room(room, `u${i}`)),
       );
       const meter = cpuMeter(meterGroups(server));
       const { seconds } = await openAcross(urls, name === "pusher" ? "pusher" : true);
@@ -93,6 +96,7 @@ async function rep(target, i) {
       progress(`  1b ${name}: ${n} sockets in ${seconds.toFixed(2)} s: ${Math.round(n / seconds)}/s; server cpu ${cpu.groups.server.percentOfCore}% (sys ${cpu.groups.server.sysSeconds} s)`);
       await closeEverything();
     }
+    if (!CONFIG.workloads.includes("posts")) return;
     // 2: server publishes, 1 / 10 / 100 in flight; one room socket receives them.
     const http = server.base.replace("ws://", "http://");
     for (const inflight of CONFIG.inflight) {
@@ -147,7 +151,7 @@ const median = (xs) => {
 const f = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : "–");
 
 function render(results) {
-  const reps = results.reps.filter((r) => !r.error || Object.keys(r.fanout).length);
+  const reps = results.reps.filter((r) => !r.error || Object.keys(r.fanout).length || Object.keys(r.connect).length);
   const lines = [];
   const m = results.machine;
   lines.push(`Run of ${m.date} on commit \`${results.ours.commit}\` (worktree), ${m.nproc} × ${m.cpuModel}, Node ${m.node}; USER_HUBS ${results.config.userHubs}; load at start ${results.load.one} / ${results.load.five} / ${results.load.fifteen}; ${reps.length} repetitions, medians (each repetition's values in brackets).`);
@@ -166,6 +170,7 @@ function render(results) {
   row("1a runtime CPU % of a core at 5,000 deliveries/s", (r, n) => r.latency[n]?.cpu.groups.server.percentOfCore);
   row(`1b connections/s (${results.config.connections}, 50 in flight)`, (r, n) => r.connect[n]?.perSecond);
   row("1b runtime CPU % of a core while connecting", (r, n) => r.connect[n]?.cpu.groups.server.percentOfCore);
+  row("1b runtime CPU µs per connection", (r, n) => (r.connect[n] ? (r.connect[n].cpu.groups.server.cpuSeconds * 1e6) / r.connect[n].sockets : NaN));
   lines.push("");
   lines.push("| writes to one room / one inbox | answered/s | p50 ms | p99 ms | runtime CPU % (sys s) |");
   lines.push("|---|---|---|---|---|");

@@ -25,6 +25,16 @@ export interface JoinRequest extends ResumePoint {
   cached?: true;
 }
 
+/**
+ * One change a holder asks of a Room's roster: a join, or a user's new count of sockets there.
+ * A holder's changes to one room travel in one ordered queue (holder.ts `#rosterCalls`), so a
+ * count never overtakes the join it follows.
+ */
+export type RosterChange = { join: JoinRequest } | { count: { user: string; connections: number } };
+
+/** A Room's answer to each change: a join's admission or refusal, `null` for a count, `failed` for either that threw. */
+export type RosterAnswer = Admission | RoomFull | null | { failed: string };
+
 /** What a Room answers a join: a welcome's contents and the frames to replay. */
 export interface Admission {
   seq: number;

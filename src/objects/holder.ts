@@ -17,7 +17,7 @@ import {
   type ResumePoint,
 } from "../protocol";
 import { identityOf, overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
-import { sendEntry, sendKept, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
+import { sendEntry, sendKept, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull, type RosterAnswer, type RosterChange } from "./feed";
 import { Feeds, SubscriptionTable } from "./feeds";
 import { withinReplayBudget } from "./limits";
 import { Batches, Links } from "./links";
@@ -40,6 +40,8 @@ export class Holder extends SocketHost {
   #feedsOf?: Feeds;
   /** `member` is set where the socket is someone else in a room (a Pusher presence user_id). */
   readonly #subscriptions: SubscriptionTable;
+  /** Joins and counts to each room, in order, many in one call while one is out (Room `changeRoster`). */
+  readonly #rosterCalls: Batches<RosterChange, RosterAnswer>;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -66,6 +68,7 @@ export class Holder extends SocketHost {
       toRoom: (room, call) => this.links.call("room", room, call),
     });
     this.#subscriptions = new SubscriptionTable(ctx.storage.sql);
+    this.#rosterCalls = new Batches((room, changes) => links.call("room", room, (stub) => stub.changeRoster(this.joinAs, changes) as Promise<RosterAnswer[]>));
   }
 
   /** Nothing under way either: no join waiting for its room, no call to another object. */
@@ -87,15 +90,24 @@ export class Holder extends SocketHost {
   // ---- joining a room (room sockets and subscriptions) ----
 
   /** Asks `room` to count a socket here; Room answers its own sockets without a call. */
-  protected joinRoom(room: string, request: JoinRequest): Promise<Admission | RoomFull> {
-    return this.links.call("room", room, async (stub) => (await stub.join(request)) as Admission | RoomFull);
+  protected async joinRoom(room: string, request: JoinRequest): Promise<Admission | RoomFull> {
+    // A call carries at most MAX_CALL_SIZE (links.ts): a Pusher member's user_info counts.
+    const size = 200 + room.length + request.user.length + (request.info === undefined ? 0 : JSON.stringify(request.info).length);
+    return (await this.#changeRoster(room, { join: request }, size))!;
   }
 
   /** Tells `room` how many of `user`'s sockets it has here now (0: all gone). */
   protected report(room: string, user: string, connections: number): void {
-    this.links
-      .call("room", room, (stub) => stub.count(this.joinAs, user, connections))
-      .catch((error: unknown) => log("error", "could not report to a room", { holder: this.name, room, error }));
+    this.#changeRoster(room, { count: { user, connections } }, 100 + user.length).catch((error: unknown) =>
+      log("error", "could not report to a room", { holder: this.name, room, error }),
+    );
+  }
+
+  /** Queues one change for `room`'s roster; answers the Room's answer to it, or throws its failure. */
+  async #changeRoster(room: string, change: RosterChange, size: number): Promise<Admission | RoomFull | null> {
+    const answer = await this.#rosterCalls.push(room, change, size);
+    if (answer !== null && "failed" in answer) throw new Error(`room ${room} could not make a roster change: ${answer.failed}`);
+    return answer;
   }
 
   /**

@@ -22,7 +22,7 @@ import { placeAt, readConnectRequest, roomFullMessage, type ConnectInfo } from "
 import { Census } from "./census";
 import { CountFrames } from "./count-frames";
 import { EventStreams } from "./event-stream";
-import { entrySize, type Admission, type FeedEntry, type JoinRequest, type RoomFull } from "./feed";
+import { entrySize, type Admission, type FeedEntry, type JoinRequest, type RoomFull, type RosterAnswer, type RosterChange } from "./feed";
 import { Holder } from "./holder";
 import { Streams } from "./links";
 import { MessageLog, type Fresh } from "./message-log";
@@ -198,6 +198,23 @@ export class Room extends Holder {
     this.#counts.welcomed(request.connection); // after the join's own frames, which it does not get
     if (request.cached && answer.replay.length === 0) this.#pusher?.cacheMiss(); // after channel_occupied
     return answer;
+  }
+
+  /**
+   * A holder's joins and counts in the order it made them (RPC): under a connection storm one
+   * call carries many. Each is answered on its own; one that throws fails alone.
+   */
+  async changeRoster(holder: string, changes: RosterChange[]): Promise<RosterAnswer[]> {
+    const answers: RosterAnswer[] = [];
+    for (const change of changes) {
+      try {
+        answers.push("join" in change ? await this.join(change.join) : (await this.count(holder, change.count.user, change.count.connections), null));
+      } catch (error) {
+        log("error", "a roster change failed", { room: this.name, holder, error });
+        answers.push({ failed: String(error) });
+      }
+    }
+    return answers;
   }
 
   /** A holder's new count of `user`'s sockets (RPC; 0 when the last one left). */

@@ -1,6 +1,8 @@
 // Sockets and requests for the scale project: SOCKETS_PER_OBJECT=3, PRESENCE_LIST_LIMIT=3,
 // MAX_SUBSCRIPTIONS=3, MAX_CONNECTIONS_PER_ROOM=12, USER_HUBS=4 (vitest.config.ts).
+import { env, runInDurableObject } from "cloudflare:test";
 import { sign } from "hono/jwt";
+import type { Admission, JoinRequest, RoomFull } from "../../src/objects/feed";
 import type { TestClient } from "../support/client";
 import { connect, freshRoom, join, request } from "../workers/connect";
 
@@ -42,4 +44,26 @@ export async function serverPublish(room: string, data: unknown): Promise<number
   const res = await request(`/rooms/${room}/messages`, { method: "POST", headers: KEY, body: JSON.stringify({ data }) });
   if (res.status !== 200) throw new Error(`POST: ${res.status} ${await res.text()}`);
   return ((await res.json()) as { seq: number }).seq;
+}
+
+type Join = (request: JoinRequest) => Promise<Admission | RoomFull>;
+
+/**
+ * Patches `room`'s Room so a join `plan` picks is answered only when `release()` is called: `plan`
+ * gets the request and the real join, and answers how to wait for the gate (or undefined: at
+ * once). RPC calls the class's methods, so the class is patched, for this room only; `restore()`.
+ */
+export async function holdJoins(room: string, plan: (request: JoinRequest, join: Join) => ((gate: Promise<void>) => Promise<Admission | RoomFull>) | undefined) {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
+    const roomClass = Object.getPrototypeOf(instance) as typeof instance;
+    const join = roomClass.join;
+    roomClass.join = function (this: typeof instance, request) {
+      const held = this.ctx.id.name === room ? plan(request, (r) => join.call(this, r)) : undefined;
+      return held ? held(gate) : join.call(this, request);
+    };
+    return () => void (roomClass.join = join);
+  });
+  return { release, restore };
 }

@@ -3,12 +3,10 @@ import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } fr
 import { describe, expect, it } from "vitest";
 import { hubFor, shardName } from "../../src/objects/connect";
 import { Feeds, SubscriptionTable } from "../../src/objects/feeds";
-import type { Admission, JoinRequest, RoomFull } from "../../src/objects/feed";
 import type { Attachment } from "../../src/objects/session";
 import { floodWhileHeld, holdCalls } from "../support/hold";
-import { freshRoom, freshUser, info, join, openUser, serverPublish, subscribe, token } from "./connect";
+import { freshRoom, freshUser, holdJoins, info, join, openUser, serverPublish, subscribe, token } from "./connect";
 
-type Join = (request: JoinRequest) => Promise<Admission | RoomFull>;
 
 function subscriptionRows(hub: DurableObjectStub, room: string) {
   return runInDurableObject(hub, (_, state) => state.storage.sql.exec<{ connection: string }>("SELECT connection FROM subscriptions WHERE room = ?", room).toArray());
@@ -39,26 +37,6 @@ async function twoOnOneHub() {
     }
   }
   throw new Error("no hub took two sockets of one user in 8 tries");
-}
-
-/**
- * Patches `room`'s Room so a join `plan` picks is answered only when `release()` is called: `plan`
- * gets the request and the real join, and answers how to wait for the gate (or undefined: at
- * once). RPC calls the class's methods, so the class is patched, for this room only; `restore()`.
- */
-async function holdJoins(room: string, plan: (request: JoinRequest, join: Join) => ((gate: Promise<void>) => Promise<Admission | RoomFull>) | undefined) {
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
-    const roomClass = Object.getPrototypeOf(instance) as typeof instance;
-    const join = roomClass.join;
-    roomClass.join = function (this: typeof instance, request) {
-      const held = this.ctx.id.name === room ? plan(request, (r) => join.call(this, r)) : undefined;
-      return held ? held(gate) : join.call(this, request);
-    };
-    return () => void (roomClass.join = join);
-  });
-  return { release, restore };
 }
 
 describe("subscribing a user socket to rooms", () => {
@@ -235,10 +213,16 @@ describe("subscribing a user socket to rooms", () => {
 
   it("sends no join a subscription's list already has, when that join reached the hub before the answer", async () => {
     const room = freshRoom();
-    // Two users whose sockets share a hub.
+    // A third user's socket already in the room makes its hub hear the room's frames; the first
+    // user joins on that hub, the second on another. (A hub sends one room its joins in order, so
+    // the second user's join must come from another hub to be counted while the first's is held.)
     const first = freshUser("first");
+    let third = freshUser("third");
+    while (hubFor(third, 4) !== hubFor(first, 4)) third = freshUser("third");
     let second = freshUser("second");
-    while (hubFor(second, 4) !== hubFor(first, 4)) second = freshUser("second");
+    while (hubFor(second, 4) === hubFor(first, 4)) second = freshUser("second");
+    const c = await openUser(third);
+    await subscribe(c.client, room);
     // The Room takes up the first user's join only when let go: meanwhile the second user joins,
     // and that join's presence frame reaches the hub while the first is still joining there.
     const { release, restore } = await holdJoins(room, (request, join) =>
@@ -248,11 +232,11 @@ describe("subscribing a user socket to rooms", () => {
     const b = await openUser(second);
     a.client.send({ type: "subscribe", room, id: "a" });
     await new Promise((resolve) => setTimeout(resolve, 100)); // a's join is at the Room, held
-    expect(await subscribe(b.client, room)).toMatchObject({ users: 1 });
-    await new Promise((resolve) => setTimeout(resolve, 100)); // b's join frame is at the hub
+    expect(await subscribe(b.client, room)).toMatchObject({ users: 2 });
+    expect(await c.client.nextOf("presence")).toMatchObject({ event: "join", user: second }); // and at the hub
     release();
     const subscribed = await a.client.nextOf("subscribed");
-    expect(subscribed.presence.map((entry: { user: string }) => entry.user).sort()).toEqual([first, second].sort());
+    expect(subscribed.presence.map((entry: { user: string }) => entry.user).sort()).toEqual([first, second, third].sort());
     // The next frame a gets is the message below, not a join of b, which its list already has.
     await serverPublish(room, "after");
     expect(await a.client.json()).toMatchObject({ type: "message", data: "after" });

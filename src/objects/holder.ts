@@ -17,12 +17,13 @@ import {
   type ResumePoint,
 } from "../protocol";
 import { identityOf, overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
-import { sendEntry, sendKept, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull, type RosterAnswer, type RosterChange } from "./feed";
+import { sendEntry, sendKept, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
 import { Feeds, SubscriptionTable } from "./feeds";
 import { withinReplayBudget } from "./limits";
 import { Batches, Links } from "./links";
 import { PusherSockets } from "./pusher-sockets";
 import { RelaySockets } from "./relay-sockets";
+import { RosterCalls } from "./roster-calls";
 import type { CensusAnswer } from "./roster";
 import { connectionsOf, type Session } from "./session";
 import { SocketHost } from "./socket-host";
@@ -40,8 +41,8 @@ export class Holder extends SocketHost {
   #feedsOf?: Feeds;
   /** `member` is set where the socket is someone else in a room (a Pusher presence user_id). */
   readonly #subscriptions: SubscriptionTable;
-  /** Joins and counts to each room, in order, many in one call while one is out (Room `changeRoster`). */
-  readonly #rosterCalls: Batches<RosterChange, RosterAnswer>;
+  /** Joins and counts to each room, in order, many in one call while one is out. */
+  readonly #rosterCalls: RosterCalls;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -52,7 +53,9 @@ export class Holder extends SocketHost {
       links,
       directs: new Batches((to, directs) => links.call("inbox", to, (stub) => stub.deliverAll(directs))),
       send: (session, frame) => this.send(session.ws, frame),
-      publishTo: (room, from, data, id) => this.publishTo(room, from, data, id),
+      // A publish to a room its socket is subscribing to goes once that subscribe is answered, so
+      // the socket hears its echo, as the subscribe sent first asked.
+      publishTo: (session, room, data, id) => this.#changes.after(`${session.connection} ${room}`, () => this.publishTo(room, session.identity.user, data, id)),
       answering: (session, answer) => this.answering(session, answer),
       oweEcho: (session, room, seq) => this.#feeds().oweEcho(session, room, seq),
       subscribe: (session, room, resume, answer) => this.subscribe(session, room, resume, answer),
@@ -68,7 +71,7 @@ export class Holder extends SocketHost {
       toRoom: (room, call) => this.links.call("room", room, call),
     });
     this.#subscriptions = new SubscriptionTable(ctx.storage.sql);
-    this.#rosterCalls = new Batches((room, changes) => links.call("room", room, (stub) => stub.changeRoster(this.joinAs, changes) as Promise<RosterAnswer[]>));
+    this.#rosterCalls = new RosterCalls(links, () => this.joinAs);
   }
 
   /** Nothing under way either: no join waiting for its room, no call to another object. */
@@ -90,24 +93,13 @@ export class Holder extends SocketHost {
   // ---- joining a room (room sockets and subscriptions) ----
 
   /** Asks `room` to count a socket here; Room answers its own sockets without a call. */
-  protected async joinRoom(room: string, request: JoinRequest): Promise<Admission | RoomFull> {
-    // A call carries at most MAX_CALL_SIZE (links.ts): a Pusher member's user_info counts.
-    const size = 200 + room.length + request.user.length + (request.info === undefined ? 0 : JSON.stringify(request.info).length);
-    return (await this.#changeRoster(room, { join: request }, size))!;
+  protected joinRoom(room: string, request: JoinRequest): Promise<Admission | RoomFull> {
+    return this.#rosterCalls.join(room, request);
   }
 
   /** Tells `room` how many of `user`'s sockets it has here now (0: all gone). */
   protected report(room: string, user: string, connections: number): void {
-    this.#changeRoster(room, { count: { user, connections } }, 100 + user.length).catch((error: unknown) =>
-      log("error", "could not report to a room", { holder: this.name, room, error }),
-    );
-  }
-
-  /** Queues one change for `room`'s roster; answers the Room's answer to it, or throws its failure. */
-  async #changeRoster(room: string, change: RosterChange, size: number): Promise<Admission | RoomFull | null> {
-    const answer = await this.#rosterCalls.push(room, change, size);
-    if (answer !== null && "failed" in answer) throw new Error(`room ${room} could not make a roster change: ${answer.failed}`);
-    return answer;
+    this.#rosterCalls.count(room, user, connections).catch((error: unknown) => log("error", "could not report to a room", { holder: this.name, room, error }));
   }
 
   /**
@@ -127,6 +119,9 @@ export class Holder extends SocketHost {
       return { feed, answer, kept };
     } catch (error) {
       feed.endJoin(joiner, undefined);
+      // The Room may have counted it (a call can fail after its changes were made): the count
+      // without it, queued behind the join, sets that right, and changes nothing if it had not.
+      this.report(room, user, feed.count(user));
       throw error;
     } finally {
       feeds.dropIfEmpty(room);

@@ -34,7 +34,8 @@ export interface RelayHost {
   /** Directs to each inbox, batched (links.ts `Batches`). */
   directs: Batches<Direct, Delivery | Refusal>;
   send(session: Session, frame: ServerFrame | string): void;
-  publishTo(room: string, from: string, data: Json, id?: string): Promise<number>;
+  /** Publishes `session`'s message into `room`; answers its seq once stored. */
+  publishTo(session: Session, room: string, data: Json, id?: string): Promise<number>;
   /** `answer` settles once it has sent a frame's answer: a socket closed for flooding waits for it (owed.ts). */
   answering(session: Session, answer: Promise<unknown>): void;
   /** A publish to `room` was answered `seq`: the echo the socket gets of it is owed too (owed.ts). */
@@ -89,7 +90,7 @@ export class RelaySockets {
     }
     // Not awaited: a socket's publishes go out back to back (in order, on one stub or into one
     // log) and each is answered when its batch is stored.
-    const answer = this.#host.publishTo(room, session.identity.user, data, id).then(
+    const answer = this.#host.publishTo(session, room, data, id).then(
       // Room sockets see their own message echoed; user sockets are also told its seq.
       (seq) => {
         this.#host.oweEcho(session, room, seq);

@@ -18,4 +18,13 @@ export class Turns {
     void done.then(() => this.#last.get(key) === done && this.#last.delete(key));
     return result;
   }
+
+  /**
+   * Runs `work` once everything queued under `key` so far has finished (at once when nothing is),
+   * without holding up what is queued after it.
+   */
+  after<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const last = this.#last.get(key);
+    return last ? last.then(work) : work();
+  }
 }

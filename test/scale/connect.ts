@@ -2,6 +2,8 @@
 // MAX_SUBSCRIPTIONS=3, MAX_CONNECTIONS_PER_ROOM=12, USER_HUBS=4 (vitest.config.ts).
 import { env, runInDurableObject } from "cloudflare:test";
 import { sign } from "hono/jwt";
+import { expect } from "vitest";
+import { hubFor } from "../../src/objects/connect";
 import type { Admission, JoinRequest, RoomFull } from "../../src/objects/feed";
 import type { TestClient } from "../support/client";
 import { connect, freshRoom, join, request } from "../workers/connect";
@@ -66,4 +68,51 @@ export async function holdJoins(room: string, plan: (request: JoinRequest, join:
     return () => void (roomClass.join = join);
   });
   return { release, restore };
+}
+
+/**
+ * `count` fresh user ids whose sockets land on hub `users-<hub>` (it holds 3: SOCKETS_PER_OBJECT).
+ * Each test takes a hub of its own, since the sockets of one before it may still be open.
+ */
+export function usersOnHub(hub: number, count: number): string[] {
+  const users: string[] = [];
+  while (users.length < count) {
+    const user = freshUser();
+    if (hubFor(user, 4) === `users-${hub}`) users.push(user);
+  }
+  return users;
+}
+
+/** Records how many changes each call to `room`'s changeRoster carried, until `restore()`. */
+export async function recordCalls(room: string): Promise<{ sizes: number[]; restore: () => void }> {
+  const sizes: number[] = [];
+  const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
+    const roomClass = Object.getPrototypeOf(instance) as typeof instance;
+    const changeRoster = roomClass.changeRoster;
+    roomClass.changeRoster = function (this: typeof instance, holder, changes) {
+      if (this.ctx.id.name === room) sizes.push(changes.length);
+      return changeRoster.call(this, holder, changes);
+    };
+    return () => void (roomClass.changeRoster = changeRoster);
+  });
+  return { sizes, restore };
+}
+
+/** The users whose sockets are joining `room` on hub `users-<hub>`, with how many each. */
+export function joiningAt(hub: number, room: string): Promise<Record<string, number>> {
+  return runInDurableObject(env.HOLDERS.getByName(`users-${hub}`), (instance) => ({ ...instance.census(room).joining }));
+}
+
+/** Holds `first`'s join at `room`'s Room and sends its socket's subscribe; answers once the Room has it. */
+export async function holdFirstJoin(room: string, first: string) {
+  let arrived = false;
+  const held = await holdJoins(room, (request, join) => {
+    if (request.user !== first) return undefined;
+    arrived = true;
+    return (gate) => gate.then(() => join(request));
+  });
+  const socket = await openUser(first);
+  socket.client.send({ type: "subscribe", room, id: "first" });
+  await expect.poll(() => arrived).toBe(true);
+  return { ...held, socket };
 }

@@ -1,61 +1,29 @@
 // A hub's joins and counts to one room go in one ordered queue, many in one call while a call is
 // out (holder.ts `#rosterCalls`, Room `changeRoster`; docs/design.md "Joining, counting and
 // presence"). A join held at the Room makes the queue: the changes after it wait and go together.
-import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { hubFor } from "../../src/objects/connect";
-import { freshRoom, freshUser, holdJoins, info, openUser, subscribe } from "./connect";
-
-/**
- * `count` fresh user ids whose sockets land on hub `users-<hub>` (it holds 3: SOCKETS_PER_OBJECT).
- * Each test takes a hub of its own, since the sockets of one before it may still be open.
- */
-function usersOnHub(hub: number, count: number): string[] {
-  const users: string[] = [];
-  while (users.length < count) {
-    const user = freshUser();
-    if (hubFor(user, 4) === `users-${hub}`) users.push(user);
-  }
-  return users;
-}
-
-/** Records how many changes each call to `room`'s changeRoster carried, until `restore()`. */
-async function recordCalls(room: string): Promise<{ sizes: number[]; restore: () => void }> {
-  const sizes: number[] = [];
-  const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
-    const roomClass = Object.getPrototypeOf(instance) as typeof instance;
-    const changeRoster = roomClass.changeRoster;
-    roomClass.changeRoster = function (this: typeof instance, holder, changes) {
-      if (this.ctx.id.name === room) sizes.push(changes.length);
-      return changeRoster.call(this, holder, changes);
-    };
-    return () => void (roomClass.changeRoster = changeRoster);
-  });
-  return { sizes, restore };
-}
-
-const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+import { freshRoom, holdFirstJoin, holdJoins, info, joiningAt, openUser, recordCalls, subscribe, usersOnHub } from "./connect";
 
 describe("a hub's joins and counts to one room", () => {
   it("go in one call while one is out, each answered with its own welcome state", async () => {
     const room = freshRoom();
     const [first, second, third] = usersOnHub(0, 3);
-    const held = await holdJoins(room, (request, join) => (request.user === first ? (gate) => gate.then(() => join(request)) : undefined));
+    const held = await holdFirstJoin(room, first!);
     const calls = await recordCalls(room);
     try {
-      const sockets = await Promise.all([first, second, third].map((user) => openUser(user)));
-      sockets[0]!.client.send({ type: "subscribe", room, id: "a" });
-      await pause(100); // the first join is at the Room, held
-      for (const [i, { client }] of sockets.entries()) if (i > 0) client.send({ type: "subscribe", room, id: `s${i}` });
-      await pause(100); // the other two wait at the hub
+      const others = [await openUser(second), await openUser(third)];
+      others[0]!.client.send({ type: "subscribe", room, id: "second" });
+      await expect.poll(() => joiningAt(0, room)).toEqual({ [first!]: 1, [second!]: 1 });
+      others[1]!.client.send({ type: "subscribe", room, id: "third" });
+      await expect.poll(() => joiningAt(0, room)).toEqual({ [first!]: 1, [second!]: 1, [third!]: 1 });
       held.release();
-      const answers = await Promise.all(sockets.map(({ client }) => client.nextOf("subscribed")));
+      const answers = await Promise.all([held.socket, ...others].map(({ client }) => client.nextOf("subscribed")));
       expect(answers.map(({ id, users }) => [id, users])).toEqual([
-        ["a", 1],
-        ["s1", 2],
-        ["s2", 3],
+        ["first", 1],
+        ["second", 2],
+        ["third", 3],
       ]);
-      expect(calls.sizes).toEqual([1, 2]);
+      expect(calls.sizes).toEqual([2]); // the held join's call was out before recording began
       expect(await info(room)).toMatchObject({ connections: 3, users: 3 });
     } finally {
       held.restore();
@@ -63,25 +31,28 @@ describe("a hub's joins and counts to one room", () => {
     }
   });
 
-  it("keep their order: a subscribe and its unsubscribe queued together count the socket out", async () => {
+  it("keep their order: a join and a count of one user queued together leave the count the holder has", async () => {
     const room = freshRoom();
-    const [first, second] = usersOnHub(1, 2);
-    const held = await holdJoins(room, (request, join) => (request.user === first ? (gate) => gate.then(() => join(request)) : undefined));
+    const [first, user] = usersOnHub(1, 2);
+    const x = await openUser(user);
+    await subscribe(x.client, room);
+    const held = await holdFirstJoin(room, first!);
+    const calls = await recordCalls(room);
     try {
-      const a = await openUser(first);
-      const b = await openUser(second);
-      a.client.send({ type: "subscribe", room, id: "a" });
-      await pause(100);
-      b.client.send({ type: "subscribe", room, id: "in" });
-      b.client.send({ type: "unsubscribe", room, id: "out" });
-      await pause(100);
+      // The user's second socket joins (2 of the user's sockets here), then the first leaves (1).
+      const y = await openUser(user);
+      y.client.send({ type: "subscribe", room, id: "y" });
+      await expect.poll(() => joiningAt(1, room)).toEqual({ [first!]: 1, [user!]: 1 });
+      x.client.send({ type: "unsubscribe", room, id: "x" });
+      expect(await x.client.nextOf("unsubscribed")).toMatchObject({ id: "x" });
       held.release();
-      expect(await a.client.nextOf("subscribed")).toMatchObject({ id: "a" });
-      expect(await b.client.nextOf("subscribed")).toMatchObject({ id: "in" });
-      expect(await b.client.nextOf("unsubscribed")).toMatchObject({ id: "out" });
-      await expect.poll(() => info(room)).toMatchObject({ connections: 1, users: 1, presence: [{ user: first, connections: 1 }] });
+      expect(await y.client.nextOf("subscribed")).toMatchObject({ id: "y" });
+      expect(calls.sizes).toEqual([2]);
+      expect(await info(room)).toMatchObject({ connections: 2, users: 2 });
+      expect((await info(room)).presence).toContainEqual({ user, connections: 1 });
     } finally {
       held.restore();
+      calls.restore();
     }
   });
 
@@ -96,10 +67,10 @@ describe("a hub's joins and counts to one room", () => {
     try {
       const [a, b, c] = await Promise.all([first, second, third].map((user) => openUser(user)));
       a!.client.send({ type: "subscribe", room, id: "a" });
-      await pause(100);
+      await expect.poll(() => joiningAt(2, room)).toEqual({ [first!]: 1 });
       b!.client.send({ type: "subscribe", room, id: "b" });
       c!.client.send({ type: "subscribe", room, id: "c" });
-      await pause(100);
+      await expect.poll(() => joiningAt(2, room)).toEqual({ [first!]: 1, [second!]: 1, [third!]: 1 });
       held.release();
       expect(await b!.client.json()).toMatchObject({ type: "error", code: "internal", id: "b" });
       expect(await a!.client.nextOf("subscribed")).toMatchObject({ id: "a" });
@@ -108,6 +79,27 @@ describe("a hub's joins and counts to one room", () => {
       // The refused socket stays open and can subscribe once the Room takes its join again.
       held.restore();
       expect(await subscribe(b!.client, room, { id: "again" })).toMatchObject({ id: "again", users: 3 });
+    } finally {
+      held.restore();
+    }
+  });
+
+  it("let a publish sent right after its socket's subscribe wait for it: the socket hears its echo", async () => {
+    const room = freshRoom();
+    const [first, second] = usersOnHub(3, 2);
+    const held = await holdFirstJoin(room, first!);
+    try {
+      const b = await openUser(second);
+      b.client.send({ type: "subscribe", room, id: "s" });
+      b.client.send({ type: "publish", room, data: "mine", id: "p" });
+      await expect.poll(() => joiningAt(3, room)).toEqual({ [first!]: 1, [second!]: 1 });
+      // Time for the publish to reach the Room, were it not waiting (only then can this fail).
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      held.release();
+      expect(await b.client.json()).toMatchObject({ type: "subscribed", id: "s", seq: 0 });
+      const next = [await b.client.json(), await b.client.json()];
+      expect(next).toContainEqual(expect.objectContaining({ type: "message", room, seq: 1, data: "mine", id: "p" }));
+      expect(next).toContainEqual({ type: "ack", id: "p", status: "delivered", seq: 1 });
     } finally {
       held.restore();
     }

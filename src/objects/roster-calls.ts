@@ -1,0 +1,62 @@
+// A holder's joins and counts to the Rooms whose sockets it holds: one ordered queue per room,
+// with one call out at a time, so what comes meanwhile goes together in the next call (Room
+// `changeRoster`; docs/design.md "Joining, counting and presence").
+import type { Admission, JoinRequest, RoomFull, RosterAnswer, RosterChange } from "./feed";
+import { Batches, type Links, type StubOf } from "./links";
+
+export class RosterCalls {
+  readonly #links: Links;
+  /** The name the holder joins as (a Room joins as the roster's own marker). */
+  readonly #holder: () => string;
+  readonly #batches: Batches<RosterChange, RosterAnswer>;
+
+  constructor(links: Links, holder: () => string) {
+    this.#links = links;
+    this.#holder = holder;
+    this.#batches = new Batches((room, changes) => this.#send(room, changes));
+  }
+
+  /** Counts a joining socket in `room`; answers its welcome's contents or the refusal. */
+  async join(room: string, request: JoinRequest): Promise<Admission | RoomFull> {
+    // A call carries at most MAX_CALL_SIZE (links.ts): a Pusher member's user_info counts.
+    const size = 200 + room.length + request.user.length + (request.info === undefined ? 0 : JSON.stringify(request.info).length);
+    return (await this.#push(room, { join: request }, size))!;
+  }
+
+  /** Tells `room` how many of `user`'s sockets the holder has now (0: all gone). */
+  async count(room: string, user: string, connections: number): Promise<void> {
+    await this.#push(room, { count: { user, connections } }, 100 + user.length);
+  }
+
+  async #push(room: string, change: RosterChange, size: number): Promise<Admission | RoomFull | null> {
+    const answer = await this.#batches.push(room, change, size);
+    if (answer !== null && "failed" in answer) throw new Error(`room ${room} could not make a roster change: ${answer.failed}`);
+    return answer;
+  }
+
+  /** Sends `changes` until each is answered: a Room answers fewer when their replays grow too big for one answer. */
+  async #send(room: string, changes: RosterChange[]): Promise<RosterAnswer[]> {
+    const answers: RosterAnswer[] = [];
+    while (answers.length < changes.length) {
+      const rest = changes.slice(answers.length);
+      const taken = await this.#links.call("room", room, (stub) => this.#call(stub, rest));
+      if (taken.length === 0) throw new Error(`room ${room} took none of ${rest.length} roster changes`);
+      answers.push(...taken);
+    }
+    return answers;
+  }
+
+  async #call(stub: StubOf<"room">, changes: RosterChange[]): Promise<RosterAnswer[]> {
+    try {
+      return (await stub.changeRoster(this.#holder(), changes)) as RosterAnswer[];
+    } catch (error) {
+      // A Room still on code from before changeRoster gets each change alone: objects take up a
+      // deploy's code one by one, over minutes (docs/platform.md "Calls between objects").
+      if (!(error instanceof TypeError && error.message.includes('implement "changeRoster"'))) throw error;
+      const calls = changes.map((change) =>
+        "join" in change ? (stub.join(change.join) as Promise<Admission | RoomFull>) : stub.count(this.#holder(), change.count.user, change.count.connections).then(() => null),
+      );
+      return Promise.all(calls.map((call) => call.catch((failure: unknown) => ({ failed: String(failure) }))));
+    }
+  }
+}

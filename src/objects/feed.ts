@@ -27,7 +27,7 @@ export interface JoinRequest extends ResumePoint {
 
 /**
  * One change a holder asks of a Room's roster: a join, or a user's new count of sockets there.
- * A holder's changes to one room travel in one ordered queue (holder.ts `#rosterCalls`), so a
+ * A holder's changes to one room travel in one ordered queue (roster-calls.ts), so a
  * count never overtakes the join it follows.
  */
 export type RosterChange = { join: JoinRequest } | { count: { user: string; connections: number } };

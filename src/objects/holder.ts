@@ -53,8 +53,7 @@ export class Holder extends SocketHost {
       links,
       directs: new Batches((to, directs) => links.call("inbox", to, (stub) => stub.deliverAll(directs))),
       send: (session, frame) => this.send(session.ws, frame),
-      // A publish to a room its socket is subscribing to goes once that subscribe is answered, so
-      // the socket hears its echo, as the subscribe sent first asked.
+      // A publish waits for its socket's subscribe to that room, if one is under way: it gets its echo.
       publishTo: (session, room, data, id) => this.#changes.after(`${session.connection} ${room}`, () => this.publishTo(room, session.identity.user, data, id)),
       answering: (session, answer) => this.answering(session, answer),
       oweEcho: (session, room, seq) => this.#feeds().oweEcho(session, room, seq),
@@ -119,8 +118,7 @@ export class Holder extends SocketHost {
       return { feed, answer, kept };
     } catch (error) {
       feed.endJoin(joiner, undefined);
-      // The Room may have counted it (a call can fail after its changes were made): the count
-      // without it, queued behind the join, sets that right, and changes nothing if it had not.
+      // The Room may have counted it (a call can fail after its work was done): the count without it sets that right.
       this.report(room, user, feed.count(user));
       throw error;
     } finally {
@@ -263,8 +261,7 @@ export class Holder extends SocketHost {
   // Binary frames are relayed as-is to the room's other sockets and not stored (docs/protocol.md).
   protected override onBinary(session: Session, data: ArrayBuffer): void {
     if (session.room === undefined) return super.onBinary(session, data);
-    const room = session.room;
-    this.relayBinary(room, data, session.connection);
+    this.relayBinary(session.room, data, session.connection);
   }
 
   protected relayBinary(room: string, data: ArrayBuffer, except: string): void {

@@ -28,15 +28,9 @@ import { Streams } from "./links";
 import { MessageLog, type Fresh } from "./message-log";
 import { PusherHooks, Watchers } from "./pusher-hooks";
 import { HERE, MemberInfos, Roster } from "./roster";
+import { applyRosterChanges } from "./roster-calls";
 import { Seats } from "./seats";
 import { liveAttachment } from "./session";
-
-/**
- * Replayed characters past which one changeRoster answer takes no more joins: an RPC's answer
- * may be at most 32 MiB serialized (docs/platform.md), and one join's replay is at most
- * HISTORY_LIMIT messages (6.5 MiB at the defaults), so a budget plus the join that passes it fits.
- */
-const ROSTER_REPLAY_BUDGET = 4 * 1024 * 1024;
 
 export class Room extends Holder {
   readonly #log: MessageLog;
@@ -207,32 +201,13 @@ export class Room extends Holder {
     return answer;
   }
 
-  /**
-   * A holder's joins and counts in the order it made them (RPC): under a connection storm one
-   * call carries many. Each is answered on its own; one that throws fails alone. Answers the
-   * first changes only when their replays pass ROSTER_REPLAY_BUDGET; the holder sends the rest again.
-   */
-  async changeRoster(holder: string, changes: RosterChange[]): Promise<RosterAnswer[]> {
-    const answers: RosterAnswer[] = [];
-    let replayed = 0;
-    for (const change of changes) {
-      // Past the budget the rest wait for the holder's next call (roster-calls.ts).
-      if (replayed >= ROSTER_REPLAY_BUDGET) break;
-      try {
-        if ("count" in change) {
-          await this.count(holder, change.count.user, change.count.connections);
-          answers.push(null);
-          continue;
-        }
-        const answer = await this.join(change.join);
-        if (!("refused" in answer)) for (const frame of answer.replay) replayed += frame.length;
-        answers.push(answer);
-      } catch (error) {
-        log("error", "a roster change failed", { room: this.name, holder, error });
-        answers.push({ failed: String(error) });
-      }
-    }
-    return answers;
+  /** A holder's joins and counts, in the order it made them (RPC; roster-calls.ts). */
+  changeRoster(holder: string, changes: RosterChange[]): Promise<RosterAnswer[]> {
+    return applyRosterChanges(changes, {
+      join: (request) => this.join(request),
+      count: (user, connections) => this.count(holder, user, connections),
+      failed: (error) => log("error", "a roster change failed", { room: this.name, holder, error }),
+    });
   }
 
   /** A holder's new count of `user`'s sockets (RPC; 0 when the last one left). */

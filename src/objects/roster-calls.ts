@@ -1,6 +1,6 @@
 // A holder's joins and counts to the Rooms whose sockets it holds: one ordered queue per room,
-// with one call out at a time, so what comes meanwhile goes together in the next call (Room
-// `changeRoster`; docs/design.md "Joining, counting and presence").
+// with one call out at a time, so what comes meanwhile goes together in the next call; and the
+// Room's half, which takes them (docs/design.md "Joining, counting and presence").
 import type { Admission, JoinRequest, RoomFull, RosterAnswer, RosterChange } from "./feed";
 import { Batches, type Links, type StubOf } from "./links";
 
@@ -59,4 +59,41 @@ export class RosterCalls {
       return Promise.all(calls.map((call) => call.catch((failure: unknown) => ({ failed: String(failure) }))));
     }
   }
+}
+
+/**
+ * Replayed characters past which one answer takes no more joins: an RPC's answer may be at most
+ * 32 MiB serialized (docs/platform.md), and one join's replay is at most HISTORY_LIMIT messages
+ * (6.5 MiB at the defaults), so a budget plus the join that passes it fits.
+ */
+const REPLAY_BUDGET = 4 * 1024 * 1024;
+
+/**
+ * The Room's half (Room `changeRoster`): applies `changes` in order, each answered on its own (one
+ * that throws answers `failed`), and stops once the answered replays pass REPLAY_BUDGET; the
+ * holder sends the rest again.
+ */
+export async function applyRosterChanges(
+  changes: RosterChange[],
+  room: { join(request: JoinRequest): Promise<Admission | RoomFull>; count(user: string, connections: number): Promise<void>; failed(error: unknown): void },
+): Promise<RosterAnswer[]> {
+  const answers: RosterAnswer[] = [];
+  let replayed = 0;
+  for (const change of changes) {
+    if (replayed >= REPLAY_BUDGET) break;
+    try {
+      if ("count" in change) {
+        await room.count(change.count.user, change.count.connections);
+        answers.push(null);
+        continue;
+      }
+      const answer = await room.join(change.join);
+      if (!("refused" in answer)) for (const frame of answer.replay) replayed += frame.length;
+      answers.push(answer);
+    } catch (error) {
+      room.failed(error);
+      answers.push({ failed: String(error) });
+    }
+  }
+  return answers;
 }

@@ -148,10 +148,8 @@ export class Holder extends SocketHost {
     const { 0: client, 1: server } = new WebSocketPair();
     const session = this.accept(server, identity, connection, { room });
     const { replay, recovered, infos: _, mark: __, ...state } = answer;
-    this.send(
-      server,
-      welcomeFrame({ room, user: identity.user, connection, ...state, ...(recovered !== undefined && { recovered }), heartbeat: this.heartbeat }),
-    );
+    const welcome = welcomeFrame({ room, user: identity.user, connection, ...state, ...(recovered !== undefined && { recovered }), heartbeat: this.heartbeat });
+    this.send(server, welcome);
     for (const frame of replay) this.send(server, frame);
     sendKept(session, kept);
     feed.add(session, answer.seq, undefined, answer.mark);

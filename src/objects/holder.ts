@@ -20,7 +20,7 @@ import { identityOf, overflowHub, placeAt, readConnectRequest, type ConnectInfo 
 import { sendEntry, sendKept, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
 import { Feeds, SubscriptionTable } from "./feeds";
 import { withinReplayBudget } from "./limits";
-import { Batches, Links } from "./links";
+import { Batches, Links, QueueFull } from "./links";
 import { PusherSockets } from "./pusher-sockets";
 import { RelaySockets } from "./relay-sockets";
 import { RosterCalls } from "./roster-calls";
@@ -119,7 +119,7 @@ export class Holder extends SocketHost {
     } catch (error) {
       feed.endJoin(joiner, undefined);
       // The Room may have counted it (a call can fail after its work was done): the count without it sets that right.
-      this.report(room, user, feed.count(user));
+      if (!(error instanceof QueueFull)) this.report(room, user, feed.count(user));
       throw error;
     } finally {
       feeds.dropIfEmpty(room);

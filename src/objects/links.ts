@@ -190,6 +190,13 @@ export class Streams<E> {
 /** The most items one batched call carries. */
 const MAX_BATCH = 256;
 
+/** What a batched item dropped from its queue (past MAX_QUEUED or MAX_QUEUED_SIZE) fails with: it was never sent. */
+export class QueueFull extends Error {
+  constructor() {
+    super("too many calls, or too much, queued for one object");
+  }
+}
+
 /**
  * Calls whose items each want an answer, batched per target over a Streams queue: `send` answers
  * one result per item, and each push gets its own. A failed call fails each of its items; an
@@ -213,7 +220,7 @@ export class Batches<I, R> {
       {
         perCall: MAX_BATCH,
         sizeOf: ({ size }) => size,
-        dropped: (asked) => asked.forEach(({ answer }) => answer.reject(new Error("too many calls, or too much, queued for one object"))),
+        dropped: (asked) => asked.forEach(({ answer }) => answer.reject(new QueueFull())),
       },
     );
   }

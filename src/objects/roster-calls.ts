@@ -4,6 +4,9 @@
 import type { Admission, JoinRequest, RoomFull, RosterAnswer, RosterChange } from "./feed";
 import { Batches, type Links, type StubOf } from "./links";
 
+/** workerd's error for a call of a method the callee lacks (its test harness words it without "the method"). */
+const NOT_IMPLEMENTED = /does not implement (the method )?"changeRoster"/;
+
 export class RosterCalls {
   readonly #links: Links;
   /** The name the holder joins as (a Room joins as the roster's own marker). */
@@ -39,8 +42,14 @@ export class RosterCalls {
     const answers: RosterAnswer[] = [];
     while (answers.length < changes.length) {
       const rest = changes.slice(answers.length);
-      const taken = await this.#links.call("room", room, (stub) => this.#call(stub, rest));
-      if (taken.length === 0) throw new Error(`room ${room} took none of ${rest.length} roster changes`);
+      let taken: RosterAnswer[];
+      try {
+        taken = await this.#links.call("room", room, (stub) => this.#call(stub, rest));
+        if (taken.length === 0) throw new Error(`room ${room} took none of ${rest.length} roster changes`);
+      } catch (error) {
+        if (answers.length === 0) throw error;
+        taken = rest.map(() => ({ failed: String(error) })); // those answered already stand
+      }
       answers.push(...taken);
     }
     return answers;
@@ -52,7 +61,7 @@ export class RosterCalls {
     } catch (error) {
       // A Room still on code from before changeRoster gets each change alone: objects take up a
       // deploy's code one by one, over minutes (docs/platform.md "Calls between objects").
-      if (!(error instanceof TypeError && error.message.includes('implement "changeRoster"'))) throw error;
+      if (!(error instanceof TypeError && NOT_IMPLEMENTED.test(error.message))) throw error;
       const calls = changes.map((change) =>
         "join" in change ? (stub.join(change.join) as Promise<Admission | RoomFull>) : stub.count(this.#holder(), change.count.user, change.count.connections).then(() => null),
       );
@@ -62,25 +71,33 @@ export class RosterCalls {
 }
 
 /**
- * Replayed characters past which one answer takes no more joins: an RPC's answer may be at most
- * 32 MiB serialized (docs/platform.md), and one join's replay is at most HISTORY_LIMIT messages
- * (6.5 MiB at the defaults), so a budget plus the join that passes it fits.
+ * Characters past which one answer takes no more joins: an RPC's answer may be at most 32 MiB
+ * serialized (docs/platform.md), and one join's answer is at most HISTORY_LIMIT messages (6.5 MiB
+ * at the defaults) and its presence list, so a budget plus the join that passes it fits.
  */
-const REPLAY_BUDGET = 4 * 1024 * 1024;
+const ANSWER_BUDGET = 4 * 1024 * 1024;
+
+/** About how many characters a join's answer carries: its replay, its presence list and user_infos. */
+function answerSize({ replay, presence, infos }: Admission): number {
+  let size = 0;
+  for (const frame of replay) size += frame.length;
+  for (const { user } of presence ?? []) size += user.length + 32;
+  return infos === undefined ? size : size + JSON.stringify(infos).length;
+}
 
 /**
  * The Room's half (Room `changeRoster`): applies `changes` in order, each answered on its own (one
- * that throws answers `failed`), and stops once the answered replays pass REPLAY_BUDGET; the
- * holder sends the rest again.
+ * that throws answers `failed`), and stops once the answers pass ANSWER_BUDGET; the holder sends
+ * the rest again.
  */
 export async function applyRosterChanges(
   changes: RosterChange[],
   room: { join(request: JoinRequest): Promise<Admission | RoomFull>; count(user: string, connections: number): Promise<void>; failed(error: unknown): void },
 ): Promise<RosterAnswer[]> {
   const answers: RosterAnswer[] = [];
-  let replayed = 0;
+  let size = 0;
   for (const change of changes) {
-    if (replayed >= REPLAY_BUDGET) break;
+    if (size >= ANSWER_BUDGET) break;
     try {
       if ("count" in change) {
         await room.count(change.count.user, change.count.connections);
@@ -88,7 +105,7 @@ export async function applyRosterChanges(
         continue;
       }
       const answer = await room.join(change.join);
-      if (!("refused" in answer)) for (const frame of answer.replay) replayed += frame.length;
+      if (!("refused" in answer)) size += answerSize(answer);
       answers.push(answer);
     } catch (error) {
       room.failed(error);

@@ -77,12 +77,31 @@ export class RosterCalls {
  */
 const ANSWER_BUDGET = 4 * 1024 * 1024;
 
+/**
+ * The most replayed characters one join's answer carries to another object; a resume past it is
+ * answered `recovered: false` with no replay (docs/protocol.md decision 57). Above every default
+ * (100 messages of 64 KiB are 6.5 Mi), and with ANSWER_BUDGET at most 12 Mi characters an answer,
+ * 24 MiB serialized at two bytes a character.
+ */
+const MAX_JOIN_REPLAY = 8 * 1024 * 1024;
+
+function replayed({ replay }: Admission): number {
+  let chars = 0;
+  for (const frame of replay) chars += frame.length;
+  return chars;
+}
+
 /** About how many characters a join's answer carries: its replay, its presence list and user_infos. */
-function answerSize({ replay, presence, infos }: Admission): number {
-  let size = 0;
-  for (const frame of replay) size += frame.length;
-  for (const { user } of presence ?? []) size += user.length + 32;
-  return infos === undefined ? size : size + JSON.stringify(infos).length;
+function answerSize(answer: Admission): number {
+  let size = replayed(answer);
+  for (const { user } of answer.presence ?? []) size += user.length + 32;
+  return answer.infos === undefined ? size : size + JSON.stringify(answer.infos).length;
+}
+
+/** `answer`, its replay dropped when too big to hand over (a resume then reloads, as one past the history). */
+function handedOver(answer: Admission | RoomFull): Admission | RoomFull {
+  if ("refused" in answer || replayed(answer) <= MAX_JOIN_REPLAY) return answer;
+  return { ...answer, replay: [], ...(answer.recovered !== undefined && { recovered: false }) };
 }
 
 /**
@@ -104,7 +123,7 @@ export async function applyRosterChanges(
         answers.push(null);
         continue;
       }
-      const answer = await room.join(change.join);
+      const answer = handedOver(await room.join(change.join));
       if (!("refused" in answer)) size += answerSize(answer);
       answers.push(answer);
     } catch (error) {

@@ -71,17 +71,16 @@ export class RosterCalls {
 }
 
 /**
- * Characters past which one answer takes no more joins: an RPC's answer may be at most 32 MiB
- * serialized (docs/platform.md), and one join's answer is at most HISTORY_LIMIT messages (6.5 MiB
- * at the defaults) and its presence list, so a budget plus the join that passes it fits.
+ * Characters past which one answer takes no more joins: a call's answer may be at most 32 MiB
+ * serialized (docs/platform.md, two bytes a character at worst), and what passes the budget is
+ * one join's answer, whose replay is at most MAX_JOIN_REPLAY.
  */
 const ANSWER_BUDGET = 4 * 1024 * 1024;
 
 /**
  * The most replayed characters one join's answer carries to another object; a resume past it is
- * answered `recovered: false` with no replay (docs/protocol.md decision 57). Above every default
- * (100 messages of 64 KiB are 6.5 Mi), and with ANSWER_BUDGET at most 12 Mi characters an answer,
- * 24 MiB serialized at two bytes a character.
+ * answered `recovered: false` with no replay (docs/protocol.md decision 57). Above every default:
+ * 100 messages of 64 KiB are 6.5 Mi.
  */
 const MAX_JOIN_REPLAY = 8 * 1024 * 1024;
 

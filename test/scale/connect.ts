@@ -4,7 +4,7 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { sign } from "hono/jwt";
 import { expect } from "vitest";
 import { hubFor } from "../../src/objects/connect";
-import type { Admission, JoinRequest, RoomFull } from "../../src/objects/feed";
+import type { Admission, JoinRequest, RoomFull, RosterAnswer, RosterChange } from "../../src/objects/feed";
 import type { TestClient } from "../support/client";
 import { connect, freshRoom, join, request } from "../workers/connect";
 
@@ -83,18 +83,29 @@ export function usersOnHub(hub: number, count: number): string[] {
   return users;
 }
 
-/** Records how many changes each call to `room`'s changeRoster carried, until `restore()`. */
-export async function recordCalls(room: string): Promise<{ sizes: number[]; restore: () => void }> {
-  const sizes: number[] = [];
-  const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
+/**
+ * Puts `wrap` around `room`'s Room's changeRoster (for this room only) until `restore()`: `wrap`
+ * gets the real method's call, the holder and the changes.
+ */
+export async function wrapChangeRoster(
+  room: string,
+  wrap: (real: () => Promise<RosterAnswer[]>, holder: string, changes: RosterChange[]) => Promise<RosterAnswer[]>,
+): Promise<() => void> {
+  return runInDurableObject(env.ROOMS.getByName(room), (instance) => {
     const roomClass = Object.getPrototypeOf(instance) as typeof instance;
     const changeRoster = roomClass.changeRoster;
     roomClass.changeRoster = function (this: typeof instance, holder, changes) {
-      if (this.ctx.id.name === room) sizes.push(changes.length);
-      return changeRoster.call(this, holder, changes);
+      const real = () => changeRoster.call(this, holder, changes);
+      return this.ctx.id.name === room ? wrap(real, holder, changes) : real();
     };
     return () => void (roomClass.changeRoster = changeRoster);
   });
+}
+
+/** Records how many changes each call to `room`'s changeRoster carried, until `restore()`. */
+export async function recordCalls(room: string): Promise<{ sizes: number[]; restore: () => void }> {
+  const sizes: number[] = [];
+  const restore = await wrapChangeRoster(room, (real, _, changes) => (sizes.push(changes.length), real()));
   return { sizes, restore };
 }
 

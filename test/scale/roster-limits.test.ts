@@ -1,8 +1,7 @@
 // The edges of a hub's roster queue (roster-calls.ts): answers too big for one call, and a Room
 // on code from before `changeRoster` (objects take up a deploy's code one by one).
-import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { freshRoom, holdFirstJoin, holdJoins, info, joiningAt, openUser, recordCalls, serverPublish, subscribe, usersOnHub } from "./connect";
+import { freshRoom, holdFirstJoin, holdJoins, info, joiningAt, openUser, recordCalls, serverPublish, subscribe, usersOnHub, wrapChangeRoster } from "./connect";
 
 describe("a hub's roster queue", () => {
   it("sends again the joins whose replays would make one answer too big, each answered with its whole replay", { timeout: 60_000 }, async () => {
@@ -35,15 +34,7 @@ describe("a hub's roster queue", () => {
     [2, 'The RPC receiver does not implement "changeRoster".'],
   ])("sends a Room without changeRoster each join and count alone (%i)", async (hub, message) => {
     const room = freshRoom();
-    const restore = await runInDurableObject(env.ROOMS.getByName(room), (instance) => {
-      const roomClass = Object.getPrototypeOf(instance) as typeof instance;
-      const changeRoster = roomClass.changeRoster;
-      roomClass.changeRoster = function (this: typeof instance, holder, changes) {
-        if (this.ctx.id.name === room) throw new TypeError(message);
-        return changeRoster.call(this, holder, changes);
-      };
-      return () => void (roomClass.changeRoster = changeRoster);
-    });
+    const restore = await wrapChangeRoster(room, () => Promise.reject(new TypeError(message)));
     try {
       const [user] = usersOnHub(hub, 1);
       const { client } = await openUser(user);

@@ -43,8 +43,8 @@ export interface Admission {
   mark: number;
   users: number;
   presence?: PresenceEntry[];
-  /** user_info of the listed users that gave one (presence- rooms, for Pusher clients). */
-  infos?: Record<string, unknown>;
+  /** user_info of the listed users that gave one, as JSON text (presence- rooms, for Pusher clients). */
+  infos?: Record<string, string>;
   recovered?: boolean;
   replay: string[];
 }

@@ -94,7 +94,8 @@ function replayed({ replay }: Admission): number {
 function answerSize(answer: Admission): number {
   let size = replayed(answer);
   for (const { user } of answer.presence ?? []) size += user.length + 32;
-  return answer.infos === undefined ? size : size + JSON.stringify(answer.infos).length;
+  for (const info of Object.values(answer.infos ?? {})) size += info.length;
+  return size;
 }
 
 /** `answer`, its replay dropped when too big to hand over (a resume then reloads, as one past the history). */

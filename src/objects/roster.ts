@@ -183,15 +183,16 @@ export class MemberInfos {
   }
 
   /**
-   * The info of each of `users` that has one, read in one query: the table holds only members
-   * present, at most PRESENCE_LIST_LIMIT of them where a list is sent at all (docs/pusher.md).
+   * The info of each of `users` that has one, as its stored JSON text (subscription_succeeded
+   * takes it as it is), read in one query: the table holds only members present, at most
+   * PRESENCE_LIST_LIMIT of them where a list is sent at all (docs/pusher.md).
    */
-  of(users: string[]): Record<string, unknown> {
+  of(users: string[]): Record<string, string> {
     const wanted = new Set(users);
     // From entries: user ids as own keys (`__proto__` included), on a plain object RPC can carry.
-    const infos: [string, unknown][] = [];
+    const infos: [string, string][] = [];
     for (const { user, info } of this.#sql.exec<{ user: string; info: string }>("SELECT user, info FROM member_info")) {
-      if (wanted.has(user)) infos.push([user, JSON.parse(info)]);
+      if (wanted.has(user)) infos.push([user, info]);
     }
     return Object.fromEntries(infos);
   }

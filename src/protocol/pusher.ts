@@ -267,7 +267,8 @@ export function subscriptionError(channel: string, status: number, message: stri
 
 export interface Member {
   user: string;
-  info?: unknown;
+  /** Its user_info as JSON text, if it gave one. */
+  info?: string;
 }
 
 /**
@@ -275,18 +276,15 @@ export interface Member {
  * them). On presence channels, the members listed and how many there are in all.
  */
 export function subscriptionSucceeded(channel: string, seq: number, epoch: string, members?: Member[], count?: number, recovered?: boolean): string {
-  const data =
-    members === undefined
-      ? {}
-      : {
-          presence: {
-            ids: members.map((member) => member.user),
-            hash: Object.fromEntries(members.map((member) => [member.user, member.info ?? null])),
-            count: count ?? members.length,
-          },
-        };
+  const data = members === undefined ? "{}" : `{"presence":${presenceData(members, count ?? members.length)}}`;
   const resumed = recovered === undefined ? {} : { recovered };
-  return JSON.stringify({ event: "pusher_internal:subscription_succeeded", channel, data: JSON.stringify(data), seq, epoch, ...resumed });
+  return JSON.stringify({ event: "pusher_internal:subscription_succeeded", channel, data, seq, epoch, ...resumed });
+}
+
+/** `{ids, hash, count}` of a presence channel's members, their user_info spliced in as the JSON text it is stored as. */
+function presenceData(members: Member[], count: number): string {
+  const hash = members.map(({ user, info }) => `${JSON.stringify(user)}:${info ?? "null"}`).join(",");
+  return `{"ids":${JSON.stringify(members.map((member) => member.user))},"hash":{${hash}},"count":${count}}`;
 }
 
 /** Pusher's watchlist events: users of a signed-in user's watchlist came online or went offline. */

@@ -15,6 +15,7 @@ import {
   TOO_DEEP,
   toPusher,
   sendableCloseCode,
+  subscriptionSucceeded,
   utf8Length,
 } from "../../src/protocol";
 
@@ -239,6 +240,21 @@ describe("Pusher presence frames", () => {
     expect(data(toPusher(join("alice"), { name: "Alice" }))).toEqual({ user_id: "alice", user_info: { name: "Alice" } });
     expect(data(toPusher(join("relay-user")))).toEqual({ user_id: "relay-user" });
     expect(data(toPusher(join("bare"), null))).toEqual({ user_id: "bare" });
+  });
+
+  it("lists members with their user_info as stored, odd ids and quotes included, and null for those without", () => {
+    const info = JSON.stringify({ name: 'Bob "the" builder', tags: ["a", "é"] });
+    const members = [{ user: "bob", info }, { user: "__proto__", info: "42" }, { user: 'say "hi"' }, { user: "7" }];
+    const frame = JSON.parse(subscriptionSucceeded("presence-team", 3, "e", members, 9));
+    expect(frame).toMatchObject({ event: "pusher_internal:subscription_succeeded", channel: "presence-team", seq: 3, epoch: "e" });
+    const { presence } = JSON.parse(frame.data);
+    expect(presence.ids).toEqual(["bob", "__proto__", 'say "hi"', "7"]);
+    expect(presence.count).toBe(9);
+    expect(Object.entries(presence.hash)).toEqual(
+      expect.arrayContaining([["bob", JSON.parse(info)], ["__proto__", 42], ['say "hi"', null], ["7", null]]),
+    );
+    expect(Object.keys(presence.hash)).toHaveLength(4);
+    expect(JSON.parse(JSON.parse(subscriptionSucceeded("public", 0, "e")).data)).toEqual({});
   });
 });
 

@@ -23,12 +23,20 @@ type Webhook = { name: string; channel: string } & Record<string, unknown>;
 /** The webhooks kept in the Room's storage until handed over: each changes what the app knows of the channel. */
 const KEPT = new Set(["channel_occupied", "channel_vacated", "member_added", "member_removed"]);
 
-/** An event waiting to be handed over: its JSON text, its row while stored, and for the directory whether it (un)occupies the channel. */
+/**
+ * An event waiting to be handed over: its JSON text, its row while stored, and for the directory
+ * whether it (un)occupies the channel. Without text it is for the directory alone, and `told`
+ * hears when the directory has it (or the hand-over gave up).
+ */
 interface Outgoing {
-  text: string;
+  text?: string;
   row?: number;
   occupied?: boolean;
+  told?: () => void;
 }
+
+/** How long a join that occupies the channel waits for the directory at most (a directory that fails or stalls holds no join). */
+const LISTED_WAIT_MS = 2_000;
 
 /** What subscription counting needs of its Room: the count, and a way to the channel's Pusher subscribers. */
 export interface Subscriptions {
@@ -124,6 +132,19 @@ export class PusherHooks {
     this.#send({ name: occupied ? "channel_occupied" : "channel_vacated", channel: this.#room });
   }
 
+  /**
+   * Resolves once the directory lists the channel as occupied, in order with the changes queued
+   * before: a join that occupies the channel waits for it, so `GET channels` lists the channel
+   * by the time its first subscriber hears it is subscribed (docs/pusher.md "Channel queries").
+   */
+  async listed(): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#queue({ occupied: true, told: resolve });
+    const timer = setTimeout(resolve, LISTED_WAIT_MS);
+    await promise;
+    clearTimeout(timer);
+  }
+
   /** A subscriber of a cache channel found no event to start from (it gets pusher:cache_miss). */
   cacheMiss(): void {
     this.#send({ name: "cache_miss", channel: this.#room });
@@ -162,13 +183,16 @@ export class PusherHooks {
     try {
       await scheduler.wait(0); // the rest of this turn's events go in the same call
       while (this.#waiting.length > 0) {
-        const batch = takeBatch(this.#waiting, (outgoing) => outgoing.text.length, MAX_HANDOVER_CHARS);
+        const batch = takeBatch(this.#waiting, (outgoing) => outgoing.text?.length ?? 0, MAX_HANDOVER_CHARS);
         for (let tries = 0; ; tries++) {
           try {
             await this.#deliver(batch);
             break;
           } catch (error) {
-            if (tries === HANDOVER_WAITS_MS.length) throw error;
+            if (tries === HANDOVER_WAITS_MS.length) {
+              for (const { told } of batch) told?.();
+              throw error;
+            }
             await scheduler.wait(HANDOVER_WAITS_MS[tries]!); // the events after it wait: the order holds
           }
         }
@@ -176,6 +200,7 @@ export class PusherHooks {
     } catch (error) {
       // The stored ones stay, for the Room's next start; the rest are lost.
       log("error", "could not hand webhooks over, or tell the channel directory", { room: this.#room, error });
+      for (const { told } of this.#waiting) told?.();
       this.#waiting = [];
     } finally {
       this.#sending = false; // in the turn that found nothing left: a later event starts a new loop
@@ -186,7 +211,9 @@ export class PusherHooks {
   async #deliver(batch: Outgoing[]): Promise<void> {
     const occupied = batch.findLast((outgoing) => outgoing.occupied !== undefined)?.occupied;
     if (occupied !== undefined) await this.#links.call("directory", "channels", (stub) => stub.occupied(this.#room, occupied));
-    const events = this.#app.webhookUrl === undefined ? [] : batch.map(({ text, row }): HandedOver => ({ text, ...(row !== undefined && { kept: true }) }));
+    for (const { told } of batch) told?.();
+    const events =
+      this.#app.webhookUrl === undefined ? [] : batch.flatMap(({ text, row }): HandedOver[] => (text === undefined ? [] : [{ text, ...(row !== undefined && { kept: true }) }]));
     if (events.length > 0) await this.#links.call("webhooks", this.#room, (stub) => stub.post(this.#room, events));
     // A batch's stored rows are consecutive: events are stored and queued in the same order.
     const rows = batch.flatMap((outgoing) => outgoing.row ?? []);

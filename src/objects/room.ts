@@ -163,6 +163,8 @@ export class Room extends Holder {
     const settling = this.#censusAfterStart();
     if (settling) await settling;
     const members = this.#roster;
+    // The channel's first subscriber: `GET channels` lists it before the subscriber hears it joined.
+    if (members.users === 0 && this.#pusher) await this.#pusher.listed();
     // Store what is pending first: the answer's seq then covers it, and the welcome cannot be
     // overtaken by a flush that sends the batch before the newcomer is in the feed.
     this.#log.flush();

@@ -3,7 +3,7 @@
 // `webhook()` as an app would.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { Options } from "pusher-js";
-import { PUSHER_RELAY, PusherClient, serverSdk, signingHandler, WAIT_MS, WebhookEndpoint, type Member } from "./pusher-support";
+import { nextPusherEvent, PUSHER_RELAY, PusherClient, rawPusher, serverSdk, signingHandler, WAIT_MS, WebhookEndpoint, type Member } from "./pusher-support";
 import { freshRoom, type Relay, SERVER_AUTH, startPersistentRelay, startRelay, tempDir } from "./relay";
 
 let relay: Relay;
@@ -206,6 +206,27 @@ describe("Pusher webhooks across a restart of the runtime", () => {
     relay = undefined;
     await endpoint.close();
     await storage.remove();
+  });
+
+  // Here for its storage on disk: the directory's writes are slow enough to lose the race without the wait.
+  it("lists each channel in GET channels by the time its first subscriber is answered, the directory busy with others", { timeout: 120_000 }, async () => {
+    const relay = await start();
+    const sdk = serverSdk(relay);
+    const round = async (i: number) => {
+      const channel = i % 2 === 0 ? freshRoom("listed") : `presence-${freshRoom("listed")}`;
+      const { client, socketId } = await rawPusher(relay);
+      const signed = channel.startsWith("presence-") ? sdk.authorizeChannel(socketId, channel, { user_id: `u${i}` }) : {};
+      client.send({ event: "pusher:subscribe", data: { channel, ...signed } });
+      await nextPusherEvent(client, "pusher_internal:subscription_succeeded");
+      const { channels } = (await (await sdk.get({ path: "/channels", params: { filter_by_prefix: channel } })).json()) as { channels: object };
+      void client.close();
+      return Object.keys(channels).length === 1;
+    };
+    // Rounds side by side, so the directory is busy with others' changes as each lists its channel.
+    for (let wave = 0; wave < 3; wave++) {
+      const listed = await Promise.all(Array.from({ length: 10 }, (_, i) => round(wave * 10 + i)));
+      expect(listed.filter((found) => !found)).toEqual([]);
+    }
   });
 
   it("keeps the events the endpoint refused, and posts them in order after the restart", { timeout: 120_000 }, async () => {

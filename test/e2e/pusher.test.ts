@@ -509,6 +509,25 @@ describe("REST channel queries", () => {
       .toEqual([`${prefix}b`]);
   });
 
+  it("lists a channel by the time its first subscriber is answered, over pusher-js and room sockets", async () => {
+    const listed = async (name: string) => Object.keys((await json(await sdk.get({ path: "/channels", params: { filter_by_prefix: name } }))).channels);
+    // Each round's client goes as the next comes: the directory also hears of the channels they leave.
+    for (let i = 0; i < 12; i++) {
+      const name = channel();
+      const client = await connectClient();
+      await client.subscribe(name);
+      expect(await listed(name)).toEqual([name]);
+      client.close();
+    }
+    for (let i = 0; i < 4; i++) {
+      const name = channel();
+      const socket = await relay.connect(`/rooms/${name}/ws?user=r${i}`);
+      expect(await socket.json()).toMatchObject({ type: "welcome" });
+      expect(await listed(name)).toEqual([name]);
+      await socket.close();
+    }
+  });
+
   it("answers a public channel's occupancy and subscription_count", async () => {
     const name = channel();
     const empty = await json(await sdk.get({ path: `/channels/${name}`, params: { info: "subscription_count" } }));

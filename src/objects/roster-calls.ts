@@ -73,35 +73,33 @@ export class RosterCalls {
 /**
  * Characters past which one answer takes no more joins: a call's answer may be at most 32 MiB
  * serialized (docs/platform.md, two bytes a character at worst), and what passes the budget is
- * one join's answer, whose replay is at most MAX_JOIN_REPLAY.
+ * one join's answer, at most MAX_JOIN_ANSWER.
  */
 const ANSWER_BUDGET = 4 * 1024 * 1024;
 
 /**
- * The most replayed characters one join's answer carries to another object; a resume past it is
- * answered `recovered: false` with no replay (docs/protocol.md decision 57). Above every default:
- * 100 messages of 64 KiB are 6.5 Mi.
+ * The most characters one join's answer carries to another object (answerSize); one past it goes
+ * without its replay, a resume answered `recovered: false` (docs/protocol.md decision 57). Above
+ * every default: 100 messages of 64 KiB are 6.5 Mi, and without its replay an answer holds at
+ * most 100 user_infos of 64 KiB and their list.
  */
-const MAX_JOIN_REPLAY = 8 * 1024 * 1024;
-
-function replayed({ replay }: Admission): number {
-  let chars = 0;
-  for (const frame of replay) chars += frame.length;
-  return chars;
-}
+const MAX_JOIN_ANSWER = 8 * 1024 * 1024;
 
 /** About how many characters a join's answer carries: its replay, its presence list and user_infos. */
 function answerSize(answer: Admission): number {
-  let size = replayed(answer);
+  let size = 0;
+  for (const frame of answer.replay) size += frame.length;
   for (const { user } of answer.presence ?? []) size += user.length + 32;
   for (const info of Object.values(answer.infos ?? {})) size += info.length;
   return size;
 }
 
-/** `answer`, its replay dropped when too big to hand over (a resume then reloads, as one past the history). */
-function handedOver(answer: Admission | RoomFull): Admission | RoomFull {
-  if ("refused" in answer || replayed(answer) <= MAX_JOIN_REPLAY) return answer;
-  return { ...answer, replay: [], ...(answer.recovered !== undefined && { recovered: false }) };
+/** `answer` and its size, its replay dropped when too big to hand over (a resume then reloads, as one past the history). */
+function handedOver(answer: Admission): { answer: Admission; size: number } {
+  const size = answerSize(answer);
+  if (size <= MAX_JOIN_ANSWER) return { answer, size };
+  const bare = { ...answer, replay: [], ...(answer.recovered !== undefined && { recovered: false }) };
+  return { answer: bare, size: answerSize(bare) };
 }
 
 /**
@@ -123,8 +121,13 @@ export async function applyRosterChanges(
         answers.push(null);
         continue;
       }
-      const answer = handedOver(await room.join(change.join));
-      if (!("refused" in answer)) size += answerSize(answer);
+      const joined = await room.join(change.join);
+      if ("refused" in joined) {
+        answers.push(joined);
+        continue;
+      }
+      const { answer, size: more } = handedOver(joined);
+      size += more;
       answers.push(answer);
     } catch (error) {
       room.failed(error);

@@ -54,4 +54,16 @@ describe("applyRosterChanges", () => {
     expect(cached).not.toHaveProperty("recovered");
     expect(room.done).toEqual(["join a", "join b"]);
   });
+
+  it("counts a presence channel's user_infos in those 8 Mi: a resume with both past it goes without its replay", async () => {
+    const infos = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`u${i}`, JSON.stringify("y".repeat(64 * 1024))]));
+    const room = fakeRoom(() => Array.from({ length: 6 }, () => "x".repeat(MI)));
+    const join = room.join;
+    room.join = async (request) => ({ ...(await join(request)), presence: [{ user: "a", connections: 1 }], infos });
+    const [resume] = await applyRosterChanges([joinOf("a", 0)], room);
+    expect(resume).toMatchObject({ recovered: false, replay: [], infos });
+    const [small] = await applyRosterChanges([joinOf("b", 0)], { ...room, join });
+    expect(small).toMatchObject({ recovered: true });
+    expect((small as Admission).replay).toHaveLength(6);
+  });
 });

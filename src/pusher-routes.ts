@@ -140,6 +140,8 @@ interface PusherEvent {
   name: string;
   /** The room message's data: `{event, data}` (roomDataOf). */
   data: Json;
+  /** The data as sent, where it is JSON text of something other than a string: stored as it is (decision 58). */
+  payload?: string;
   channels: string[];
   socketId?: string;
   /** The channel attributes the answer is to carry (`info`): user_count, subscription_count. */
@@ -193,9 +195,11 @@ function eventOf(fields: Record<string, unknown>, maxBytes: number): PusherEvent
   const problem = dataProblem(roomData, MAX_DATA_DEPTH + 1);
   if (problem === NOT_FINITE) roomData = { event: name, data: text };
   else if (problem !== undefined) throw new HttpError(400, "bad_request", problem);
+  const verbatim = typeof (roomData as { data: Json }).data !== "string";
   return {
     name,
     data: roomData,
+    ...(verbatim && { payload: text }),
     channels: channels as string[],
     ...(socketId !== undefined && { socketId: socketId as string }),
     ...(info !== undefined && { info: attributesOf(info) }),
@@ -218,7 +222,7 @@ function attributesOf(info: unknown): Set<ChannelAttribute> {
 async function trigger(c: PusherContext, event: PusherEvent): Promise<Record<string, ChannelAttributes>> {
   const attributes = await Promise.all(
     event.channels.map(async (channel): Promise<[string, ChannelAttributes]> => {
-      await againIfReset(() => c.env.ROOMS.getByName(channel).publish("server", event.data, undefined, event.socketId));
+      await againIfReset(() => c.env.ROOMS.getByName(channel).publish("server", event.data, undefined, event.socketId, event.payload));
       if (event.info === undefined) return [channel, {}];
       const { users, connections } = await againIfReset(() => c.env.ROOMS.getByName(channel).info());
       return [

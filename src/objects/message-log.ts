@@ -9,7 +9,7 @@
 // message. `seq` is the last *stored* number (what welcomes, info and resume report), and the
 // only way a message leaves is `onStored`, called after its batch's transaction. The platform's
 // output gate then holds whatever `onStored` sends until the commit is durable (docs/platform.md).
-import { messageFrame, type Json } from "../protocol";
+import { messageText } from "../protocol";
 import { Sequence } from "./sequence";
 
 /** A stored message: its seq and the exact frame text clients receive. */
@@ -70,10 +70,13 @@ export class MessageLog {
     return this.#pending.length === 0;
   }
 
-  /** Numbers a message now; resolves with its seq once its batch is stored, rejects if storing failed. */
-  append(from: string, data: Json, id?: string, except?: string): Promise<number> {
+  /**
+   * Numbers a message, its data given as JSON text; resolves with its seq once its batch is
+   * stored, rejects if storing failed.
+   */
+  append(from: string, dataText: string, id?: string, except?: string): Promise<number> {
     const seq = this.#sequence.reserve();
-    const frame = JSON.stringify(messageFrame(this.#room, seq, from, data, id, Date.now()));
+    const frame = messageText(this.#room, seq, from, dataText, id, Date.now());
     const { promise, resolve, reject } = Promise.withResolvers<number>();
     this.#pending.push({ seq, frame, resolve, reject, ...(except !== undefined && { except }) });
     // Its caller handles a rejection; this keeps the runtime from also reporting it as unhandled.

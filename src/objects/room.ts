@@ -11,6 +11,7 @@ import {
   isPresenceChannel,
   isUserChannel,
   presenceFrame,
+  pusherEventText,
   type Json,
   type PresenceEntry,
   type PresencePage,
@@ -272,9 +273,12 @@ export class Room extends Holder {
   /**
    * Numbers, stores and sends one message; answers its seq once its batch is stored (RPC).
    * `except` is a connection that must not get it live (Pusher's `socket_id` exclusion).
+   * `payload`: a Pusher REST event's data as sent, the JSON text of `data.data`, stored as it is
+   * (docs/protocol.md decision 58).
    */
-  publish(from: string, data: Json, id?: string, except?: string): Promise<number> {
-    return this.#log.append(from, data, id, except);
+  publish(from: string, data: Json, id?: string, except?: string, payload?: string): Promise<number> {
+    const text = payload === undefined ? JSON.stringify(data) : pusherEventText((data as { event: string }).event, payload);
+    return this.#log.append(from, text, id, except);
   }
 
   /** A Pusher client event: to the room's other Pusher subscribers only, not stored (RPC). */

@@ -7,7 +7,6 @@ import type {
   DirectFrame,
   ErrorFrame,
   Json,
-  MessageFrame,
   PresenceCountFrame,
   PresenceFrame,
   StreamWelcome,
@@ -33,8 +32,23 @@ export function errorFrame(code: ErrorCode, message: string, id?: string): Error
   return withId({ type: "error", code, message } as ErrorFrame, id);
 }
 
-export function messageFrame(room: string, seq: number, from: string, data: Json, id: string | undefined, ts: number): MessageFrame {
-  return withId({ type: "message", room, seq, from, data, ts } as MessageFrame, id);
+/**
+ * A message frame's text around its data's JSON text, which goes in as it is: a Pusher REST
+ * event's payload keeps the text it was sent as (docs/protocol.md decision 58). The same text
+ * JSON.stringify makes of a MessageFrame, fields in this order; toPusher finds the data by it.
+ */
+export function messageText(room: string, seq: number, from: string, dataText: string, id: string | undefined, ts: number): string {
+  return `${messageHead(room, seq, from)}${dataText}${messageTail(id, ts)}`;
+}
+
+/** What comes before a message frame's data in its text. */
+export function messageHead(room: string, seq: number, from: string): string {
+  return `{"type":"message","room":${JSON.stringify(room)},"seq":${seq},"from":${JSON.stringify(from)},"data":`;
+}
+
+/** What comes after a message frame's data in its text. */
+export function messageTail(id: string | undefined, ts: number): string {
+  return `,"ts":${ts}${id === undefined ? "" : `,"id":${JSON.stringify(id)}`}}`;
 }
 
 export function directFrame(seq: number, from: string, data: Json, id: string | undefined, ts: number): DirectFrame {
@@ -62,9 +76,12 @@ export function streamWelcome(seq: number, epoch: string, recovered?: boolean): 
   return recovered === undefined ? { seq, epoch } : { seq, epoch, recovered };
 }
 
-/** One Server-Sent Event; `data` is one line of JSON. */
+/**
+ * One Server-Sent Event; `data` is JSON, one `data:` line for each of its lines (a Pusher REST
+ * event's payload keeps its line breaks, decision 58), which a reader joins with line feeds.
+ */
 export function sseEvent(event: string, data: string, id?: number): string {
-  return `${id === undefined ? "" : `id: ${id}\n`}event: ${event}\ndata: ${data}\n\n`;
+  return `${id === undefined ? "" : `id: ${id}\n`}event: ${event}\ndata: ${data.replace(/\r\n?|\n/g, "\ndata: ")}\n\n`;
 }
 
 /** The keep-alive comment of an event stream. */

@@ -3,6 +3,7 @@
 // where the relay's `data` is a JSON *string*, as Pusher sends it.
 import type { ErrorCode } from "./codes";
 import { dataProblem, FrameError, resumePoint } from "./decode";
+import { messageHead, messageTail } from "./encode";
 import type { Json, MessageFrame, PresenceFrame } from "./frames";
 import { isValidRoom, ROOM_RULE } from "./names";
 
@@ -332,14 +333,36 @@ export function cacheMiss(channel: string): string {
   return JSON.stringify({ event: "pusher:cache_miss", channel });
 }
 
-/** Pusher's event name and payload inside a room message's data (docs/protocol.md "Pusher"). */
-export function pusherEventOf(data: Json): { event: string; payload: string } {
+/**
+ * Pusher's event name and payload inside a room message's data (docs/protocol.md "Pusher").
+ * `dataText` is that data's JSON text as stored: a payload that is no string goes as it is there,
+ * which for a REST event is the text it was sent as (decision 58).
+ */
+export function pusherEventOf(data: Json, dataText?: string): { event: string; payload: string } {
   const fields = record(data);
   const event = fields?.event;
   if (typeof event === "string" && event !== "" && !event.startsWith("pusher:") && !event.startsWith("pusher_internal:")) {
-    return { event, payload: wireText((fields!.data ?? null) as Json) };
+    const payload = (fields!.data ?? null) as Json;
+    return { event, payload: (typeof payload !== "string" && dataText !== undefined && storedPayload(dataText, fields!, event)) || wireText(payload) };
   }
   return { event: "message", payload: wireText(data) };
+}
+
+/** A REST event's room message data, `{event, data}`, around its payload's JSON text as sent. */
+export function pusherEventText(event: string, payload: string): string {
+  return `${eventHead(event)}${payload}}`;
+}
+
+function eventHead(event: string): string {
+  return `{"event":${JSON.stringify(event)},"data":`;
+}
+
+/** The payload's text in `dataText`, where the data is `{event, data}` alone, as pusherEventText writes it. */
+function storedPayload(dataText: string, fields: Record<string, unknown>, event: string): string | undefined {
+  const keys = Object.keys(fields);
+  const head = eventHead(event);
+  if (keys.length !== 2 || keys[0] !== "event" || keys[1] !== "data" || !dataText.startsWith(head) || !dataText.endsWith("}")) return undefined;
+  return dataText.slice(head.length, -1);
 }
 
 /**
@@ -375,8 +398,12 @@ export function roomDataOf(event: string, payload: string): Json {
 export function toPusher(text: string, info?: unknown): string | undefined {
   const frame = JSON.parse(text) as MessageFrame | PresenceFrame | { type: string };
   if (frame.type === "message") {
-    const { room, seq, data } = frame as MessageFrame;
-    const { event, payload } = pusherEventOf(data);
+    const { room, seq, from, data, id, ts } = frame as MessageFrame;
+    // The data's text as stored, found by the frame's layout (messageText); not there, it is written anew.
+    const head = messageHead(room, seq, from);
+    const tail = messageTail(id, ts);
+    const dataText = text.startsWith(head) && text.endsWith(tail) ? text.slice(head.length, text.length - tail.length) : undefined;
+    const { event, payload } = pusherEventOf(data, dataText);
     return JSON.stringify({ event, channel: room, data: payload, seq });
   }
   if (frame.type === "presence" && "user" in frame && isPresenceChannel(frame.room)) {

@@ -24,6 +24,7 @@ import {
   pusherSocketPath,
 } from "./pusher-support";
 import type { TestClient } from "../support/client";
+import { EventReader } from "../support/sse";
 import { API_KEY, freshRoom, type Relay, SERVER_AUTH, startRelay } from "./relay";
 
 let relay: Relay;
@@ -580,6 +581,34 @@ describe("REST channel queries", () => {
     await expect(sdk.trigger(name, "deeper", nested(1001))).rejects.toMatchObject({ status: 400, body: expect.stringContaining("1000 levels") });
     const history = await json(await relay.fetch(`/rooms/${name}/messages`, { headers: SERVER_AUTH }));
     expect(history.messages.map((m: { data: { event: string } }) => m.data.event)).toEqual(["deep"]);
+  });
+
+  it("hands Pusher subscribers a REST event's data as the text it was sent as, live and on a resume (decision 58)", async () => {
+    const name = channel();
+    const sent = '{"id": 1234567890123456789012, "price": 1.50, "2": "two",\n "tags": ["\\u00e9"]}';
+    const live = await rawPusher(relay);
+    live.client.send({ event: "pusher:subscribe", data: { channel: name } });
+    const { epoch } = await nextPusherEvent(live.client, "pusher_internal:subscription_succeeded");
+    const room = await relay.connect(`/rooms/${name}/ws?user=reader`);
+    expect(await room.json()).toMatchObject({ type: "welcome" });
+    const stream = new EventReader((await relay.fetch(`/rooms/${name}/events`)).body!);
+    await sdk.trigger(name, "order", sent);
+    expect(await live.client.json()).toEqual({ event: "order", channel: name, data: sent, seq: 1 });
+    // Room sockets, streams (the payload's line break split over data lines) and history: the same value.
+    expect(await room.nextOf("message")).toMatchObject({ data: { event: "order", data: JSON.parse(sent) } });
+    for (let event = await stream.next(WAIT_MS); ; event = await stream.next(WAIT_MS)) {
+      if (event.event !== "message") continue;
+      expect(event.data).toMatchObject({ seq: 1, data: { event: "order", data: JSON.parse(sent) } });
+      break;
+    }
+    await stream.cancel();
+    const history = await relay.fetch(`/rooms/${name}/messages`, { headers: SERVER_AUTH });
+    expect(await history.text()).toContain(sent);
+    const back = await rawPusher(relay);
+    back.client.send({ event: "pusher:subscribe", data: { channel: name, since: 0, epoch } });
+    await nextPusherEvent(back.client, "pusher_internal:subscription_succeeded");
+    expect(await back.client.json()).toEqual({ event: "order", channel: name, data: sent, seq: 1 });
+    await Promise.all([live.client.close(), back.client.close(), room.close()]);
   });
 
   it("keeps event data whose JSON holds a number too large for a double as the string it came as", async () => {

@@ -53,7 +53,9 @@ export class EventReader {
         continue;
       }
       const colon = line.indexOf(":");
-      fields[line.slice(0, colon)] = line.slice(colon + 1).replace(/^ /, "");
+      const [name, value] = [line.slice(0, colon), line.slice(colon + 1).replace(/^ /, "")];
+      // Data lines join with line feeds, as EventSource joins them.
+      fields[name] = name === "data" && fields.data !== undefined ? `${fields.data}\n${value}` : value;
     }
     if (fields.data === undefined) return undefined;
     return { event: fields.event ?? "message", ...(fields.id !== undefined && { id: fields.id }), data: JSON.parse(fields.data) };

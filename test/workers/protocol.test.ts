@@ -10,6 +10,9 @@ import {
   FrameError,
   isOversized,
   isPusherSubscription,
+  messageText,
+  sseEvent,
+  pusherEventText,
   MAX_DATA_DEPTH,
   NOT_FINITE,
   TOO_DEEP,
@@ -229,6 +232,33 @@ describe("close frames", () => {
     const reason = closeReason("é".repeat(100));
     expect(new TextEncoder().encode(reason).length).toBeLessThanOrEqual(123);
     expect(reason).toBe("é".repeat(61));
+  });
+});
+
+describe("message frames and Pusher events", () => {
+  it("writes a message frame's text as JSON.stringify writes the frame, whatever its strings", () => {
+    for (const [room, from, id] of [["r", "server", undefined], ["presence-a;b=c@d,e.f", 'a "quoted"\\ user é', "id-\u2028"]] as const) {
+      const data = { text: "hé\n", n: [1, 2.5, null] };
+      const frame = { type: "message", room, seq: 42, from, data, ts: 1_700_000_000_123, ...(id !== undefined && { id }) };
+      expect(messageText(room, 42, from, JSON.stringify(data), id, 1_700_000_000_123)).toBe(JSON.stringify(frame));
+    }
+  });
+
+  it("writes an event stream's data one line to a data: field, whatever the line breaks", () => {
+    expect(sseEvent("message", '{"a":\n1,\r\n"b":\r2}', 7)).toBe('id: 7\nevent: message\ndata: {"a":\ndata: 1,\ndata: "b":\ndata: 2}\n\n');
+    expect(sseEvent("welcome", "{}")).toBe("event: welcome\ndata: {}\n\n");
+  });
+
+  it("hands Pusher clients a REST event's payload as it was sent, and re-encodes only what was not stored so", () => {
+    const sent = '{"a": 1,  "big": 12345678901234567890, "n": 1.50, "2": "x", "s": "\\u00e9"}';
+    const frame = messageText("ch", 3, "server", pusherEventText("ev", sent), undefined, 1);
+    expect(JSON.parse(frame).data.data).toEqual(JSON.parse(sent)); // the same value for a room socket
+    expect(JSON.parse(toPusher(frame)!)).toEqual({ event: "ev", channel: "ch", data: sent, seq: 3 });
+    // The same data from a room socket, and frames of any other layout, are written from their values.
+    const published = messageText("ch", 4, "u", JSON.stringify({ event: "ev", data: { b: [1, 2] }, extra: true }), "m1", 2);
+    expect(JSON.parse(toPusher(published)!).data).toBe('{"b":[1,2]}');
+    const reordered = JSON.stringify({ seq: 5, type: "message", room: "ch", from: "u", data: { event: "ev", data: { c: 1 } }, ts: 3 });
+    expect(JSON.parse(toPusher(reordered)!).data).toBe('{"c":1}');
   });
 });
 

@@ -199,7 +199,7 @@ describe("history and resume", () => {
     await runInDurableObject(env.ROOMS.getByName(room), (_, state) => {
       const stored: number[] = [];
       const log = new MessageLog(state.storage, room, 0, (batch) => stored.push(...batch.map((message) => message.seq)));
-      for (const n of [1, 2, 3]) void log.append("server", n);
+      for (const n of [1, 2, 3]) void log.append("server", String(n));
       log.flush();
       expect(stored).toEqual([1, 2, 3]);
       expect(log.after(0, 10)).toEqual([]);
@@ -217,7 +217,7 @@ describe("history and resume", () => {
     await runInDurableObject(env.ROOMS.getByName(room), (_, state) => {
       const log = new MessageLog(state.storage, room, 5, () => {});
       expect(log.newest(60_000)).toBeUndefined();
-      for (const n of [1, 2]) void log.append("server", n);
+      for (const n of [1, 2]) void log.append("server", String(n));
       log.flush();
       expect(log.newest(60_000)).toMatchObject({ seq: 2 });
       expect(JSON.parse(log.newest(60_000)!.frame)).toMatchObject({ seq: 2, data: 2 });

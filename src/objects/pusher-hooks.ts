@@ -135,7 +135,7 @@ export class PusherHooks {
   /**
    * Resolves once the directory lists the channel as occupied, in order with the changes queued
    * before: a join that occupies the channel waits for it, so `GET channels` lists the channel
-   * by the time its first subscriber hears it is subscribed (docs/pusher.md "Channel queries").
+   * by the time its first subscriber hears it is subscribed (docs/protocol.md, `GET channels`).
    */
   async listed(): Promise<void> {
     const { promise, resolve } = Promise.withResolvers<void>();

@@ -35,6 +35,8 @@ export class RelayClient<T = Json, D = T> {
   readonly #transport: Transport;
   /** The last welcome, and whether its connection is set up for sending (see #welcomed). */
   #welcome?: WelcomeFrame;
+  /** A welcome came and the frames the last connection left unconfirmed are not sent again yet. */
+  #resendDue = false;
   #open = false;
   #closedError?: RelayError;
   /** Aborts the HTTP requests under way (history) when the client closes. */
@@ -53,15 +55,15 @@ export class RelayClient<T = Json, D = T> {
     this.#options = options;
     this.#base = baseUrl(options.url);
     this.#tokens = new Tokens(options.token);
-    this.#directs = new Directs(options.autoAck !== false, (seq) => this.ack(seq));
+    // One pace for what the client sends in bulk on its own: the relay's rate limit is per socket.
+    const pace = new Pace(options.pacedPerSecond ?? 20);
+    this.#directs = new Directs(options.autoAck !== false, (seq) => this.ack(seq), pace);
     this.#refresh = new TokenRefresh(this.#tokens, {
       online: () => this.#open,
       inFlight: () => this.#outbox.unconfirmed,
       restart: () => this.#transport.restart("token refresh"),
     });
-    // One pace for what the client sends in bulk on its own: the relay's rate limit is per socket.
-    const pace = new Pace(options.pacedPerSecond ?? 20);
-    this.#rooms = new Rooms((frame) => this.#transport.send(JSON.stringify(frame)), () => this.#open && this.#outbox.flush(), pace);
+    this.#rooms = new Rooms((frame) => this.#transport.send(JSON.stringify(frame)), () => this.#replayed(), pace);
     this.#rooms.seed(options.resume);
     const { room, since, epoch } = options;
     if (room !== undefined && since !== undefined) this.#rooms.setPoint(room, { since, epoch });
@@ -227,11 +229,24 @@ export class RelayClient<T = Json, D = T> {
     this.#transport.welcomed(frame.heartbeat.interval);
     if (room === undefined) this.#rooms.resubscribe();
     this.#open = true;
-    if (!this.#rooms.holding) this.#outbox.flush();
+    this.#resendDue = true;
+    if (!this.#rooms.holding) this.#replayed();
     this.#refresh.schedule();
     this.#events.emit("welcome", frame);
     if (room !== undefined) this.#events.emit("presenceChange", this.#presence.state(room)!);
     if (frame.recovered === false) this.#events.emit("reset", frame);
+  }
+
+  /**
+   * Nothing replays now: sending goes on. The first time after a welcome, the last connection's
+   * unconfirmed frames go again; after a subscribe's replay on the same connection, they do not
+   * (they were sent on it, and their answers come).
+   */
+  #replayed(): void {
+    if (!this.#open) return;
+    if (!this.#resendDue) return this.#outbox.resume();
+    this.#resendDue = false;
+    this.#outbox.flush();
   }
 
   #closed(info: CloseInfo): void {

@@ -1,6 +1,6 @@
-// A token bucket for every frame the client sends but pings and acks: the app's publishes and
-// directs, what waited (sent after a connect), subscribe frames (many at once after a
-// reconnect). The relay drops frames past its RATE_LIMIT_PER_SECOND (20 by default, bursts of 2x)
+// A token bucket for every frame the client sends but pings: the app's publishes and directs,
+// what waited (sent after a connect), subscribe frames (many at once after a reconnect), and
+// auto-acks (one at most every 250 ms, but the relay counts them too). The relay drops frames past its RATE_LIMIT_PER_SECOND (20 by default, bursts of 2x)
 // and closes 1008 a socket that keeps on, after which the client stops: so a loop of a hundred
 // publishes, or a user socket's hundred subscriptions, goes out at the relay's pace instead.
 

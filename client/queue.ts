@@ -63,10 +63,15 @@ export class Outbox {
     this.#timer ??= setTimeout(() => this.#send(), this.#pace.wait);
   }
 
-  /** Sends what waited, paced: unconfirmed frames of the last connection first, then the queue. */
+  /** After a welcome: sends what waited, paced, the last connection's unconfirmed frames first. */
   flush(): void {
     this.#queue = [...this.#unconfirmed.values(), ...this.#queue];
     this.#unconfirmed.clear();
+    this.#send();
+  }
+
+  /** Goes on sending what waits (frames sent on this connection are not sent again). */
+  resume(): void {
     this.#send();
   }
 

@@ -100,6 +100,9 @@ export interface RefreshHooks {
 /** How long frames in flight may take to be answered before a refresh reconnects anyway. */
 const DRAIN_MS = 5_000;
 
+/** setTimeout's longest delay (about 24.8 days): runtimes run a longer one at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 // A token function is asked again before the token's `exp`; with a longer-lived token in hand,
 // the client lets the frames in flight be answered (new ones wait), then reconnects with it and
 // resumes, so the relay never closes it with 4001 and nothing sent is lost or sent twice.
@@ -125,7 +128,9 @@ export class TokenRefresh {
   schedule(): void {
     this.cancel();
     const delay = this.#tokens.refreshIn;
-    if (delay !== undefined) this.#timer = setTimeout(() => void this.#refresh(), delay);
+    if (delay === undefined) return;
+    // A token for longer than a timer can wait: look again then.
+    this.#timer = delay > MAX_TIMER_MS ? setTimeout(() => this.schedule(), MAX_TIMER_MS) : setTimeout(() => void this.#refresh(), delay);
   }
 
   /** The connection is gone (its successor schedules again). */

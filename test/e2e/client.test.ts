@@ -489,6 +489,30 @@ describe("RelayClient", () => {
     expect(await left).toEqual({ room: red, users: 1, members: [user] });
   });
 
+  it("sends nothing twice when a subscribe's replay holds back new frames while others await their answers", async () => {
+    const [room, other] = [freshRoom("replayed"), freshRoom("elsewhere")];
+    for (const n of [1, 2, 3]) await relay.fetch(`/rooms/${room}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data: n }) });
+    const [sender, recipient] = [freshUser("sender"), freshUser("recipient")];
+    const inbox = make({ inbox: recipient, user: recipient });
+    const directs: unknown[] = [];
+    inbox.on("direct", (frame) => directs.push(frame.data));
+    const watcher = make({ room: other, user: "watcher" });
+    const published = collect(watcher);
+    await Promise.all([inbox.ready(), watcher.ready()]);
+    const hub = make({ inbox: sender, user: sender });
+    await hub.ready();
+    const sent = [
+      ...Array.from({ length: 10 }, (_, n) => hub.direct(recipient, `direct ${n}`)),
+      ...Array.from({ length: 5 }, (_, n) => hub.publish(`publish ${n}`, { room: other })),
+    ];
+    // Replays 2 and 3: frames sent after it wait for that, the ones above are out already.
+    expect(await hub.subscribe(room, { since: 1 })).toMatchObject({ recovered: true });
+    await Promise.all(sent);
+    await sleep(1_000);
+    expect(directs).toEqual(Array.from({ length: 10 }, (_, n) => `direct ${n}`));
+    expect(published).toEqual(Array.from({ length: 5 }, (_, n) => `publish ${n}`));
+  });
+
   it("stops a room's messages at unsubscribe, and keeps the others", async () => {
     const [quiet, loud] = [freshRoom("quiet"), freshRoom("loud")];
     const user = freshUser("leaver");
@@ -737,6 +761,16 @@ describe("RelayClient with tokens", () => {
     expect(seen).toEqual([...sent.map((_, i) => i + 1), "last"]);
   });
 
+  it("keeps a token that lasts longer than a timer can wait (30 days) without refreshing it at once", async () => {
+    let minted = 0;
+    const client = make({ room: freshRoom(), token: () => (minted++, mint("monthly", 30 * 24 * 3600)) });
+    const closes: CloseInfo[] = [];
+    client.on("close", (info) => closes.push(info));
+    await client.ready();
+    await sleep(1_500);
+    expect({ minted, closes, state: client.state }).toEqual({ minted: 1, closes: [], state: "open" });
+  });
+
   it("asks its token function again when the token it got had expired before the relay saw it", async () => {
     // A stale cache, or a stall longer than the token's life: the relay refuses the token 401,
     // which a token function can mend, so the client asks it again instead of giving up.
@@ -762,6 +796,48 @@ describe("RelayClient with tokens", () => {
 });
 
 // ---- a server that accepts the upgrade and never welcomes ----
+
+describe("RelayClient under a low rate limit", () => {
+  let relay: Relay;
+  beforeAll(async () => {
+    relay = await startRelay({ vars: { ALLOW_ANONYMOUS: "true", RATE_LIMIT_PER_SECOND: "5" } });
+  });
+  afterAll(async () => {
+    await relay?.close();
+  });
+
+  it("counts its auto-acks in its pace, so publishing at full pace while directs arrive stays under the relay's limit", async () => {
+    const user = freshUser("busy");
+    const client = new RelayClient({ url: relay.url, inbox: user, user, pacedPerSecond: 5, reconnect: false });
+    const errors: unknown[] = [];
+    const closes: CloseInfo[] = [];
+    client.on("error", (error) => errors.push(error));
+    client.on("close", (info) => closes.push(info));
+    let directs = 0;
+    client.on("direct", () => directs++);
+    await client.ready();
+    const room = freshRoom("paced");
+    // Ten directs a second from the server, acked at most four times a second, while the app
+    // publishes 25 frames, five seconds at its pace.
+    let stop = false;
+    const feeding = (async () => {
+      for (let n = 0; !stop && n < 100; n++) {
+        await relay.fetch(`/users/${user}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data: n }) });
+        await sleep(100);
+      }
+    })();
+    try {
+      const seqs = await Promise.all(Array.from({ length: 25 }, (_, n) => client.publish(n, { room })));
+      expect(seqs).toEqual(seqs.map((_, n) => n + 1));
+    } finally {
+      stop = true;
+      await feeding;
+    }
+    expect(directs).toBeGreaterThan(20);
+    expect({ errors, closes, state: client.state }).toEqual({ errors: [], closes: [], state: "open" });
+    client.close();
+  });
+});
 
 describe("RelayClient closing a connection that no longer answers", () => {
   it("ends the socket (ws terminate) a second after close() when no close frame comes back", async () => {

@@ -116,15 +116,19 @@ export class Transport {
   // ---- attempts ----
 
   #connect(): void {
-    this.#open().catch(() => {
-      // No URL (the token function failed) or no socket could be made: a failed attempt.
+    this.#open().catch((error: unknown) => {
+      // No URL (the token function failed or hung) or no socket could be made: a failed attempt.
       this.#socket = undefined;
-      if (!this.#stopped) this.#retry(ABNORMAL, "could not connect");
+      if (!this.#stopped) this.#retry(ABNORMAL, error instanceof AttemptTimeout ? error.message : "could not connect");
     });
   }
 
   async #open(): Promise<void> {
-    const url = await this.#link.url();
+    // The attempt's time runs from here: a token function that never answers fails it too.
+    const timeout = this.#options.connectTimeoutMs ?? 10_000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new AttemptTimeout(`no token within ${timeout} ms`)), timeout)));
+    const url = await Promise.race([this.#link.url(), late]).finally(() => clearTimeout(timer));
     if (this.#stopped) return;
     this.#url = url;
     this.#welcomed = false;
@@ -146,7 +150,6 @@ export class Transport {
     };
     // A relay that accepts the upgrade but never welcomes (or a handshake that hangs) must not
     // hold the client forever.
-    const timeout = this.#options.connectTimeoutMs ?? 10_000;
     this.#connectTimer = setTimeout(() => this.#drop(socket, ABNORMAL, `no welcome within ${timeout} ms`), timeout);
   }
 
@@ -233,6 +236,9 @@ export class Transport {
     this.#link.state(state);
   }
 }
+
+/** An attempt that ran out of time before it had a URL to connect to. */
+class AttemptTimeout extends Error {}
 
 function closeQuietly(socket: WebSocketLike, code: number, reason: string): void {
   try {

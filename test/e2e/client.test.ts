@@ -277,6 +277,20 @@ describe("RelayClient", () => {
     expect(calls).toBe(2);
   });
 
+  it("gives a token function that never answers connectTimeoutMs, then asks it again", async () => {
+    let calls = 0;
+    const client = make({
+      room: freshRoom(),
+      user: "waiting",
+      connectTimeoutMs: 300,
+      // The first call hangs for good; the next answers (anonymous mode: no token needed).
+      token: () => (calls++ === 0 ? new Promise<string>(() => {}) : undefined),
+    });
+    expect(await next(client, "close")).toEqual({ code: 1006, reason: "no token within 300 ms", willReconnect: true });
+    await client.ready();
+    expect(calls).toBe(2);
+  });
+
   it("stops and says why when the relay refuses the connection", async () => {
     const closedRelay = await startRelay({ vars: { ALLOW_ANONYMOUS: "false", AUTH_SECRET: "client-test-secret" } });
     try {

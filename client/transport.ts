@@ -126,8 +126,9 @@ export class Transport {
   async #open(): Promise<void> {
     // The attempt's time runs from here: a token function that never answers fails it too.
     const timeout = this.#options.connectTimeoutMs ?? 10_000;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new AttemptTimeout(`no token within ${timeout} ms`)), timeout)));
+    let fail = (_: Error) => {};
+    const late = new Promise<never>((_, reject) => (fail = reject));
+    const timer = setTimeout(() => fail(new AttemptTimeout(`no token within ${timeout} ms`)), timeout);
     const url = await Promise.race([this.#link.url(), late]).finally(() => clearTimeout(timer));
     if (this.#stopped) return;
     this.#url = url;

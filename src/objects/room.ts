@@ -7,7 +7,7 @@ import { log } from "../log";
 import {
   CACHE_TTL_MS,
   FrameError,
-  historyBody,
+  historyPieces,
   isPresenceChannel,
   isUserChannel,
   presenceFrame,
@@ -385,8 +385,20 @@ export class Room extends Holder {
     await Promise.all(this.#roster.others().map((holder) => this.links.call("holder", holder, (stub) => stub.closeRoom(this.name, code, reason))));
   }
 
-  /** `{"messages": [...]}` with the first `limit` retained messages after `since`, as JSON text. */
-  history(since: number, limit: number): string {
-    return historyBody(this.#log.after(since, limit).map((message) => message.frame));
+  /**
+   * `{"messages": [...]}` with the first `limit` retained messages after `since`, as a stream of
+   * its UTF-8 text: a call's answer may be at most 32 MiB, which a full history of large
+   * messages can pass (docs/platform.md "Calls between objects"), and a stream's bytes do not count.
+   */
+  history(since: number, limit: number): ReadableStream<Uint8Array> {
+    const pieces = historyPieces(this.#log.after(since, limit).map((message) => message.frame));
+    const encoder = new TextEncoder();
+    let next = 0;
+    return new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (next < pieces.length) controller.enqueue(encoder.encode(pieces[next++]));
+        else controller.close();
+      },
+    });
   }
 }

@@ -87,9 +87,23 @@ export function sseEvent(event: string, data: string, id?: number): string {
 /** The keep-alive comment of an event stream. */
 export const SSE_KEEP_ALIVE = ": ping\n\n";
 
-/** `GET /rooms/:room/messages`: stored frames are already JSON text, so they are joined, not re-encoded. */
-export function historyBody(frames: string[]): string {
-  return `{"messages":[${frames.join(",")}]}`;
+/**
+ * `GET /rooms/:room/messages`'s body, `{"messages":[...]}`, in pieces of about `chars` characters
+ * for a stream (a frame is never split): stored frames are already JSON text, so they are joined,
+ * not re-encoded.
+ */
+export function historyPieces(frames: string[], chars = 1024 * 1024): string[] {
+  const pieces: string[] = [];
+  let piece = `{"messages":[`;
+  frames.forEach((frame, i) => {
+    if (piece.length > 0 && piece.length + frame.length > chars) {
+      pieces.push(piece);
+      piece = "";
+    }
+    piece += i === 0 ? frame : `,${frame}`;
+  });
+  pieces.push(`${piece}]}`);
+  return pieces;
 }
 
 /** Every refusal over HTTP: a stable code and a message for people. */

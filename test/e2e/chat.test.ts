@@ -199,6 +199,24 @@ describe("the HTTP surface", () => {
     expect(await page.json()).toEqual({ messages: sent.slice(1, 3) });
   });
 
+  it("serves a full history of messages that grew when stored, past the 32 MiB one call between objects carries", { timeout: 120_000 }, async () => {
+    // 64,993 bytes sent, stored as ~286,000 characters (1e20 written out) of a two-byte string (the €):
+    // a hundred are ~57 MB to hand from the Room to the Worker.
+    const room = freshRoom("grown");
+    const body = JSON.stringify({ data: [...Array.from({ length: 12_992 }, () => 0), "€"] }).replaceAll("0,", "1e20,");
+    expect(new TextEncoder().encode(body).length).toBeLessThan(65_536 + 20);
+    for (let n = 0; n < 100; n += 10) {
+      const posts = Array.from({ length: 10 }, () => relay.fetch(`/rooms/${room}/messages`, { method: "POST", headers: SERVER_AUTH, body }));
+      for (const answer of await Promise.all(posts)) expect(answer.status).toBe(200);
+    }
+    const history = await relay.fetch(`/rooms/${room}/messages`, { headers: SERVER_AUTH });
+    expect(history.status).toBe(200);
+    const { messages } = (await history.json()) as { messages: { seq: number; data: unknown[] }[] };
+    expect(messages.map((message) => message.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    expect(messages[99]!.data).toHaveLength(12_993);
+    expect(messages[99]!.data[0]).toBe(1e20);
+  });
+
   it("refuses the server routes with 401 without the API key", async () => {
     const room = freshRoom();
     const refused: Record<string, string>[] = [{}, { Authorization: "Bearer not-the-key" }];

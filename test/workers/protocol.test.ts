@@ -10,6 +10,7 @@ import {
   FrameError,
   isOversized,
   isPusherSubscription,
+  historyPieces,
   messageText,
   sseEvent,
   pusherEventText,
@@ -242,6 +243,14 @@ describe("message frames and Pusher events", () => {
       const frame = { type: "message", room, seq: 42, from, data, ts: 1_700_000_000_123, ...(id !== undefined && { id }) };
       expect(messageText(room, 42, from, JSON.stringify(data), id, 1_700_000_000_123)).toBe(JSON.stringify(frame));
     }
+  });
+
+  it("cuts history's body into pieces of about the size asked, never inside a frame", () => {
+    const frames = ["a".repeat(5), "b".repeat(5), "c".repeat(20), "d"];
+    const pieces = historyPieces(frames, 16);
+    expect(pieces.join("")).toBe(`{"messages":[${frames.join(",")}]}`);
+    expect(pieces).toEqual([`{"messages":[`, "aaaaa,bbbbb", `,${"c".repeat(20)}`, ",d]}"]);
+    expect(historyPieces([])).toEqual([`{"messages":[]}`]);
   });
 
   it("writes an event stream's data one line to a data: field, whatever the line breaks", () => {

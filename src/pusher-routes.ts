@@ -29,6 +29,7 @@ import {
   type Json,
   type PresenceEntry,
   userChannel,
+  type TooLarge,
 } from "./protocol";
 
 type PusherApp = { Bindings: Env; Variables: { config: Config; url: URL } };
@@ -222,7 +223,8 @@ function attributesOf(info: unknown): Set<ChannelAttribute> {
 async function trigger(c: PusherContext, event: PusherEvent): Promise<Record<string, ChannelAttributes>> {
   const attributes = await Promise.all(
     event.channels.map(async (channel): Promise<[string, ChannelAttributes]> => {
-      await againIfReset(() => c.env.ROOMS.getByName(channel).publish("server", event.data, undefined, event.socketId, event.payload));
+      const answer = await againIfReset(() => c.env.ROOMS.getByName(channel).publish("server", event.data, undefined, event.socketId, event.payload) as Promise<number | TooLarge>);
+      if (typeof answer !== "number") throw new HttpError(413, answer.refused, answer.message);
       if (event.info === undefined) return [channel, {}];
       const { users, connections } = await againIfReset(() => c.env.ROOMS.getByName(channel).info());
       return [

@@ -6,7 +6,7 @@ import { configOf, originAllowed, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { connectRequest } from "./objects/connect";
 import { againIfReset } from "./objects/reset";
-import { dataProblem, HEALTHY, isValidName, NAME_RULE, publishedBody, type Json } from "./protocol";
+import { dataProblem, HEALTHY, isValidName, NAME_RULE, publishedBody, type Json, type TooLarge } from "./protocol";
 import { pusher } from "./pusher-routes";
 import { answerError, badName, checkName, countParam as countIn, readBody, vetClient } from "./request";
 import { siteFile } from "./site";
@@ -105,7 +105,9 @@ app.post("/rooms/:room/messages", async (c) => {
   const room = nameParam(c, "room");
   await authorizeServer(c.req.raw, c.get("url"), c.get("config"));
   const { data, from } = await messageBody(c);
-  return c.json(publishedBody(await againIfReset(() => c.env.ROOMS.getByName(room).publish(from, data))));
+  const answer = await againIfReset(() => c.env.ROOMS.getByName(room).publish(from, data) as Promise<number | TooLarge>);
+  if (typeof answer !== "number") throw new HttpError(413, answer.refused, answer.message);
+  return c.json(publishedBody(answer));
 });
 
 app.post("/users/:user/messages", async (c) => {

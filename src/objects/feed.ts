@@ -1,6 +1,6 @@
 // What a holder keeps per source it receives: the sockets it holds for one room (room sockets
 // and subscriptions alike) or for one user's inbox, and the sockets waiting for their welcome.
-import { toPusher, type PresenceEntry, type ResumePoint } from "../protocol";
+import { FrameError, toPusher, type PresenceEntry, type ResumePoint, type TooLarge } from "../protocol";
 import type { CensusAnswer } from "./roster";
 import { transmit, type Session } from "./session";
 
@@ -47,6 +47,12 @@ export interface Admission {
   infos?: Record<string, string>;
   recovered?: boolean;
   replay: string[];
+}
+
+/** A publish's seq, or its refusal as the FrameError a socket answers with. */
+export function storedSeq(answer: number | TooLarge): number {
+  if (typeof answer !== "number") throw new FrameError("too_large", answer.message);
+  return answer;
 }
 
 export interface RoomFull {

@@ -15,9 +15,10 @@ import {
   type ClientFrame,
   type Json,
   type ResumePoint,
+  type TooLarge,
 } from "../protocol";
 import { identityOf, overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
-import { sendEntry, sendKept, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
+import { sendEntry, sendKept, storedSeq, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
 import { Feeds, SubscriptionTable } from "./feeds";
 import { withinReplayBudget } from "./limits";
 import { Batches, Links, QueueFull } from "./links";
@@ -248,12 +249,11 @@ export class Holder extends SocketHost {
 
   /** Publishes into `room`; answers its seq once stored. Room publishes its own without a call. */
   protected async publishTo(room: string, from: string, data: Json, id?: string): Promise<number> {
-    try {
-      return await this.links.call("room", room, (stub) => stub.publish(from, data, id));
-    } catch (error) {
+    const answer = await this.links.call("room", room, (stub) => stub.publish(from, data, id) as Promise<number | TooLarge>).catch((error: unknown) => {
       log("error", "publish to a room failed", { holder: this.name, room, error });
       throw new FrameError("internal", `could not publish to room ${room}; not sent`);
-    }
+    });
+    return storedSeq(answer);
   }
 
   // Binary frames are relayed as-is to the room's other sockets and not stored (docs/protocol.md).

@@ -7,7 +7,6 @@ import { log } from "../log";
 import {
   CACHE_TTL_MS,
   FrameError,
-  historyPieces,
   isPresenceChannel,
   isUserChannel,
   presenceFrame,
@@ -18,15 +17,16 @@ import {
   streamWelcome,
   toPusher,
   type RoomInfo,
+  type TooLarge,
 } from "../protocol";
 import { placeAt, readConnectRequest, roomFullMessage, type ConnectInfo } from "./connect";
 import { Census } from "./census";
 import { CountFrames } from "./count-frames";
 import { EventStreams } from "./event-stream";
-import { entrySize, type Admission, type FeedEntry, type JoinRequest, type RoomFull, type RosterAnswer, type RosterChange } from "./feed";
+import { entrySize, storedSeq, type Admission, type FeedEntry, type JoinRequest, type RoomFull, type RosterAnswer, type RosterChange } from "./feed";
 import { Holder } from "./holder";
 import { Streams } from "./links";
-import { MessageLog, type Fresh } from "./message-log";
+import { MessageLog, tooBigToStore, type Fresh } from "./message-log";
 import { PusherHooks, Watchers } from "./pusher-hooks";
 import { HERE, MemberInfos, Roster } from "./roster";
 import { applyRosterChanges } from "./roster-calls";
@@ -262,12 +262,11 @@ export class Room extends Holder {
 
   protected override async publishTo(room: string, from: string, data: Json, id?: string): Promise<number> {
     if (room !== this.name) return super.publishTo(room, from, data, id);
-    try {
-      return await this.publish(from, data, id);
-    } catch (error) {
+    const answer = await this.publish(from, data, id).catch((error: unknown) => {
       log("error", "room could not store a batch of messages", { room: this.name, error });
       throw new FrameError("internal", "the room could not store this message; not sent");
-    }
+    });
+    return storedSeq(answer);
   }
 
   /**
@@ -276,9 +275,9 @@ export class Room extends Holder {
    * `payload`: a Pusher REST event's data as sent, the JSON text of `data.data`, stored as it is
    * (docs/protocol.md decision 58).
    */
-  publish(from: string, data: Json, id?: string, except?: string, payload?: string): Promise<number> {
+  publish(from: string, data: Json, id?: string, except?: string, payload?: string): Promise<number | TooLarge> {
     const text = payload === undefined ? JSON.stringify(data) : pusherEventText((data as { event: string }).event, payload);
-    return this.#log.append(from, text, id, except);
+    return Promise.resolve(tooBigToStore(text) ?? this.#log.append(from, text, id, except));
   }
 
   /** A Pusher client event: to the room's other Pusher subscribers only, not stored (RPC). */
@@ -385,20 +384,8 @@ export class Room extends Holder {
     await Promise.all(this.#roster.others().map((holder) => this.links.call("holder", holder, (stub) => stub.closeRoom(this.name, code, reason))));
   }
 
-  /**
-   * `{"messages": [...]}` with the first `limit` retained messages after `since`, as a stream of
-   * its UTF-8 text: a call's answer may be at most 32 MiB, which a full history of large
-   * messages can pass (docs/platform.md "Calls between objects"), and a stream's bytes do not count.
-   */
+  /** `{"messages": [...]}` with the first `limit` retained messages after `since`, streamed (MessageLog.history). */
   history(since: number, limit: number): ReadableStream<Uint8Array> {
-    const pieces = historyPieces(this.#log.after(since, limit).map((message) => message.frame));
-    const encoder = new TextEncoder();
-    let next = 0;
-    return new ReadableStream<Uint8Array>({
-      pull(controller) {
-        if (next < pieces.length) controller.enqueue(encoder.encode(pieces[next++]));
-        else controller.close();
-      },
-    });
+    return this.#log.history(since, limit);
   }
 }

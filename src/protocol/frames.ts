@@ -91,6 +91,12 @@ export interface WelcomeFrame {
   heartbeat: Heartbeat;
 }
 
+/** A Room's answer to a publish whose stored frame would not fit a storage row (docs/protocol.md decision 59). */
+export interface TooLarge {
+  refused: "too_large";
+  message: string;
+}
+
 export interface MessageFrame {
   type: "message";
   room: string;

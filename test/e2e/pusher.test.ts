@@ -918,6 +918,39 @@ describe("a relay without the Pusher app", () => {
   });
 });
 
+describe("a relay with MAX_MESSAGE_BYTES at its most, 1 MiB", () => {
+  let big: Relay;
+  beforeAll(async () => {
+    big = await startRelay({ vars: { ...PUSHER_RELAY.vars, MAX_MESSAGE_BYTES: "1048576" }, secrets: PUSHER_RELAY.secrets });
+  });
+  afterAll(async () => {
+    await big?.close();
+  });
+
+  it("refuses alone, too_large, a message under the limit that stored would not fit a storage row (decision 59)", async () => {
+    const name = freshRoom("grows");
+    // 500 KB sent, 2.2 MB stored: 1e20 is written out in full.
+    const grows = `[${Array.from({ length: 100_000 }, () => "1e20").join(",")}]`;
+    const socket = await big.connect(`/rooms/${name}/ws?user=big`);
+    expect(await socket.json()).toMatchObject({ type: "welcome" });
+    socket.send(`{"type":"publish","id":"p1","data":${grows}}`);
+    expect(await socket.nextOf("error")).toMatchObject({ code: "too_large", id: "p1", message: expect.stringContaining("storage row") });
+    socket.send({ type: "publish", id: "p2", data: "small" });
+    expect(await socket.nextOf("message")).toMatchObject({ seq: 1, id: "p2", data: "small" });
+
+    const posted = await big.fetch(`/rooms/${name}/messages`, { method: "POST", headers: SERVER_AUTH, body: `{"data":${grows}}` });
+    expect(posted.status).toBe(413);
+    expect(await posted.json()).toMatchObject({ error: "too_large" });
+    // A REST event's control characters are stored escaped, six characters each.
+    const triggered = await serverSdk(big).trigger(name, "e", "\u0001".repeat(400_000)).catch((error: { status: number }) => error);
+    expect(triggered).toMatchObject({ status: 413 });
+
+    const history = await json(await big.fetch(`/rooms/${name}/messages`, { headers: SERVER_AUTH }));
+    expect(history.messages.map((message: { data: unknown }) => message.data)).toEqual(["small"]);
+    await socket.close();
+  });
+});
+
 describe("a relay with short heartbeats and presence lists of 2", () => {
   let quick: Relay;
   beforeAll(async () => {

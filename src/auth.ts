@@ -1,6 +1,6 @@
 // Who is asking, and may they: user tokens, anonymous mode, the server API key and origins.
 // Every refusal is an HttpError; nothing here talks to an object.
-import { verify } from "hono/jwt";
+import { decode, verify } from "hono/jwt";
 import { originAllowed, type Config } from "./config";
 import { HttpError } from "./http-error";
 import { isPrivateRoom, roomAllowed, type Identity } from "./identity";
@@ -43,7 +43,10 @@ async function verifyToken(token: string, config: Config): Promise<Claims> {
     payload = await verify(token, config.authSecret, { alg: "HS256", iat: false });
   } catch (error) {
     const expired = error instanceof Error && error.name === "JwtTokenExpired";
-    throw new HttpError(401, "unauthorized", expired ? "token expired" : "token is not a valid HS256 JWT for this relay");
+    if (!expired) throw new HttpError(401, "unauthorized", "token is not a valid HS256 JWT for this relay");
+    // The library says expired of an `exp` that is no number at all (null, "9999999999", true).
+    const exp: unknown = decode(token).payload.exp;
+    throw new HttpError(401, "unauthorized", typeof exp === "number" ? "token expired" : 'token "exp" must be a number of seconds since 1970');
   }
   // The library skips an `exp` of 0 (falsy); it is as expired as any other past time.
   if (payload.exp === 0) throw new HttpError(401, "unauthorized", "token expired");

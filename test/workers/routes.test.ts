@@ -105,6 +105,12 @@ describe("HTTP surface", () => {
     const token = await sign({ sub: "zero", exp: 0 }, "k", "HS256");
     expect(await expectError(withEnv(vars, `/rooms/r/ws?token=${token}`, upgrade), 401, "unauthorized")).toBe("token expired");
   });
+
+  it.each([[null], ["9999999999"], [true], [[1]]])("refuses a token whose exp is %j with 401 saying exp must be a number", async (exp) => {
+    const vars = { ALLOW_ANONYMOUS: "false", AUTH_SECRET: "k" };
+    const token = await sign({ sub: "odd", exp } as never, "k", "HS256");
+    expect(await expectError(withEnv(vars, `/rooms/r/ws?token=${token}`, upgrade), 401, "unauthorized")).toBe('token "exp" must be a number of seconds since 1970');
+  });
 });
 
 describe("server routes", () => {

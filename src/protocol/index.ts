@@ -4,3 +4,4 @@ export * from "./encode";
 export * from "./frames";
 export * from "./names";
 export * from "./pusher";
+export * from "./pusher-events";

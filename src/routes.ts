@@ -115,7 +115,7 @@ app.post("/users/:user/messages", async (c) => {
   await authorizeServer(c.req.raw, c.get("url"), c.get("config"));
   const { data, from } = await messageBody(c);
   const result = await c.env.INBOXES.getByName(user).deliver(from, data);
-  if ("refused" in result) throw new HttpError(429, result.refused, result.message);
+  if ("refused" in result) throw new HttpError(result.refused === "too_large" ? 413 : 429, result.refused, result.message);
   return c.json(result);
 });
 

@@ -44,7 +44,9 @@ export interface Admission {
   users: number;
   presence?: PresenceEntry[];
   /** user_info of the listed users that gave one, as JSON text (presence- rooms, for Pusher clients). */
-  infos?: Record<string, string>;
+  infoTexts?: Record<string, string>;
+  /** The same as values, from a Room on code before infoTexts (objects take up a deploy one by one). */
+  infos?: Record<string, unknown>;
   recovered?: boolean;
   replay: string[];
 }

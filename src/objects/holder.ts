@@ -148,7 +148,7 @@ export class Holder extends SocketHost {
     if ("refused" in answer) return new HttpError(503, "room_full", answer.message).toResponse();
     const { 0: client, 1: server } = new WebSocketPair();
     const session = this.accept(server, identity, connection, { room });
-    const { replay, recovered, infos: _, mark: __, ...state } = answer;
+    const { replay, recovered, infoTexts: _, infos: ___, mark: __, ...state } = answer;
     const welcome = welcomeFrame({ room, user: identity.user, connection, ...state, ...(recovered !== undefined && { recovered }), heartbeat: this.heartbeat });
     this.send(server, welcome);
     for (const frame of replay) this.send(server, frame);

@@ -6,6 +6,7 @@ import { configOf, type Config } from "../config";
 import { log } from "../log";
 import { directFrame, type Delivery, type Json, type Refusal } from "../protocol";
 import { entrySize, type Attachment, type FeedEntry } from "./feed";
+import { tooBigToStore } from "./limits";
 import { Links, Streams, within } from "./links";
 import { Sequence } from "./sequence";
 
@@ -202,9 +203,12 @@ export class Inbox extends DurableObject<Env> {
       refusal = this.#refusal(sender);
     }
     if (refusal !== undefined) return refusal;
+    const text = JSON.stringify(data);
+    const tooBig = tooBigToStore(text, () => JSON.stringify(directFrame(Number.MAX_SAFE_INTEGER, from, null, id, Date.now())));
+    if (tooBig !== undefined) return tooBig;
     const { promise, resolve, reject } = Promise.withResolvers<Delivery>();
     this.#pending.push({ from, data, id, sender, at: Date.now(), resolve, reject });
-    this.#waiting.add(sender, 1, JSON.stringify(data).length + from.length + (id?.length ?? 0) + FRAME_OVERHEAD);
+    this.#waiting.add(sender, 1, text.length + from.length + (id?.length ?? 0) + FRAME_OVERHEAD);
     // As a room's log does: a batch grown big or old under a flood is stored now, not later.
     const first = this.#pending[0]!;
     if (this.#pending.length >= 256 || Date.now() - first.at >= 20) this.#flush();

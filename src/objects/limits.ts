@@ -4,7 +4,7 @@
 // emptied and the bucket has refilled, so starting afresh after hibernation is exact (a Pusher
 // socket's subscription bucket, MAX_SUBSCRIPTIONS deep, may take longer to refill: a little generous).
 import type { Config } from "../config";
-import { isPusherSubscription } from "../protocol";
+import { isPusherSubscription, utf8Length, type TooLarge } from "../protocol";
 
 const WINDOW_MS = 10_000;
 
@@ -153,4 +153,26 @@ export function rateFor(session: Limited, message: string | ArrayBuffer, config:
   if (!session.pusher || typeof message !== "string" || !isPusherSubscription(message)) return session.rate;
   const { rateLimitPerSecond, maxSubscriptions } = config;
   return (session.subscribing ??= new RateLimiter(rateLimitPerSecond, now, Math.max(2 * rateLimitPerSecond, maxSubscriptions)));
+}
+
+/** The most bytes a stored frame takes: a storage row holds 2 MB (docs/platform.md), its other columns included. */
+const MAX_STORED_FRAME_BYTES = 2_000_000;
+
+/** A frame's fields around its data at their largest (room 164, from 128, id 256 characters, each escaped six bytes a character at worst) and the rest. */
+const MAX_ENVELOPE_BYTES = 4_096;
+
+/**
+ * A refusal for a message or direct whose stored frame would not fit a row, or undefined: what
+ * was sent is at most MAX_MESSAGE_BYTES, but numbers such as 1e20 and escaped characters grow
+ * when the relay writes them (docs/protocol.md decision 59). `envelope` is the frame without
+ * its data, made only for a long text (three bytes a character at most).
+ */
+export function tooBigToStore(dataText: string, envelope: () => string): TooLarge | undefined {
+  if (dataText.length * 3 + MAX_ENVELOPE_BYTES <= MAX_STORED_FRAME_BYTES) return undefined;
+  const bytes = utf8Length(dataText) + utf8Length(envelope());
+  if (bytes <= MAX_STORED_FRAME_BYTES) return undefined;
+  return {
+    refused: "too_large",
+    message: `stored, this message would take ${bytes} bytes, over the ${MAX_STORED_FRAME_BYTES} a storage row holds (numbers such as 1e20 and escaped characters grow when stored)`,
+  };
 }

@@ -9,7 +9,7 @@
 // message. `seq` is the last *stored* number (what welcomes, info and resume report), and the
 // only way a message leaves is `onStored`, called after its batch's transaction. The platform's
 // output gate then holds whatever `onStored` sends until the commit is durable (docs/platform.md).
-import { historyPieces, messageText, utf8Length, type TooLarge } from "../protocol";
+import { historyPieces, messageText } from "../protocol";
 import { Sequence } from "./sequence";
 
 /** A stored message: its seq and the exact frame text clients receive. */
@@ -33,33 +33,14 @@ interface Pending extends Fresh {
   reject: (error: unknown) => void;
 }
 
-/** The most bytes a stored message frame takes: a storage row holds 2 MB (docs/platform.md), its seq included. */
-const MAX_STORED_FRAME_BYTES = 2_000_000;
-
-/** What a frame holds besides its data at most: room (164), from (128), id (256), the rest. */
-const FRAME_OVERHEAD_BYTES = 1_024;
-
-/**
- * A refusal for a message whose stored frame would not fit a row, or undefined: what was sent
- * is at most MAX_MESSAGE_BYTES, but numbers such as 1e20 and escaped characters grow when stored
- * (docs/protocol.md decision 59). Three bytes a character at most: only a long text is counted.
- */
-export function tooBigToStore(dataText: string): TooLarge | undefined {
-  if (dataText.length * 3 + FRAME_OVERHEAD_BYTES <= MAX_STORED_FRAME_BYTES) return undefined;
-  const bytes = utf8Length(dataText) + FRAME_OVERHEAD_BYTES;
-  if (bytes <= MAX_STORED_FRAME_BYTES) return undefined;
-  return {
-    refused: "too_large",
-    message: `stored, this message would take about ${bytes} bytes, over the ${MAX_STORED_FRAME_BYTES} a storage row holds (numbers such as 1e20 and escaped characters grow when stored)`,
-  };
-}
-
 export class MessageLog {
   readonly #storage: DurableObjectStorage;
   readonly #sequence: Sequence;
   readonly #room: string;
   /** Messages served for resume and history. Rows kept: at least 1, the newest, which holds the seq. */
   readonly #historyLimit: number;
+  /** History bodies (streams) not yet read to their end. */
+  #reading = 0;
   readonly #onStored: (batch: Fresh[]) => void;
   #pending: Pending[] = [];
   #scheduled = false;
@@ -154,12 +135,25 @@ export class MessageLog {
     const pieces = historyPieces(this.after(since, limit).map((message) => message.frame));
     const encoder = new TextEncoder();
     let next = 0;
+    this.#reading++;
+    let finished = false;
+    const finish = () => {
+      if (!finished) this.#reading--;
+      finished = true;
+    };
     return new ReadableStream<Uint8Array>({
-      pull(controller) {
-        if (next < pieces.length) controller.enqueue(encoder.encode(pieces[next++]));
-        else controller.close();
+      pull: (controller) => {
+        if (next < pieces.length) return controller.enqueue(encoder.encode(pieces[next++]));
+        controller.close();
+        finish();
       },
+      cancel: finish,
     });
+  }
+
+  /** Whether a history body is still being read: the Room must not reset under it. */
+  get reading(): boolean {
+    return this.#reading > 0;
   }
 
   /** The newest message served, if it is at most `maxAgeMs` old: a Pusher cache channel's event. */

@@ -145,6 +145,11 @@ export class PusherHooks {
     clearTimeout(timer);
   }
 
+  /** The join `listed` was for was refused, and the room is still empty: the directory forgets it again. */
+  unlisted(): void {
+    this.#queue({ occupied: false });
+  }
+
   /** A subscriber of a cache channel found no event to start from (it gets pusher:cache_miss). */
   cacheMiss(): void {
     this.#send({ name: "cache_miss", channel: this.#room });

@@ -154,7 +154,7 @@ export class PusherSockets {
         join,
         (admission) => {
           const members = isPresenceChannel(channel)
-            ? (admission.presence ?? []).map(({ user }) => ({ user, info: admission.infos && Object.hasOwn(admission.infos, user) ? admission.infos[user] : undefined }))
+            ? (admission.presence ?? []).map(({ user }) => ({ user, info: infoText(admission, user) }))
             : undefined;
           const { seq, epoch, users, recovered } = admission;
           this.#host.send(session, subscriptionSucceeded(channel, seq, epoch, members, users, recovered));
@@ -264,4 +264,10 @@ function parseMember(channelData: string | undefined): { member: string; info: u
   if (typeof member !== "string" || member.length === 0 || member.length > MAX_USER_ID) return undefined;
   const info = fields!.user_info ?? null;
   return dataProblem(info) !== undefined ? undefined : { member, info };
+}
+
+/** A listed member's user_info as JSON text, from a Room on this code or on the code before it. */
+export function infoText({ infoTexts, infos }: Admission, user: string): string | undefined {
+  if (infoTexts !== undefined) return Object.hasOwn(infoTexts, user) ? infoTexts[user] : undefined;
+  return infos !== undefined && Object.hasOwn(infos, user) ? JSON.stringify(infos[user]) : undefined;
 }

@@ -68,7 +68,7 @@ export class RelaySockets {
         if (session.room !== undefined) throw new FrameError("bad_frame", `"subscribe" is only meaningful on a user socket`);
         const { room, id } = frame;
         if (!roomAllowed(session.identity.rooms, room)) throw new FrameError("forbidden", `token does not allow room ${room}`);
-        return host.subscribe(session, room, frame, ({ replay: _, infos: __, mark: ___, recovered, ...state }) => {
+        return host.subscribe(session, room, frame, ({ replay: _, infoTexts: __, infos: ____, mark: ___, recovered, ...state }) => {
           host.send(session, subscribedFrame({ room, ...state, ...(recovered !== undefined && { recovered }) }, id));
         });
       }

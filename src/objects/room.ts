@@ -18,6 +18,7 @@ import {
   toPusher,
   type RoomInfo,
   type TooLarge,
+  messageText,
 } from "../protocol";
 import { placeAt, readConnectRequest, roomFullMessage, type ConnectInfo } from "./connect";
 import { Census } from "./census";
@@ -25,8 +26,9 @@ import { CountFrames } from "./count-frames";
 import { EventStreams } from "./event-stream";
 import { entrySize, storedSeq, type Admission, type FeedEntry, type JoinRequest, type RoomFull, type RosterAnswer, type RosterChange } from "./feed";
 import { Holder } from "./holder";
+import { tooBigToStore } from "./limits";
 import { Streams } from "./links";
-import { MessageLog, tooBigToStore, type Fresh } from "./message-log";
+import { MessageLog, type Fresh } from "./message-log";
 import { PusherHooks, Watchers } from "./pusher-hooks";
 import { HERE, MemberInfos, Roster } from "./roster";
 import { applyRosterChanges } from "./roster-calls";
@@ -80,10 +82,10 @@ export class Room extends Holder {
     return HERE;
   }
 
-  /** And nothing of the room anywhere: no connection on any holder, seat promised, stream, batch or webhook. */
+  /** And nothing of the room anywhere: no connection on any holder, seat promised, stream, history being read, batch or webhook. */
   protected override quiet(): boolean {
     const idle = this.#roster.connections === 0 && this.#seats.count === 0 && this.#census.settling === undefined;
-    return idle && this.#log.stored && !this.#streams.busy && (this.#pusher?.idle ?? true) && super.quiet();
+    return idle && this.#log.stored && !this.#log.reading && !this.#streams.busy && (this.#pusher?.idle ?? true) && super.quiet();
   }
 
   /**
@@ -174,6 +176,7 @@ export class Room extends Holder {
     this.#seats.take(holder);
     const more = connections - members.at(holder, user);
     if (more > 0 && members.connections + more > this.config.maxConnectionsPerRoom) {
+      if (members.users === 0) this.#pusher?.unlisted();
       return { refused: "room_full", message: roomFullMessage(this.name, this.config.maxConnectionsPerRoom) };
     }
     // A Pusher presence member (it brings user_info) needs every member listed, which stops at
@@ -197,7 +200,7 @@ export class Room extends Holder {
       ...(resume && { recovered: resume.recovered }),
       replay: resume?.messages.map((message) => message.frame) ?? (request.cached ? this.#cached() : []),
     };
-    if (this.#presenceChannel && presence.presence) answer.infos = this.#infos.of(presence.presence.map((entry) => entry.user));
+    if (this.#presenceChannel && presence.presence) answer.infoTexts = this.#infos.of(presence.presence.map((entry) => entry.user));
     if (change === "joined") this.#announce("join", user, request.connection);
     this.#counts.welcomed(request.connection); // after the join's own frames, which it does not get
     if (request.cached && answer.replay.length === 0) this.#pusher?.cacheMiss(); // after channel_occupied
@@ -277,7 +280,8 @@ export class Room extends Holder {
    */
   publish(from: string, data: Json, id?: string, except?: string, payload?: string): Promise<number | TooLarge> {
     const text = payload === undefined ? JSON.stringify(data) : pusherEventText((data as { event: string }).event, payload);
-    return Promise.resolve(tooBigToStore(text) ?? this.#log.append(from, text, id, except));
+    const refused = tooBigToStore(text, () => messageText(this.name, Number.MAX_SAFE_INTEGER, from, "", id, Date.now()));
+    return Promise.resolve(refused ?? this.#log.append(from, text, id, except));
   }
 
   /** A Pusher client event: to the room's other Pusher subscribers only, not stored (RPC). */

@@ -90,7 +90,7 @@ function answerSize(answer: Admission): number {
   let size = 0;
   for (const frame of answer.replay) size += frame.length;
   for (const { user } of answer.presence ?? []) size += user.length + 32;
-  for (const info of Object.values(answer.infos ?? {})) size += info.length;
+  for (const info of Object.values(answer.infoTexts ?? {})) size += info.length;
   return size;
 }
 

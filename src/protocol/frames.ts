@@ -212,6 +212,6 @@ export interface Delivery {
 
 /** What an inbox answers for a direct message it would not take, or could not store. */
 export interface Refusal {
-  refused: "inbox_full" | "internal";
+  refused: "inbox_full" | "internal" | "too_large";
   message: string;
 }

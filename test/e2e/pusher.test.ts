@@ -949,6 +949,21 @@ describe("a relay with MAX_MESSAGE_BYTES at its most, 1 MiB", () => {
     expect(history.messages.map((message: { data: unknown }) => message.data)).toEqual(["small"]);
     await socket.close();
   });
+
+  it("refuses alone, too_large, a direct that stored would not fit a storage row", async () => {
+    const grows = `[${Array.from({ length: 100_000 }, () => "1e20").join(",")}]`;
+    const [sender, recipient] = [freshRoom("sender"), freshRoom("recipient")];
+    const posted = await big.fetch(`/users/${recipient}/messages`, { method: "POST", headers: SERVER_AUTH, body: `{"data":${grows}}` });
+    expect(posted.status).toBe(413);
+    expect(await posted.json()).toMatchObject({ error: "too_large", message: expect.stringContaining("storage row") });
+    const socket = await big.connect(`/users/${sender}/ws?user=${sender}`);
+    expect(await socket.json()).toMatchObject({ type: "welcome" });
+    socket.send(`{"type":"direct","id":"d1","to":"${recipient}","data":${grows}}`);
+    expect(await socket.nextOf("error")).toMatchObject({ code: "too_large", id: "d1" });
+    socket.send({ type: "direct", id: "d2", to: recipient, data: "small" });
+    expect(await socket.nextOf("ack")).toMatchObject({ id: "d2", status: "queued", seq: 1 });
+    await socket.close();
+  });
 });
 
 describe("a relay with short heartbeats and presence lists of 2", () => {

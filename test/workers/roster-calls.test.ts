@@ -2,6 +2,7 @@
 // answered on its own and in order, and no answer too big to cross to another object.
 import { describe, expect, it } from "vitest";
 import type { Admission, JoinRequest, RosterChange } from "../../src/objects/feed";
+import { infoText } from "../../src/objects/pusher-sockets";
 import { applyRosterChanges } from "../../src/objects/roster-calls";
 
 const MI = 1024 * 1024;
@@ -59,11 +60,23 @@ describe("applyRosterChanges", () => {
     const infos = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`u${i}`, JSON.stringify("y".repeat(64 * 1024))]));
     const room = fakeRoom(() => Array.from({ length: 6 }, () => "x".repeat(MI)));
     const join = room.join;
-    room.join = async (request) => ({ ...(await join(request)), presence: [{ user: "a", connections: 1 }], infos });
+    room.join = async (request) => ({ ...(await join(request)), presence: [{ user: "a", connections: 1 }], infoTexts: infos });
     const [resume] = await applyRosterChanges([joinOf("a", 0)], room);
-    expect(resume).toMatchObject({ recovered: false, replay: [], infos });
+    expect(resume).toMatchObject({ recovered: false, replay: [], infoTexts: infos });
     const [small] = await applyRosterChanges([joinOf("b", 0)], { ...room, join });
     expect(small).toMatchObject({ recovered: true });
     expect((small as Admission).replay).toHaveLength(6);
+  });
+});
+
+describe("a presence member's user_info in a join's answer", () => {
+  const base = { seq: 1, epoch: "e", mark: 1, users: 2, replay: [] };
+
+  it("is taken as the JSON text a Room sends, or written from the values a Room on older code sends", () => {
+    const current: Admission = { ...base, infoTexts: { alice: '{"name": "Alice"}' } };
+    expect([infoText(current, "alice"), infoText(current, "bob")]).toEqual(['{"name": "Alice"}', undefined]);
+    const older: Admission = { ...base, infos: { alice: { name: "Alice" }, quiet: null } };
+    expect([infoText(older, "alice"), infoText(older, "quiet"), infoText(older, "bob")]).toEqual(['{"name":"Alice"}', "null", undefined]);
+    expect(infoText({ ...base, infoTexts: {} }, "__proto__")).toBeUndefined();
   });
 });

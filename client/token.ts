@@ -38,6 +38,8 @@ export class Tokens {
   /** The token of the current connection, and one fetched ahead for the next. */
   #current?: string;
   #next?: string;
+  /** Counts the connections' asks: one answered after a later ask began is an attempt given up on. */
+  #asked = 0;
 
   constructor(option: TokenOption | undefined) {
     this.#option = option;
@@ -52,8 +54,10 @@ export class Tokens {
   /** The token for a new connection: one fetched ahead while it is valid, else a fresh one from the function. */
   async forConnection(): Promise<string | undefined> {
     if (typeof this.#option !== "function") return this.#option;
+    const asked = ++this.#asked;
     const ahead = this.#next !== undefined && !expired(this.#next) ? this.#next : undefined;
     const token = ahead ?? (await this.#option());
+    if (asked !== this.#asked) return token; // too late (connectTimeoutMs): the later ask's token stands
     this.#next = undefined;
     this.#current = token;
     return token;

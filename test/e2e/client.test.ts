@@ -6,6 +6,7 @@ import { sign } from "hono/jwt";
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
 import { RelayClient, type CloseInfo, type Json, type MessageFrame, type RelayClientOptions, type RelayEvents } from "../../client";
+import { Tokens } from "../../client/token";
 import { freshRoom, SERVER_AUTH, startRelay, type Relay } from "./relay";
 
 const FAST = { minDelayMs: 10, maxDelayMs: 100 };
@@ -289,6 +290,18 @@ describe("RelayClient", () => {
     expect(await next(client, "close")).toEqual({ code: 1006, reason: "no token within 300 ms", willReconnect: true });
     await client.ready();
     expect(calls).toBe(2);
+  });
+
+  it("keeps the latest attempt's token when an attempt given up on gets its token late", async () => {
+    const answers: ((token: string) => void)[] = [];
+    const tokens = new Tokens(() => new Promise<string>((resolve) => answers.push(resolve)));
+    const abandoned = tokens.forConnection();
+    const latest = tokens.forConnection();
+    answers[1]!("latest");
+    expect(await latest).toBe("latest");
+    answers[0]!("late");
+    expect(await abandoned).toBe("late");
+    expect(await tokens.forRequest()).toBe("latest");
   });
 
   it("stops and says why when the relay refuses the connection", async () => {

@@ -56,6 +56,8 @@ export class PusherHooks {
   #waiting: Outgoing[] = [];
   /** Whether the loop handing over what waits runs. */
   #sending = false;
+  /** What the directory was last told of the channel (unknown after a start): the same again is not sent. */
+  #told?: boolean;
   /** With subscription counting (PUSHER_SUBSCRIPTION_COUNT): the count, told at most once a second. */
   readonly #counting?: OncePerSecond;
   readonly #settling: () => Promise<void> | undefined;
@@ -215,7 +217,11 @@ export class PusherHooks {
   /** Tells the directory the batch's last occupancy change, hands its events over, and forgets its stored rows. */
   async #deliver(batch: Outgoing[]): Promise<void> {
     const occupied = batch.findLast((outgoing) => outgoing.occupied !== undefined)?.occupied;
-    if (occupied !== undefined) await this.#links.call("directory", "channels", (stub) => stub.occupied(this.#room, occupied));
+    // A join that waited for `listed` is followed by its channel_occupied: one call tells both.
+    if (occupied !== undefined && occupied !== this.#told) {
+      await this.#links.call("directory", "channels", (stub) => stub.occupied(this.#room, occupied));
+      this.#told = occupied;
+    }
     for (const { told } of batch) told?.();
     const events =
       this.#app.webhookUrl === undefined ? [] : batch.flatMap(({ text, row }): HandedOver[] => (text === undefined ? [] : [{ text, ...(row !== undefined && { kept: true }) }]));

@@ -129,10 +129,15 @@ export async function authorizeServer(request: Request, url: URL, config: Config
   const key = bearer(request);
   if (key !== undefined && config.apiKey !== undefined && (await sameSecret(key, config.apiKey))) return;
   const token = presentedToken(request, url);
+  /** Why a user token (shaped like a JWT, so not a mistyped key) was refused: "token expired", say. */
+  let refused: string | undefined;
   if (readers !== undefined && token !== undefined && config.authSecret !== undefined) {
-    const claims = await verifyToken(token, config).catch(() => undefined);
+    const claims = await verifyToken(token, config).catch((error: unknown) => {
+      if (error instanceof HttpError && token.split(".").length === 3) refused = error.message;
+    });
     if (claims) return authorize(claims, readers);
   }
+  if (refused !== undefined) throw new HttpError(401, "unauthorized", config.apiKey === undefined ? refused : `${refused}, and it is not the API key either`);
   if (config.apiKey === undefined) {
     throw new HttpError(401, "unauthorized", "server routes are closed: this relay has no API_KEY (`wrangler secret put API_KEY`)");
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { OncePerSecond } from "../../src/objects/count-frames";
+import { COUNT_EVERY_MS, OncePerSecond } from "../../src/objects/count-frames";
 import { OversizeCounter, RateLimiter, withinReplayBudget } from "../../src/objects/limits";
 import type { Session } from "../../src/objects/session";
 import { Batches, Streams } from "../../src/objects/links";
@@ -194,7 +194,7 @@ describe("counts told at most once a second", () => {
     counts.changed();
     expect(told).toEqual([1]);
     await expect.poll(() => told, { timeout: 10_000 }).toEqual([1, 3]);
-    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await new Promise((resolve) => setTimeout(resolve, COUNT_EVERY_MS + 100));
     counts.changed(); // still 3: nothing to say
     expect(told).toEqual([1, 3]);
     counts.forget();
@@ -213,7 +213,7 @@ describe("counts told at most once a second", () => {
     counts.shift(-1); // a leave frame went out: clients that heard 4 now hold 3
     expect(told).toEqual([4]);
     await expect.poll(() => told, { timeout: 10_000 }).toEqual([4, 2]);
-    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await new Promise((resolve) => setTimeout(resolve, COUNT_EVERY_MS + 100));
     value = 3;
     counts.shift(1); // a join frame: clients hold 3, as the room has
     counts.changed();

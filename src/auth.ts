@@ -138,10 +138,11 @@ export async function authorizeServer(request: Request, url: URL, config: Config
     if (claims) return authorize(claims, readers);
   }
   if (refused !== undefined) throw new HttpError(401, "unauthorized", config.apiKey === undefined ? refused : `${refused}, and it is not the API key either`);
-  if (config.apiKey === undefined) {
-    throw new HttpError(401, "unauthorized", "server routes are closed: this relay has no API_KEY (`wrangler secret put API_KEY`)");
-  }
   const readerToo = readers !== undefined && config.authSecret !== undefined ? ", or a user token that allows this room" : "";
+  if (config.apiKey === undefined) {
+    const setKey = "`wrangler secret put API_KEY`; locally API_KEY in .dev.vars or `--var API_KEY:<key>`";
+    throw new HttpError(401, "unauthorized", `server routes are closed: this relay has no API_KEY (${setKey})${readerToo}`);
+  }
   throw new HttpError(401, "unauthorized", `missing or wrong API key: pass Authorization: Bearer <API_KEY>${readerToo}`);
 }
 

@@ -3,7 +3,8 @@
 // wherever it is connected and stores what it cannot deliver yet, so no node needs to know which
 // server the others sit on, and a node that drops out misses nothing.
 //
-//   node examples/mesh/mesh.mjs [relayUrl] [nodes]      (Node >= 22: global WebSocket)
+//   node_modules/.bin/node examples/mesh/mesh.mjs [relayUrl] [nodes]   (Node >= 22: global WebSocket;
+//   node_modules/.bin/node is the Node 22 the project installs)
 //
 // Against `npm start` (anonymous mode) on http://localhost:8787 by default.
 

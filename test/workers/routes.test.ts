@@ -122,7 +122,10 @@ describe("server routes", () => {
 
   it("says server routes are closed when no API_KEY is set", async () => {
     const message = await expectError(withEnv({ API_KEY: "" }, `/rooms/x`, KEY), 401, "unauthorized");
-    expect(message).toContain("API_KEY");
+    expect(message).toContain(".dev.vars"); // how to set one locally, too
+    // History is open to user tokens as well, and says so.
+    const history = await expectError(withEnv({ API_KEY: "", AUTH_SECRET: "k" }, `/rooms/x/messages`, KEY), 401, "unauthorized");
+    expect(history).toContain("or a user token that allows this room");
   });
 
   it("answers room info with seq, epoch, connections and presence", async () => {

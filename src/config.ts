@@ -1,6 +1,7 @@
 // Every variable the relay reads, parsed in one place with its default.
-// A value that does not parse is a ConfigError naming the variable: the Worker answers 500
-// with that message instead of silently running on a default the operator did not choose.
+// A value that does not parse is a ConfigError naming the variable (every bad one at once): the
+// Worker answers 500 with that message instead of silently running on a default the operator
+// did not choose.
 
 /** The platform's cap on sockets per Durable Object (docs/platform.md). */
 export const PLATFORM_MAX_SOCKETS = 32_768;
@@ -39,10 +40,16 @@ export interface Config {
 
 export class ConfigError extends Error {
   readonly variable: string;
-  constructor(variable: string, problem: string) {
-    super(`Configuration variable ${variable} ${problem}`);
+  constructor(variable: string, problem: string, message = `Configuration variable ${variable} ${problem}`) {
+    super(message);
     this.name = "ConfigError";
     this.variable = variable;
+  }
+
+  /** One error naming every bad variable, so an operator mends them all in one go. */
+  static all(problems: ConfigError[]): ConfigError {
+    if (problems.length === 1) return problems[0]!;
+    return new ConfigError(problems.map((p) => p.variable).join(", "), "", problems.map((p) => p.message).join("; "));
   }
 }
 
@@ -123,33 +130,45 @@ export function originAllowed(config: Config, origin: string): boolean {
 }
 
 export function parseConfig(vars: Vars): Config {
+  const problems: ConfigError[] = [];
+  /** A variable's parsed value; a bad one is noted (and the error thrown below names them all). */
+  const read = <T>(parse: () => T): T => {
+    try {
+      return parse();
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(error);
+      return undefined as T;
+    }
+  };
   const config: Config = {
-    authSecret: text(vars, "AUTH_SECRET"),
-    apiKey: text(vars, "API_KEY"),
-    allowAnonymous: flag(vars, "ALLOW_ANONYMOUS", false),
-    allowedOrigins: origins(text(vars, "ALLOWED_ORIGINS") ?? ""),
-    heartbeatIntervalMs: integer(vars, "HEARTBEAT_INTERVAL_MS", 30_000, 1),
-    heartbeatTimeoutMs: integer(vars, "HEARTBEAT_TIMEOUT_MS", 90_000, 1),
-    historyLimit: integer(vars, "HISTORY_LIMIT", 100, 0, 100_000),
-    inboxTtlSeconds: integer(vars, "INBOX_TTL_SECONDS", 604_800, 1),
-    inboxMaxMessages: integer(vars, "INBOX_MAX_MESSAGES", 1_000, 1, 100_000),
+    authSecret: read(() => text(vars, "AUTH_SECRET")),
+    apiKey: read(() => text(vars, "API_KEY")),
+    allowAnonymous: read(() => flag(vars, "ALLOW_ANONYMOUS", false)),
+    allowedOrigins: read(() => origins(text(vars, "ALLOWED_ORIGINS") ?? "")),
+    heartbeatIntervalMs: read(() => integer(vars, "HEARTBEAT_INTERVAL_MS", 30_000, 1)),
+    heartbeatTimeoutMs: read(() => integer(vars, "HEARTBEAT_TIMEOUT_MS", 90_000, 1)),
+    historyLimit: read(() => integer(vars, "HISTORY_LIMIT", 100, 0, 100_000)),
+    inboxTtlSeconds: read(() => integer(vars, "INBOX_TTL_SECONDS", 604_800, 1)),
+    inboxMaxMessages: read(() => integer(vars, "INBOX_MAX_MESSAGES", 1_000, 1, 100_000)),
     // A stored message must fit one storage row (docs/platform.md).
-    maxMessageBytes: integer(vars, "MAX_MESSAGE_BYTES", 65_536, 1, 1024 * 1024),
-    rateLimitPerSecond: integer(vars, "RATE_LIMIT_PER_SECOND", 20, 1),
-    maxConnectionsPerRoom: integer(vars, "MAX_CONNECTIONS_PER_ROOM", 1_000_000, 1, 1_000_000_000),
-    maxStreamsPerRoom: integer(vars, "MAX_STREAMS_PER_ROOM", 1_000, 1, 100_000),
-    socketsPerObject: integer(vars, "SOCKETS_PER_OBJECT", 25_000, 1, PLATFORM_MAX_SOCKETS),
-    maxSubscriptions: integer(vars, "MAX_SUBSCRIPTIONS", 100, 1, 10_000),
-    presenceListLimit: integer(vars, "PRESENCE_LIST_LIMIT", 100, 0, 100_000),
-    userHubs: integer(vars, "USER_HUBS", 32, 1, 10_000),
+    maxMessageBytes: read(() => integer(vars, "MAX_MESSAGE_BYTES", 65_536, 1, 1024 * 1024)),
+    rateLimitPerSecond: read(() => integer(vars, "RATE_LIMIT_PER_SECOND", 20, 1)),
+    maxConnectionsPerRoom: read(() => integer(vars, "MAX_CONNECTIONS_PER_ROOM", 1_000_000, 1, 1_000_000_000)),
+    maxStreamsPerRoom: read(() => integer(vars, "MAX_STREAMS_PER_ROOM", 1_000, 1, 100_000)),
+    socketsPerObject: read(() => integer(vars, "SOCKETS_PER_OBJECT", 25_000, 1, PLATFORM_MAX_SOCKETS)),
+    maxSubscriptions: read(() => integer(vars, "MAX_SUBSCRIPTIONS", 100, 1, 10_000)),
+    presenceListLimit: read(() => integer(vars, "PRESENCE_LIST_LIMIT", 100, 0, 100_000)),
+    userHubs: read(() => integer(vars, "USER_HUBS", 32, 1, 10_000)),
   };
   // The app's own settings parse whether or not the app is on: a bad value is never ignored.
-  const subscriptionCount = flag(vars, "PUSHER_SUBSCRIPTION_COUNT", false);
-  const webhookUrl = text(vars, "PUSHER_WEBHOOK_URL");
+  const subscriptionCount = read(() => flag(vars, "PUSHER_SUBSCRIPTION_COUNT", false));
+  const webhookUrl = read(() => text(vars, "PUSHER_WEBHOOK_URL"));
   if (webhookUrl !== undefined && (!URL.canParse(webhookUrl) || !/^https?:$/.test(new URL(webhookUrl).protocol))) {
-    throw new ConfigError("PUSHER_WEBHOOK_URL", `must be an http or https URL, got ${JSON.stringify(webhookUrl)}`);
+    problems.push(new ConfigError("PUSHER_WEBHOOK_URL", `must be an http or https URL, got ${JSON.stringify(webhookUrl)}`));
   }
-  const pusher = { appId: text(vars, "PUSHER_APP_ID"), key: text(vars, "PUSHER_APP_KEY"), secret: text(vars, "PUSHER_APP_SECRET") };
+  const pusher = { appId: read(() => text(vars, "PUSHER_APP_ID")), key: read(() => text(vars, "PUSHER_APP_KEY")), secret: read(() => text(vars, "PUSHER_APP_SECRET")) };
+  if (problems.length > 0) throw ConfigError.all(problems);
   if (pusher.appId !== undefined && pusher.key !== undefined && pusher.secret !== undefined) {
     config.pusher = { appId: pusher.appId, key: pusher.key, secret: pusher.secret, subscriptionCount, ...(webhookUrl !== undefined && { webhookUrl }) };
   }

@@ -305,6 +305,11 @@ describe("configuration", () => {
     }
   });
 
+  it("names every bad variable at once, so one fix does not just reveal the next", async () => {
+    const message = await expectError(withEnv({ ALLOWED_ORIGINS: "not an origin", HEARTBEAT_TIMEOUT_MS: "soon", PUSHER_WEBHOOK_URL: "ftp://x" }, "/healthz"), 500, "bad_config");
+    for (const name of ["ALLOWED_ORIGINS", "HEARTBEAT_TIMEOUT_MS", "PUSHER_WEBHOOK_URL"]) expect(message).toContain(`Configuration variable ${name} `);
+  });
+
   it("answers 500 naming PUSHER_WEBHOOK_URL when it is not an http(s) URL, or PUSHER_SUBSCRIPTION_COUNT when not a flag", async () => {
     const app = { PUSHER_APP_ID: "app-1", PUSHER_APP_KEY: "key-1", PUSHER_APP_SECRET: "secret-1" };
     for (const url of ["hooks.example.com", "ftp://hooks.example.com/in"]) {

@@ -276,9 +276,10 @@ export class RelayClient<T = Json, D = T> {
         // Confirmed before the room's position moves: reaching the end of a replay sends what
         // waited, and this message must not be among it.
         this.#answered(frame.id, frame);
-        if (!this.#rooms.advance(frame.room, frame.seq)) return; // seen already
+        if (this.#rooms.leaving(frame.room) || !this.#rooms.advance(frame.room, frame.seq)) return; // left, or seen already
         return this.#events.emit("message", frame as Message<T>);
       case "presence": {
+        if (this.#rooms.leaving(frame.room)) return;
         const state = this.#presence.apply(frame);
         this.#events.emit("presence", frame);
         if (state) this.#events.emit("presenceChange", state);

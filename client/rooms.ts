@@ -88,10 +88,16 @@ export class Rooms {
     else this.#release(room);
   }
 
+  /** Whether the app left `room` and its `unsubscribed` answer is still on its way: its frames are not shown. */
+  leaving(room: string): boolean {
+    const entry = this.#rooms.get(room);
+    return entry !== undefined && !entry.wanted && entry.leaving.length > 0;
+  }
+
   /** A message of `room`: false when it was seen already (seqs only grow within an epoch). */
   advance(room: string, seq: number): boolean {
     const entry = this.#rooms.get(room);
-    if (!entry) return true; // a room being left: shown, not followed
+    if (!entry) return true;
     if (entry.seq !== undefined && seq <= entry.seq) return false;
     entry.seq = seq;
     if (seq >= (this.#holds.get(room) ?? Infinity)) this.#release(room);

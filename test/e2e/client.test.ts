@@ -558,6 +558,25 @@ describe("RelayClient", () => {
     expect(seen).toEqual(["marker"]);
   });
 
+  it("shows nothing more of a room from the unsubscribe call on, not even its replay still arriving", async () => {
+    const [left, kept] = [freshRoom("left"), freshRoom("kept")];
+    const writer = make({ inbox: freshUser("writer"), user: undefined });
+    for (let n = 0; n < 3; n++) await writer.publish(`old ${n}`, { room: left }); // HISTORY_LIMIT
+    const user = freshUser("quitter");
+    const hub = make({ inbox: user, user });
+    await hub.subscribe(kept);
+    const seen = collect(hub);
+    // The replay of 3 messages follows the answer: leaving as the answer is read, they are all still to come.
+    let gone: Promise<void> | undefined;
+    hub.on("subscribed", (frame) => void (frame.room === left && (gone = hub.unsubscribe(left))));
+    await hub.subscribe(left, { since: 0 });
+    await gone;
+    const marker = next(hub, "message", (frame) => frame.data === "marker");
+    await writer.publish("marker", { room: kept });
+    await marker;
+    expect(seen).toEqual(["marker"]);
+  });
+
   it("ends subscribed, once, after subscribe, unsubscribe and subscribe in a row", async () => {
     const room = freshRoom();
     const user = freshUser("fickle");

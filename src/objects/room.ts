@@ -183,7 +183,7 @@ export class Room extends Holder {
     // PRESENCE_LIST_LIMIT: past it a new one is refused, as Pusher caps presence channels.
     const limit = this.config.presenceListLimit;
     if (request.info !== undefined && !members.has(user) && members.users >= limit) {
-      return { refused: "presence_full", message: `presence channel ${this.name} has ${limit} members, its limit (PRESENCE_LIST_LIMIT)` };
+      return { refused: "presence_full", message: `presence channel ${this.name} has ${members.users} members, at or past its limit of ${limit} (PRESENCE_LIST_LIMIT)` };
     }
     // No await from here to the answer: what the count causes (frames, Pusher's subscription
     // count) is emitted after the answer's mark, so the newcomer gets it after its welcome.

@@ -24,6 +24,17 @@ export async function keepAlive(client: TestClient, ms: number): Promise<unknown
   return others;
 }
 
+/**
+ * Runs the sweep alarm now. The object's own sweep may have closed the socket first, and an
+ * object emptied by its own closes resets itself (docs/design.md "Failures"), which fails this
+ * call: the socket's close is what the test reads.
+ */
+async function sweepNow(stub: DurableObjectStub): Promise<void> {
+  await runDurableObjectAlarm(stub).catch((error: unknown) => {
+    if (!String(error).includes("reset itself")) throw error;
+  });
+}
+
 export interface LivenessKind {
   /** Opens a fresh socket of this kind, as `user` or with `token`, and reads past its welcome. */
   open(as: { user: string } | { token: string }): Promise<{ client: TestClient; stub: DurableObjectStub }>;
@@ -33,7 +44,7 @@ export function itClosesDeadSockets(kind: LivenessKind): void {
   it("closes a silent socket with 4000 when the sweep alarm runs after the timeout", async () => {
     const { client, stub } = await kind.open({ user: "silent" });
     await sleep(TIMEOUT_MS * 1.05 + 50); // the sweep allows a twentieth more (socket-host.ts)
-    await runDurableObjectAlarm(stub);
+    await sweepNow(stub);
     expect(await client.closed).toEqual({ code: 4000, reason: "heartbeat timeout" });
   });
 
@@ -68,7 +79,7 @@ export function itClosesDeadSockets(kind: LivenessKind): void {
     // the object's own sweep may close the socket any time after it.
     await keepAlive(client, exp * 1000 - 150 - Date.now());
     await sleep(250);
-    await runDurableObjectAlarm(stub);
+    await sweepNow(stub);
     expect(await client.closed).toEqual({ code: 4001, reason: "token expired" });
   });
 }

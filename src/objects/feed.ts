@@ -51,6 +51,11 @@ export interface Admission {
   replay: string[];
 }
 
+/** What a welcome or `subscribed` frame says of an admission: not its replay, mark or user_infos. */
+export function admitted({ seq, epoch, users, presence, recovered }: Admission): Pick<Admission, "seq" | "epoch" | "users" | "presence" | "recovered"> {
+  return { seq, epoch, users, ...(presence !== undefined && { presence }), ...(recovered !== undefined && { recovered }) };
+}
+
 /** A publish's seq, or its refusal as the FrameError a socket answers with. */
 export function storedSeq(answer: number | TooLarge): number {
   if (typeof answer !== "number") throw new FrameError("too_large", answer.message);

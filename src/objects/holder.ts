@@ -18,7 +18,7 @@ import {
   type TooLarge,
 } from "../protocol";
 import { identityOf, overflowHub, placeAt, readConnectRequest, type ConnectInfo } from "./connect";
-import { sendEntry, sendKept, storedSeq, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
+import { admitted, sendEntry, sendKept, storedSeq, type Admission, type FeedEntry, type JoinRequest, type Member, type RoomFull } from "./feed";
 import { Feeds, SubscriptionTable } from "./feeds";
 import { withinReplayBudget } from "./limits";
 import { Batches, Links, QueueFull } from "./links";
@@ -148,10 +148,8 @@ export class Holder extends SocketHost {
     if ("refused" in answer) return new HttpError(503, "room_full", answer.message).toResponse();
     const { 0: client, 1: server } = new WebSocketPair();
     const session = this.accept(server, identity, connection, { room });
-    const { replay, recovered, infoTexts: _, infos: ___, mark: __, ...state } = answer;
-    const welcome = welcomeFrame({ room, user: identity.user, connection, ...state, ...(recovered !== undefined && { recovered }), heartbeat: this.heartbeat });
-    this.send(server, welcome);
-    for (const frame of replay) this.send(server, frame);
+    this.send(server, welcomeFrame({ room, user: identity.user, connection, ...admitted(answer), heartbeat: this.heartbeat }));
+    for (const frame of answer.replay) this.send(server, frame);
     sendKept(session, kept);
     feed.add(session, answer.seq, undefined, answer.mark);
     this.#feeds().rooms.set(room, feed);
@@ -316,9 +314,9 @@ export class Holder extends SocketHost {
     const previous = again ? rooms.get(room)!.memberOf(session) : undefined;
     if (again) rooms.get(room)!.remove(session);
     this.#joining.set(session.connection, joining + 1);
-    let admitted;
+    let outcome;
     try {
-      admitted = await this.#admit(room, member, session.connection, resume, info);
+      outcome = await this.#admit(room, member, session.connection, resume, info);
     } catch (error) {
       log("error", "subscribe failed", { holder: this.name, room, error });
       if (again) this.#forget(session, room, previous); // set aside above: now as unsubscribed as the answer says
@@ -328,7 +326,7 @@ export class Holder extends SocketHost {
       if (left > 0) this.#joining.set(session.connection, left);
       else this.#joining.delete(session.connection);
     }
-    const { feed, answer: admission, kept } = admitted;
+    const { feed, answer: admission, kept } = outcome;
     if (!this.sessions.has(session.ws)) return this.report(room, member, feed.count(member));
     if ("refused" in admission) {
       if (again) this.#forget(session, room, previous);

@@ -16,7 +16,7 @@ import {
   type ResumePoint,
   type ServerFrame,
 } from "../protocol";
-import type { Admission } from "./feed";
+import { admitted, type Admission } from "./feed";
 import type { Batches, Links } from "./links";
 import type { Session } from "./session";
 
@@ -68,9 +68,7 @@ export class RelaySockets {
         if (session.room !== undefined) throw new FrameError("bad_frame", `"subscribe" is only meaningful on a user socket`);
         const { room, id } = frame;
         if (!roomAllowed(session.identity.rooms, room)) throw new FrameError("forbidden", `token does not allow room ${room}`);
-        return host.subscribe(session, room, frame, ({ replay: _, infoTexts: __, infos: ____, mark: ___, recovered, ...state }) => {
-          host.send(session, subscribedFrame({ room, ...state, ...(recovered !== undefined && { recovered }) }, id));
-        });
+        return host.subscribe(session, room, frame, (admission) => host.send(session, subscribedFrame({ room, ...admitted(admission) }, id)));
       }
       case "unsubscribe":
         if (session.room !== undefined) throw new FrameError("bad_frame", `"unsubscribe" is only meaningful on a user socket`);

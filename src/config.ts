@@ -22,6 +22,8 @@ export interface Config {
   inboxMaxMessages: number;
   maxMessageBytes: number;
   rateLimitPerSecond: number;
+  /** How far behind what it is sent a socket's client may fall before it is watched; 0: no bound (objects/backlog.ts). */
+  maxBacklogBytes: number;
   /** A room's sockets and subscriptions, on every object that holds them. */
   maxConnectionsPerRoom: number;
   /** Event streams one room serves at once; apart from its connections (docs/protocol.md). */
@@ -154,6 +156,7 @@ export function parseConfig(vars: Vars): Config {
     // A stored message must fit one storage row (docs/platform.md).
     maxMessageBytes: read(() => integer(vars, "MAX_MESSAGE_BYTES", 65_536, 1, 1024 * 1024)),
     rateLimitPerSecond: read(() => integer(vars, "RATE_LIMIT_PER_SECOND", 20, 1)),
+    maxBacklogBytes: read(() => integer(vars, "MAX_BACKLOG_BYTES", 1024 * 1024, 0, 1024 * 1024 * 1024)),
     maxConnectionsPerRoom: read(() => integer(vars, "MAX_CONNECTIONS_PER_ROOM", 1_000_000, 1, 1_000_000_000)),
     maxStreamsPerRoom: read(() => integer(vars, "MAX_STREAMS_PER_ROOM", 1_000, 1, 100_000)),
     socketsPerObject: read(() => integer(vars, "SOCKETS_PER_OBJECT", 25_000, 1, PLATFORM_MAX_SOCKETS)),

@@ -1,6 +1,7 @@
 // Per-socket state: who the socket belongs to, what survives hibernation in its attachment, and
 // what the object keeps for it in memory while awake.
 import type { Identity } from "../identity";
+import type { Backlog } from "./backlog";
 import type { OversizeCounter, RateLimiter, ReplayBudget } from "./limits";
 
 /** What is stored with each socket (serializeAttachment): all that must survive hibernation. */
@@ -40,6 +41,20 @@ export interface Session {
   echoes?: Map<string, number>;
 }
 
+/** Writes `session`'s attachment: its `seen` now, and `closed` once we close it. */
+export function saveAttachment(session: Session, closed?: true): void {
+  const attachment: Attachment = {
+    identity: session.identity,
+    connection: session.connection,
+    ...(session.room !== undefined && { room: session.room }),
+    ...(session.pusher && { pusher: true as const }),
+    seen: session.seen,
+    ...(closed && { closed }),
+  };
+  session.ws.serializeAttachment(attachment);
+  session.savedSeen = session.seen;
+}
+
 /** The socket's attachment, unless it is missing or marks a socket we already closed. */
 export function liveAttachment(ws: WebSocket): Attachment | undefined {
   const attachment = ws.deserializeAttachment() as Attachment | null;
@@ -60,31 +75,49 @@ export function connectionsOf(sockets: WebSocket[]): Set<string> {
 // buffers for the socket's whole life: ~12 KiB a socket locally, measured with the floor
 // (BENCHMARKS.md, "Cost per operation"). So a new socket's frames (welcome, replay, live frames
 // that arrive meanwhile) are held here, in order, and sent one tick later, after the answer.
-const opening = new WeakMap<WebSocket, (string | ArrayBuffer)[]>();
+// After each send, the object's watch sees how far behind the client is (backlog.ts).
+interface Outgoing {
+  /** What waits for the socket's 101 answer; undefined once it has gone out. */
+  held?: (string | ArrayBuffer)[];
+  backlog?: Backlog;
+}
+
+const outgoing = new WeakMap<WebSocket, Outgoing>();
+
+/** The object's watch on what `ws` has not read, for every send from now on. */
+export function watch(ws: WebSocket, backlog: Backlog): void {
+  const out = outgoing.get(ws);
+  if (out) out.backlog = backlog;
+  else outgoing.set(ws, { backlog });
+}
 
 /** Holds what is sent on `ws` until `release(ws)`. */
 export function hold(ws: WebSocket): void {
-  opening.set(ws, []);
+  const out = outgoing.get(ws);
+  if (out) out.held = [];
+  else outgoing.set(ws, { held: [] });
 }
 
 /** Sends what `ws` held, in order; later frames go straight out. */
 export function release(ws: WebSocket): void {
-  const held = opening.get(ws);
+  const out = outgoing.get(ws);
+  const held = out?.held;
   if (held === undefined) return;
-  opening.delete(ws);
+  out!.held = undefined;
   for (const frame of held) transmit(ws, frame);
 }
 
 /** Sends one frame now, or after the socket's answer; a socket that cannot take it is left to its close event. */
 export function transmit(ws: WebSocket, frame: string | ArrayBuffer): void {
-  const held = opening.get(ws);
-  if (held !== undefined) {
-    held.push(frame);
+  const out = outgoing.get(ws);
+  if (out?.held !== undefined) {
+    out.held.push(frame);
     return;
   }
   try {
     ws.send(frame);
   } catch {
-    // Closing or gone: webSocketClose/webSocketError will report it.
+    return; // Closing or gone: webSocketClose/webSocketError will report it.
   }
+  out?.backlog?.sent(ws);
 }

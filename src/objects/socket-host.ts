@@ -24,7 +24,8 @@ import { Opens, OversizeCounter, rateFor, RateLimiter } from "./limits";
 import { Owed } from "./owed";
 import { livenessTimes, type LivenessTimes } from "./liveness";
 import { Reset } from "./reset";
-import { hold, liveAttachment, release, transmit, type Attachment, type Session } from "./session";
+import { Backlog } from "./backlog";
+import { hold, liveAttachment, release, saveAttachment, transmit, watch, type Attachment, type Session } from "./session";
 
 export abstract class SocketHost extends DurableObject<Env> {
   protected readonly config: Config;
@@ -47,12 +48,15 @@ export abstract class SocketHost extends DurableObject<Env> {
   /** Sockets still opening, counted with `sessions` against SOCKETS_PER_OBJECT. */
   protected readonly opens = new Opens();
   readonly #reset = new Reset(this.ctx, () => this.quiet());
+  /** Closes a socket whose client stopped reading what it is sent (backlog.ts); none with MAX_BACKLOG_BYTES 0. */
+  readonly #backlog?: Backlog;
   readonly #times: LivenessTimes;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.config = configOf(env);
     this.#times = livenessTimes(this.config.heartbeatTimeoutMs);
+    if (this.config.maxBacklogBytes > 0) this.#backlog = new Backlog(this.config.maxBacklogBytes, (ws, reason) => this.#tooSlow(ws, reason));
     if (ctx.id.name === undefined) throw new Error(`${new.target.name} must be addressed by name`);
     this.name = ctx.id.name;
     // Answered by the runtime itself, even while the object hibernates (docs/platform.md).
@@ -131,6 +135,7 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   #session(ws: WebSocket, attachment: Attachment, seen: number): Session {
     const now = Date.now();
+    if (this.#backlog) watch(ws, this.#backlog);
     return {
       ws,
       identity: attachment.identity,
@@ -197,13 +202,18 @@ export abstract class SocketHost extends DurableObject<Env> {
     transmit(ws, typeof frame === "string" ? frame : JSON.stringify(frame));
   }
 
+  /** The backlog found `ws`'s client not catching up (backlog.ts). */
+  #tooSlow(ws: WebSocket, reason: string): void {
+    const session = this.#live().get(ws);
+    if (session) this.close(session, CloseCode.tooSlow, reason);
+  }
 
   /** Closes `session` from our side and counts it as left at once. */
   protected close(session: Session, code: number, reason: string): void {
     this.beforeSend();
     release(session.ws); // what it was sent goes before the close
     try {
-      this.#save(session, true);
+      saveAttachment(session, true);
       session.ws.close(this.closeCodeFor(session, code), closeReason(reason));
     } catch {
       // Already closing.
@@ -321,20 +331,7 @@ export abstract class SocketHost extends DurableObject<Env> {
 
   #touch(session: Session, now: number): void {
     session.seen = now;
-    if (now - session.savedSeen >= this.#times.saveEveryMs) this.#save(session);
-  }
-
-  #save(session: Session, closed?: true): void {
-    const attachment: Attachment = {
-      identity: session.identity,
-      connection: session.connection,
-      ...(session.room !== undefined && { room: session.room }),
-      ...(session.pusher && { pusher: true as const }),
-      seen: session.seen,
-      ...(closed && { closed }),
-    };
-    session.ws.serializeAttachment(attachment);
-    session.savedSeen = session.seen;
+    if (now - session.savedSeen >= this.#times.saveEveryMs) saveAttachment(session);
   }
 
   // One coarse alarm while sockets exist: an alarm every second would keep the object from ever

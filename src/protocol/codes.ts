@@ -21,6 +21,8 @@ export const CloseCode = {
   policy: 1008,
   tooLarge: 1009,
   internal: 1011,
+  /** RFC 6455's "try again later": the client fell too far behind what it is sent (backlog.ts). */
+  tooSlow: 1013,
   heartbeatTimeout: 4000,
   tokenExpired: 4001,
 } as const;

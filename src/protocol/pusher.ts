@@ -39,6 +39,8 @@ export function pusherCloseCode(code: number): number {
       return PusherClose.rateLimited;
     case 1011:
       return PusherClose.generic;
+    case 1013: // too slow: pusher-js backs off, then reconnects
+      return PusherClose.overCapacity;
     default:
       return code;
   }

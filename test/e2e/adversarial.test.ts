@@ -1,7 +1,8 @@
 // Hostile clients end to end: malformed and oversized frames, forged names, tokens, origins and
 // API keys, floods, a thousand sockets dropped without a close handshake and a client that stops
 // reading. One relay for the whole file, closed by default (no anonymous mode), with small limits
-// so each abuse is cheap to reach; every socket is real `ws` over loopback TCP, and requests whose
+// so each abuse is cheap to reach (and one with the default limits for the client that stops
+// reading); every socket is real `ws` over loopback TCP, and requests whose
 // exact bytes matter (paths, Content-Length) are written by hand on a raw TCP socket.
 import { randomBytes, randomUUID } from "node:crypto";
 import { connect as tcpConnect } from "node:net";
@@ -1352,53 +1353,78 @@ describe("1,000 abrupt disconnects", () => {
 // =====================================================================================
 
 describe("a client that never reads", () => {
-  it("keeps serving the room and the Worker while one socket's reader is stalled", async () => {
+  // A relay of its own, taking the default 64 KiB messages: a few hundred make the megabytes
+  // that fill the loopback's socket buffers (a few MiB) and then pass MAX_BACKLOG_BYTES (1 MiB
+  // by default, docs/protocol.md decision 60).
+  let open: Relay;
+  beforeAll(async () => {
+    open = await startRelay({ vars: { ALLOW_ANONYMOUS: "true" } });
+  });
+  afterAll(async () => {
+    await open?.close();
+  });
+
+  it("closes a stalled reader's socket 1013 once it stops catching up, and keeps serving the room and the Worker", async () => {
     const room = freshRoom("stall");
-    const stalled = await roomSocket(room, "stalled");
-    const reader = await roomSocket(room, "reader");
+    const { client: stalled } = await open.join(room, "stalled");
+    const { client: reader } = await open.join(room, "reader");
     expect(await stalled.json()).toMatchObject({ type: "presence", event: "join", user: "reader" });
     const tcp = (stalled.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
     tcp.pause();
 
-    // ~2 MB through the server API: 512 messages of ~4 KB, 8 requests in flight at a time. The
+    // ~16 MB through the server API: 320 messages of ~48 KB, 8 requests in flight at a time. The
     // payloads are random so that permessage-deflate (which `ws` and the runtime negotiate)
-    // cannot shrink them: 2 MB really queues up in front of the stalled socket.
-    const count = 512;
-    const payload = (): string => randomBytes(3000).toString("base64");
+    // cannot shrink them.
+    const count = 320;
+    const payload = (): string => randomBytes(36_000).toString("base64");
     let sent = 0;
     const publishers = Array.from({ length: 8 }, async () => {
       while (sent < count) {
         sent++;
-        const response = await serverPost(`/rooms/${room}/messages`, JSON.stringify({ data: payload() }));
+        const response = await open.fetch(`/rooms/${room}/messages`, { method: "POST", headers: SERVER_AUTH, body: JSON.stringify({ data: payload() }) });
         expect(response.status).toBe(200);
         await response.body?.cancel();
       }
     });
     // The Worker answers while the flood is on.
-    const health = await relay.fetch("/healthz");
-    expect(await answer(health)).toEqual({ status: 200, body: { ok: true } });
+    expect(await answer(await open.fetch("/healthz"))).toEqual({ status: 200, body: { ok: true } });
     await Promise.all(publishers);
 
-    // The reading client got every message, in order.
+    // The reading client gets every message, in order, and (the relay looks 5 s after a socket
+    // fell behind) hears that the stalled user left: the relay closed its socket.
     const seqs: number[] = [];
-    for (let i = 0; i < count; i++) seqs.push((await reader.json()).seq);
+    let left = false;
+    while (seqs.length < count || !left) {
+      const frame = await reader.json(30_000);
+      if (frame.type === "message") seqs.push(frame.seq);
+      else if (frame.type === "presence" && frame.event === "leave") left = frame.user === "stalled";
+    }
     expect(seqs).toEqual(Array.from({ length: count }, (_, i) => i + 1));
-    // Another client can still join and talk.
-    const late = await roomSocket(room);
-    await expectRoomSocketServes(late);
-    expect(await answer(await relay.fetch("/healthz"))).toEqual({ status: 200, body: { ok: true } });
+    const info = await answer(await open.fetch(`/rooms/${room}`, { headers: SERVER_AUTH }));
+    expect(info.body).toMatchObject({ connections: 1, presence: [{ user: "reader", connections: 1 }] });
+    // Another client can still join and talk; its message is one the closed socket never gets.
+    const { client: late } = await open.join(room, "late");
+    late.send({ type: "publish", data: { probe: "late" }, id: "late-1" });
+    expect(await late.json()).toMatchObject({ type: "message", seq: count + 1, id: "late-1", data: { probe: "late" } });
+    // The reader, which took the whole burst as it came, is still served.
+    expect(await reader.nextOf("message")).toMatchObject({ seq: count + 1 });
 
-    // Observed: the relay does not close the stalled socket (it has no bound on what waits for a
-    // socket: the runtime queues it), and once the client reads again it gets every message, in
-    // order, no gap. A one-off run with 150 MB stalled the same way: no close, all delivered.
+    // Reading again, the stalled client gets what was sent before the close (here the whole
+    // flood, which went out before the relay's look), in order, and then the close: 1013 ("try
+    // again later"), on which a client reconnects and resumes. Nothing sent after it.
     tcp.resume();
     const stalledSeqs: number[] = [];
-    while (stalledSeqs.length < count) {
-      const frame = await stalled.json();
-      if (frame.type === "message") stalledSeqs.push(frame.seq);
+    const closed = stalled.closed.then((close) => ({ close }));
+    for (;;) {
+      const next = await Promise.race([stalled.json(30_000).then((frame) => ({ frame })), closed]);
+      if ("close" in next) {
+        expect(next.close).toMatchObject({ code: 1013, reason: expect.stringMatching(/^too slow: \d+ bytes sent and not read$/) });
+        break;
+      }
+      if (next.frame.type === "message") stalledSeqs.push(next.frame.seq);
     }
-    expect(stalledSeqs).toEqual(seqs);
-    await Promise.all([stalled.close(), reader.close(), late.close()]);
+    expect(stalledSeqs).toEqual(seqs.slice(0, stalledSeqs.length));
+    await Promise.all([reader.close(), late.close()]);
   });
 });
 

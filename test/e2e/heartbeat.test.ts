@@ -138,6 +138,27 @@ describe("heartbeat", () => {
     await talker.client.close();
   });
 
+  // The objects here watch what waits for each client (MAX_BACKLOG_BYTES, on by default), which
+  // reads every socket's bufferedAmount: hibernation must still work (docs/platform.md).
+  it("still times out a silent socket, and serves a pinging one, after the Room hibernated", async () => {
+    const room = freshRoom();
+    const alive = await relay.join(room, "alive");
+    const stop = keepAlive(alive.client);
+    try {
+      const silent = await relay.join(room, "silent");
+      expect(await nextOf(alive.client, "presence")).toMatchObject({ event: "join", user: "silent" });
+      await relay.hibernate("Room", room);
+      expect(await closeWithin(silent.client, CLOSE_WAIT_MS)).toEqual({ code: 4000, reason: "heartbeat timeout" });
+      expect(await nextOf(alive.client, "presence")).toEqual({ type: "presence", room, event: "leave", user: "silent" });
+      expect(await closeWithin(alive.client, 1.5 * TIMEOUT_MS + INTERVAL_MS)).toBe("still open");
+    } finally {
+      stop();
+    }
+    alive.client.send({ type: "publish", data: "after" });
+    expect(await nextOf(alive.client, "message")).toMatchObject({ seq: 1, from: "alive", data: "after" });
+    await alive.client.close();
+  });
+
   // A plain `ws` client, as an app's, without the test clients' help (finishClosingHandshakes in
   // relay.ts): its 'close' event waits for the TCP connection to end. The runtime keeps that up
   // for a socket that never sent a frame until its object is evicted, ~10 s after the close

@@ -32,14 +32,17 @@ export interface RelayOptions {
   secrets?: Record<string, string>;
 }
 
+/** Evicts an object by class and name, its sockets closed or kept (hibernated). */
+type Evict = (className: string, name: string, webSockets: "close" | "hibernate") => Promise<void>;
+
 /** A running relay and every socket opened to it, so one `close()` ends them all. */
 export class Relay {
   readonly url: URL;
   readonly #stop: () => Promise<void>;
-  readonly #evict?: (className: string, name: string) => Promise<void>;
+  readonly #evict?: Evict;
   readonly #sockets = new Set<WebSocket>();
 
-  constructor(url: URL, stop: () => Promise<void>, evict?: (className: string, name: string) => Promise<void>) {
+  constructor(url: URL, stop: () => Promise<void>, evict?: Evict) {
     this.url = url;
     this.#stop = stop;
     this.#evict = evict;
@@ -48,13 +51,19 @@ export class Relay {
   /** Evicts a room's object and drops its sockets, as a deploy or a crash would. */
   async dropRoom(room: string): Promise<void> {
     if (!this.#evict) throw new Error("this relay cannot evict objects");
-    await this.#evict("Room", room);
+    await this.#evict("Room", room, "close");
   }
 
   /** Evicts any object by class ("Room", "Holder", "Inbox") and name, closing its sockets. */
   async evict(className: string, name: string): Promise<void> {
     if (!this.#evict) throw new Error("this relay cannot evict objects");
-    await this.#evict(className, name);
+    await this.#evict(className, name, "close");
+  }
+
+  /** Evicts an object whose sockets stay open, as hibernation does: the next event wakes a new instance. */
+  async hibernate(className: string, name: string): Promise<void> {
+    if (!this.#evict) throw new Error("this relay cannot evict objects");
+    await this.#evict(className, name, "hibernate");
   }
 
   /** An HTTP request to `path` over TCP. */
@@ -94,8 +103,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<Relay> {
   });
   try {
     const { url } = await server.listen();
-    const evict = (className: string, name: string) =>
-      server.getWorker().evictDurableObject(className, { name, webSockets: "close" });
+    const evict: Evict = (className, name, webSockets) => server.getWorker().evictDurableObject(className, { name, webSockets });
     return new Relay(url, () => server.close(), evict);
   } catch (error) {
     await server.close();

@@ -18,6 +18,8 @@ import {
   NOT_FINITE,
   TOO_DEEP,
   toPusher,
+  CloseCode,
+  pusherCloseCode,
   sendableCloseCode,
   subscriptionSucceeded,
   utf8Length,
@@ -227,6 +229,12 @@ describe("close frames", () => {
     expect(sendableCloseCode(1005)).toBe(1000);
     expect(sendableCloseCode(4000)).toBe(4000);
     expect(sendableCloseCode(2000)).toBe(1000);
+  });
+
+  it("gives Pusher clients Pusher's codes, each with the reconnect pusher-js should make", () => {
+    const pusher = Object.fromEntries(Object.entries(CloseCode).map(([name, code]) => [name, pusherCloseCode(code)]));
+    // 4100-4199: back off, then reconnect; 4200-4299: reconnect now; 4300-4399: give up.
+    expect(pusher).toEqual({ normal: 1000, policy: 4301, tooLarge: 4301, internal: 4200, tooSlow: 4100, heartbeatTimeout: 4201, tokenExpired: 4001 });
   });
 
   it("cuts close reasons to 123 bytes without splitting a character", () => {

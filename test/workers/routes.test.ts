@@ -294,6 +294,7 @@ describe("configuration", () => {
     ["ALLOW_ANONYMOUS", "yes"],
     ["RATE_LIMIT_PER_SECOND", "0"],
     ["MAX_STREAMS_PER_ROOM", "many"],
+    ["MAX_BACKLOG_BYTES", "-1"],
     ["HEARTBEAT_INTERVAL_MS", "0"],
   ])("answers 500 naming %s=%s on every route", async (name, value) => {
     for (const path of ["/healthz", "/rooms/r/ws", "/nope"]) {

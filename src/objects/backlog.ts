@@ -23,6 +23,8 @@ interface Watch {
 export class Backlog {
   /** MAX_BACKLOG_BYTES: how far behind a socket may fall before it is watched. */
   readonly #bound: number;
+  /** How much may go out on a socket between two looks at how far behind it is: a quarter of the bound. */
+  readonly lookEvery: number;
   /** Closes a socket found too slow, with `reason`. */
   readonly #tooSlow: (ws: WebSocket, reason: string) => void;
   readonly #watched = new Map<WebSocket, Watch>();
@@ -30,10 +32,11 @@ export class Backlog {
 
   constructor(bound: number, tooSlow: (ws: WebSocket, reason: string) => void) {
     this.#bound = bound;
+    this.lookEvery = Math.floor(bound / 4);
     this.#tooSlow = tooSlow;
   }
 
-  /** After a frame went out on `ws`: starts watching it if it is now past the bound. */
+  /** After frames went out on `ws` (`lookEvery` of them): starts watching it if it is now past the bound. */
   sent(ws: WebSocket): void {
     const unsent = ws.bufferedAmount;
     if (unsent <= this.#bound || this.#watched.has(ws)) return;

@@ -106,7 +106,8 @@ export function release(ws: WebSocket): void {
   const out = outgoing.get(ws);
   const held = out?.held;
   if (held === undefined) return;
-  out!.held = undefined;
+  if (out!.backlog) out!.held = undefined;
+  else outgoing.delete(ws); // nothing more to keep for it
   for (const frame of held) transmit(ws, frame);
 }
 

@@ -161,6 +161,12 @@ export class Room extends Holder {
     else super.report(room, user, connections);
   }
 
+  /** A refused join; a room it left empty leaves Pusher's channel list again (`listed` in `join`). */
+  #refuse(refusal: RoomFull): RoomFull {
+    if (this.#roster.users === 0) this.#pusher?.unlisted();
+    return refusal;
+  }
+
   /** Counts a joining socket and answers its welcome (RPC from holders; called directly for our own). */
   async join(request: JoinRequest): Promise<Admission | RoomFull> {
     const settling = this.#censusAfterStart();
@@ -176,14 +182,13 @@ export class Room extends Holder {
     this.#seats.take(holder);
     const more = connections - members.at(holder, user);
     if (more > 0 && members.connections + more > this.config.maxConnectionsPerRoom) {
-      if (members.users === 0) this.#pusher?.unlisted();
-      return { refused: "room_full", message: roomFullMessage(this.name, this.config.maxConnectionsPerRoom) };
+      return this.#refuse({ refused: "room_full", message: roomFullMessage(this.name, this.config.maxConnectionsPerRoom) });
     }
     // A Pusher presence member (it brings user_info) needs every member listed, which stops at
     // PRESENCE_LIST_LIMIT: past it a new one is refused, as Pusher caps presence channels.
     const limit = this.config.presenceListLimit;
     if (request.info !== undefined && !members.has(user) && members.users >= limit) {
-      return { refused: "presence_full", message: `presence channel ${this.name} has ${members.users} members, at or past its limit of ${limit} (PRESENCE_LIST_LIMIT)` };
+      return this.#refuse({ refused: "presence_full", message: `presence channel ${this.name} has ${members.users} members, at or past its limit of ${limit} (PRESENCE_LIST_LIMIT)` });
     }
     // No await from here to the answer: what the count causes (frames, Pusher's subscription
     // count) is emitted after the answer's mark, so the newcomer gets it after its welcome.

@@ -841,7 +841,7 @@ describe("resume points a Pusher subscribe may carry", () => {
 describe("a full channel", () => {
   let small: Relay;
   beforeAll(async () => {
-    small = await startRelay({ ...PUSHER_RELAY, vars: { ...PUSHER_RELAY.vars, MAX_CONNECTIONS_PER_ROOM: "1" } });
+    small = await startRelay({ ...PUSHER_RELAY, vars: { ...PUSHER_RELAY.vars, MAX_CONNECTIONS_PER_ROOM: "1", PRESENCE_LIST_LIMIT: "0" } });
   });
   afterAll(async () => {
     await small?.close();
@@ -858,6 +858,20 @@ describe("a full channel", () => {
     expect(await nextPusherFrame(second.client)).toMatchObject({ event: "pusher:error", data: { code: 4100 } });
     expect(await second.client.closed).toEqual({ code: 4100, reason: "over capacity" });
     await first.client.close();
+  });
+
+  it("leaves a channel whose first subscriber was refused out of the channel list", async () => {
+    // PRESENCE_LIST_LIMIT=0: a presence channel has no room for a first member.
+    const name = freshRoom("presence-none");
+    const smallSdk = serverSdk(small);
+    const { client, socketId } = await rawPusher(small);
+    client.send({ event: "pusher:subscribe", data: { channel: name, ...smallSdk.authorizeChannel(socketId, name, { user_id: "a" }) } });
+    expect(await nextPusherEvent(client, "pusher:subscription_error")).toMatchObject({ data: { status: 403 } });
+    // Like a channel that empties, it leaves the list a moment after the refusal.
+    const listed = async () => Object.keys((await json(await smallSdk.get({ path: "/channels", params: { filter_by_prefix: "presence-" } }))).channels);
+    await expect.poll(listed, { timeout: WAIT_MS }).not.toContain(name);
+    expect(await json(await smallSdk.get({ path: `/channels/${name}`, params: {} }))).toEqual({ occupied: false });
+    await client.close();
   });
 });
 

@@ -286,8 +286,13 @@ pusher.get("/apps/:app_id/channels", async (c) => {
     throw new HttpError(400, "bad_request", "info=user_count needs filter_by_prefix=presence-");
   }
   const names = await c.env.DIRECTORY.getByName("channels").list(prefix);
+  const counted = info.has("user_count") || info.has("subscription_count");
   const channels = await Promise.all(
-    names.map(async (name) => [name, info.has("user_count") ? { user_count: (await againIfReset(() => c.env.ROOMS.getByName(name).info())).users } : {}] as const),
+    names.map(async (name) => {
+      if (!counted) return [name, {}] as const;
+      const room = await againIfReset(() => c.env.ROOMS.getByName(name).info());
+      return [name, { ...(info.has("user_count") && { user_count: room.users }), ...(info.has("subscription_count") && { subscription_count: room.connections }) }] as const;
+    }),
   );
   return c.json({ channels: Object.fromEntries(channels) }); // `__proto__` a key like any other
 });

@@ -492,7 +492,7 @@ describe("presence channels", () => {
 });
 
 describe("REST channel queries", () => {
-  it("lists occupied channels by prefix, with user_count for presence channels", async () => {
+  it("lists occupied channels by prefix, with user_count for presence channels and subscription_count", async () => {
     const prefix = `presence-${freshRoom("q")}-`;
     const client = await connectClient({ user_id: "quinn" });
     await client.subscribe(`${prefix}a`);
@@ -501,6 +501,13 @@ describe("REST channel queries", () => {
     expect(counted).toEqual({ channels: { [`${prefix}a`]: { user_count: 1 }, [`${prefix}b`]: { user_count: 1 } } });
     const plain = await json(await sdk.get({ path: "/channels", params: { filter_by_prefix: prefix } }));
     expect(plain).toEqual({ channels: { [`${prefix}a`]: {}, [`${prefix}b`]: {} } });
+    // subscription_count, every socket and subscription, for any prefix (as for one channel).
+    const second = await connectClient({ user_id: "quinn" });
+    await second.subscribe(`${prefix}b`);
+    const both = await json(await sdk.get({ path: "/channels", params: { filter_by_prefix: prefix, info: "user_count,subscription_count" } }));
+    expect(both).toEqual({ channels: { [`${prefix}a`]: { user_count: 1, subscription_count: 1 }, [`${prefix}b`]: { user_count: 1, subscription_count: 2 } } });
+    const everywhere = await json(await sdk.get({ path: "/channels", params: { info: "subscription_count" } }));
+    expect(everywhere.channels[`${prefix}b`]).toEqual({ subscription_count: 2 });
 
     client.pusher.unsubscribe(`${prefix}a`);
     await expect

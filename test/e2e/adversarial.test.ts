@@ -1390,7 +1390,7 @@ describe("a client that never reads", () => {
     expect(await answer(await open.fetch("/healthz"))).toEqual({ status: 200, body: { ok: true } });
     await Promise.all(publishers);
 
-    // The reading client gets every message, in order, and (the relay looks 5 s after a socket
+    // The reading client gets every message, in order, and (the relay looks ~6 s after a socket
     // fell behind) hears that the stalled user left: the relay closed its socket.
     const seqs: number[] = [];
     let left = false;

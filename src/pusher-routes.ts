@@ -152,8 +152,16 @@ interface PusherEvent {
 type ChannelAttribute = "user_count" | "subscription_count";
 const CHANNEL_ATTRIBUTES: readonly string[] = ["user_count", "subscription_count"] satisfies ChannelAttribute[];
 
-/** A channel's attributes as a trigger's `info` asks for them; user_count only on presence channels, as Pusher gives it. */
+/** A channel's attributes as `info` asks for them; user_count only on presence channels, as Pusher gives it. */
 type ChannelAttributes = Partial<Record<ChannelAttribute, number>>;
+
+/** The attributes `info` asks for, from the channel's room's counts (trigger, `GET channels`, `GET channels/:channel`). */
+function countsOf(channel: string, info: ReadonlySet<string>, room: { users: number; connections: number }): ChannelAttributes {
+  return {
+    ...(info.has("user_count") && isPresenceChannel(channel) && { user_count: room.users }),
+    ...(info.has("subscription_count") && { subscription_count: room.connections }),
+  };
+}
 
 function parseBody(body: string): Record<string, unknown> {
   let parsed: unknown;
@@ -226,14 +234,7 @@ async function trigger(c: PusherContext, event: PusherEvent): Promise<Record<str
       const answer = await againIfReset(() => c.env.ROOMS.getByName(channel).publish("server", event.data, undefined, event.socketId, event.payload) as Promise<number | TooLarge>);
       if (typeof answer !== "number") throw new HttpError(413, answer.refused, answer.message);
       if (event.info === undefined) return [channel, {}];
-      const { users, connections } = await againIfReset(() => c.env.ROOMS.getByName(channel).info());
-      return [
-        channel,
-        {
-          ...(event.info.has("user_count") && isPresenceChannel(channel) && { user_count: users }),
-          ...(event.info.has("subscription_count") && { subscription_count: connections }),
-        },
-      ];
+      return [channel, countsOf(channel, event.info, await againIfReset(() => c.env.ROOMS.getByName(channel).info()))];
     }),
   );
   // From entries: a channel named `__proto__` is a key like any other.
@@ -286,13 +287,9 @@ pusher.get("/apps/:app_id/channels", async (c) => {
     throw new HttpError(400, "bad_request", "info=user_count needs filter_by_prefix=presence-");
   }
   const names = await c.env.DIRECTORY.getByName("channels").list(prefix);
-  const counted = info.has("user_count") || info.has("subscription_count");
+  const counted = CHANNEL_ATTRIBUTES.some((attribute) => info.has(attribute));
   const channels = await Promise.all(
-    names.map(async (name) => {
-      if (!counted) return [name, {}] as const;
-      const room = await againIfReset(() => c.env.ROOMS.getByName(name).info());
-      return [name, { ...(info.has("user_count") && { user_count: room.users }), ...(info.has("subscription_count") && { subscription_count: room.connections }) }] as const;
-    }),
+    names.map(async (name) => [name, counted ? countsOf(name, info, await againIfReset(() => c.env.ROOMS.getByName(name).info())) : {}] as const),
   );
   return c.json({ channels: Object.fromEntries(channels) }); // `__proto__` a key like any other
 });
@@ -309,11 +306,7 @@ pusher.get("/apps/:app_id/channels/:channel", async (c) => {
   const info = infoOf(c);
   if (info.has("user_count")) presenceOnly(channel, "user_count");
   const room = await againIfReset(() => c.env.ROOMS.getByName(channel).info());
-  return c.json({
-    occupied: room.connections > 0,
-    ...(info.has("user_count") && { user_count: room.users }),
-    ...(info.has("subscription_count") && { subscription_count: room.connections }),
-  });
+  return c.json({ occupied: room.connections > 0, ...countsOf(channel, info, room) });
 });
 
 pusher.get("/apps/:app_id/channels/:channel/users", async (c) => {
